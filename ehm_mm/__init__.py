@@ -1,0 +1,14 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""ehm_mm: Evolved Hierarchical Masking for OpenMMLab.
+
+Importing this package registers every mmpretrain-side module (models,
+hooks, datasets, metrics) into mmpretrain's registries, so both
+``import ehm_mm`` and ``custom_imports = dict(imports=['ehm_mm'])`` work.
+"""
+from .utils import register_checkpoint_safe_globals  # isort: skip
+from . import datasets, engine, evaluation, models  # noqa: F401
+from .version import __version__
+
+register_checkpoint_safe_globals()
+
+__all__ = ['__version__']

@@ -1,0 +1,42 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Packaging for ehm_mm (Evolved Hierarchical Masking for OpenMMLab).
+
+The heavy stack (torch, mmcv with compiled ops, mmengine, mmpretrain, mmseg,
+mmdet) is installed by ``tools/install.sh``; see the README.
+"""
+import os.path as osp
+
+from setuptools import find_packages, setup
+
+
+def read_version() -> str:
+    """Read ``__version__`` from ``ehm_mm/version.py``."""
+    namespace: dict = {}
+    with open(osp.join(osp.dirname(__file__), 'ehm_mm', 'version.py')) as f:
+        exec(f.read(), namespace)
+    return namespace['__version__']
+
+
+def read_requirements(name: str) -> list:
+    """Read a requirements file, dropping comments and blank lines."""
+    path = osp.join(osp.dirname(__file__), 'requirements', name)
+    with open(path) as f:
+        lines = [line.split('#')[0].strip() for line in f]
+    return [line for line in lines if line]
+
+
+setup(
+    name='ehm_mm',
+    version=read_version(),
+    description='Evolved Hierarchical Masking (EHM) for masked image '
+    'modeling in OpenMMLab',
+    long_description=open('README.md').read() if osp.exists('README.md') else '',
+    long_description_content_type='text/markdown',
+    packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
+    include_package_data=True,
+    python_requires='>=3.8',
+    install_requires=read_requirements('runtime.txt'),
+    extras_require=dict(tests=read_requirements('tests.txt')),
+    license='Apache License 2.0',
+    zip_safe=False,
+)
