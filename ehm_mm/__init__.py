@@ -7,8 +7,20 @@ hooks, datasets, metrics) into mmpretrain's registries, so both
 """
 from .utils import register_checkpoint_safe_globals  # isort: skip
 from . import datasets, engine, evaluation, models  # noqa: F401
+from .models.masking import (
+    DepthSchedule,
+    EvolvedHierarchicalMasking,
+    Hierarchy,
+    MaskingResult,
+    attention_affinity,
+    build_hierarchy,
+)
 from .version import __version__
 
 register_checkpoint_safe_globals()
 
-__all__ = ['__version__']
+__all__ = [
+    '__version__', 'attention_affinity', 'build_hierarchy',
+    'EvolvedHierarchicalMasking', 'Hierarchy', 'MaskingResult',
+    'DepthSchedule'
+]

@@ -1,0 +1,530 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Adaptive Hierarchy Establishment: a binary tree over the patches.
+
+Torch only. Every image of a batch gets its own binary tree, built by
+level-synchronous merging of 4-adjacent, similar nodes (design section 2,
+which is this project's reconstruction of the paper's AHE):
+
+* level 0 holds the ``N`` patches; a merged node is adjacent to whatever its
+  members touch on the patch grid;
+* node similarity is average linkage,
+  ``sum_{i in P, j in Q} S_ij / (|P| |Q|)``;
+* going up one level, every node proposes its most similar free neighbour,
+  mutual proposals are matched, and this repeats for ``rounds`` rounds.
+  Only pairs whose similarity is within ``tolerance`` (in units of the
+  image's affinity spread) of what *each* of the two could have had with its
+  best neighbour may be matched, so a node waits a level rather than merging
+  across a strong boundary;
+* each matched pair becomes one parent, an unmatched node is carried up.
+
+All images are processed together: node-by-node affinity sums live in one
+``[B, K, K]`` tensor, the grid adjacency is one edge list shared by the
+batch, and the only Python loops run over levels and matching rounds.
+"""
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+# Low 32 bits of a matching key hold the (inverted) node-pair id.
+_PAIR_BITS = 32
+_PAIR_MASK = (1 << _PAIR_BITS) - 1
+
+
+@dataclass
+class Hierarchy:
+    """Per-image binary trees over the patches of a batch.
+
+    Level 0 holds the leaves (the patches, node ``i`` is patch ``i``); every
+    node of level ``l + 1`` is the union of one or two adjacent nodes of
+    level ``l``. Node ids of a level are ``0 .. num_nodes - 1``, numbered in
+    the order of each node's smallest patch index.
+
+    Args:
+        ancestors (Tensor): LongTensor ``[B, L, N]``, the id of each patch's
+            ancestor node at every level (level 0 is the identity).
+        num_nodes (Tensor): LongTensor ``[B, L]``, the node count of every
+            level, non-increasing along ``L``.
+        grid_size (Tuple[int, int]): The patch grid ``(h, w)``,
+            ``h * w == N``; patch ``i`` sits at row ``i // w``, column
+            ``i % w``.
+    """
+
+    ancestors: Tensor
+    num_nodes: Tensor
+    grid_size: Tuple[int, int]
+
+    @property
+    def batch_size(self) -> int:
+        """int: The number of images ``B``."""
+        return self.ancestors.shape[0]
+
+    @property
+    def num_levels(self) -> int:
+        """int: The number of levels ``L``, leaves included."""
+        return self.ancestors.shape[1]
+
+    @property
+    def num_patches(self) -> int:
+        """int: The number of patches ``N``."""
+        return self.ancestors.shape[2]
+
+    @property
+    def heights(self) -> Tensor:
+        """Tensor: LongTensor ``[B]``, each tree's height.
+
+        The index of the first level holding a single node, or ``L - 1``
+        when the levels stopped at ``max_levels`` before that.
+        """
+        heights = (self.num_nodes > 1).sum(dim=1)
+        return heights.clamp(max=self.num_levels - 1)
+
+    def level(self, level: int) -> Tensor:
+        """Return each patch's ancestor id at one level.
+
+        Args:
+            level (int): The level, ``0 <= level < L`` (negative values
+                count from the top).
+
+        Returns:
+            Tensor: LongTensor ``[B, N]``.
+        """
+        if not -self.num_levels <= level < self.num_levels:
+            raise ValueError(f'level must be in [-{self.num_levels}, '
+                             f'{self.num_levels}), got {level}')
+        return self.ancestors[:, level]
+
+    def node_sizes(self) -> Tensor:
+        """Count the patches of every node.
+
+        Returns:
+            Tensor: LongTensor ``[B, L, N]``; entry ``[b, l, k]`` is the size
+            of node ``k`` of level ``l`` (0 for ``k >= num_nodes[b, l]``).
+        """
+        sizes = torch.zeros_like(self.ancestors)
+        return sizes.scatter_add_(2, self.ancestors,
+                                  torch.ones_like(self.ancestors))
+
+    def to(self, device: torch.device) -> 'Hierarchy':
+        """Move the tensors to ``device``.
+
+        Args:
+            device (torch.device): The target device.
+
+        Returns:
+            Hierarchy: A hierarchy on ``device``.
+        """
+        return Hierarchy(
+            self.ancestors.to(device), self.num_nodes.to(device),
+            self.grid_size)
+
+
+def check_grid_size(grid_size: Sequence[int],
+                    num_patches: Optional[int] = None) -> Tuple[int, int]:
+    """Validate a patch grid ``(h, w)``.
+
+    Args:
+        grid_size (Sequence[int]): The grid ``(h, w)``.
+        num_patches (int, optional): When given, ``h * w`` must equal it.
+            Defaults to None.
+
+    Returns:
+        Tuple[int, int]: ``(h, w)`` as Python ints.
+    """
+    if (not isinstance(grid_size, Sequence) or len(grid_size) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool)
+                       for s in grid_size)):
+        raise TypeError('grid_size must be a pair of ints (h, w), '
+                        f'got {grid_size!r}')
+    h, w = int(grid_size[0]), int(grid_size[1])
+    if h < 1 or w < 1:
+        raise ValueError(f'grid_size must be positive, got {(h, w)}')
+    if num_patches is not None and h * w != num_patches:
+        raise ValueError(f'grid_size {(h, w)} holds {h * w} patches but the '
+                         f'affinity has N={num_patches}')
+    return h, w
+
+
+def check_affinity(affinity: Tensor,
+                   grid_size: Sequence[int]) -> Tuple[int, int]:
+    """Validate an affinity ``[B, N, N]`` against a grid ``(h, w)``.
+
+    Only shapes and dtype are checked here (no device sync); see
+    :func:`nonfinite_images` for NaN / inf.
+
+    Args:
+        affinity (Tensor): The affinity, a floating tensor ``[B, N, N]``.
+        grid_size (Sequence[int]): The patch grid ``(h, w)``.
+
+    Returns:
+        Tuple[int, int]: ``(h, w)`` as Python ints.
+    """
+    if not isinstance(affinity, Tensor):
+        raise TypeError('affinity must be a torch.Tensor, got '
+                        f'{type(affinity).__name__}')
+    if not affinity.is_floating_point():
+        raise TypeError('affinity must be a floating tensor, got '
+                        f'{affinity.dtype}')
+    if (affinity.dim() != 3 or affinity.shape[1] != affinity.shape[2]
+            or affinity.shape[0] < 1 or affinity.shape[1] < 1):
+        raise ValueError('affinity must have shape [B, N, N] with B, N >= 1, '
+                         f'got {list(affinity.shape)}')
+    return check_grid_size(grid_size, affinity.shape[1])
+
+
+def nonfinite_images(affinity: Tensor) -> Tensor:
+    """Flag the images whose affinity holds NaN or inf.
+
+    A per-image sum screens the batch (NaN and inf propagate); only when it
+    is not finite are the entries checked one by one, so that a finite
+    affinity whose sum overflows is not flagged. Reads one flag on the host.
+
+    Args:
+        affinity (Tensor): The affinity ``[B, N, N]``.
+
+    Returns:
+        Tensor: BoolTensor ``[B]``, True where an entry is not finite.
+    """
+    suspect = ~torch.isfinite(affinity.sum((1, 2)))
+    if not bool(suspect.any()):
+        return suspect
+    return ~torch.isfinite(affinity).flatten(1).all(dim=1)
+
+
+def default_max_levels(num_patches: int) -> int:
+    """The default cap on merge levels: ``2 * ceil(log2 N)``.
+
+    A perfectly balanced tree needs ``ceil(log2 N)`` levels; the cap leaves
+    as many again for nodes that wait at strong boundaries.
+
+    Args:
+        num_patches (int): The number of patches ``N``.
+
+    Returns:
+        int: The cap (0 when ``N == 1``).
+    """
+    return 2 * min_tree_height(num_patches)
+
+
+def min_tree_height(num_patches: int,
+                    max_levels: Optional[int] = None) -> int:
+    """The height every tree over ``N`` patches is guaranteed to reach.
+
+    The node count at most halves per level, so every tree has at least
+    ``ceil(log2 N)`` levels above its leaves, unless ``max_levels`` stops it
+    earlier.
+
+    Args:
+        num_patches (int): The number of patches ``N``.
+        max_levels (int, optional): The cap on merge levels; None means
+            :func:`default_max_levels`. Defaults to None.
+
+    Returns:
+        int: The guaranteed height.
+    """
+    height = math.ceil(math.log2(num_patches)) if num_patches > 1 else 0
+    if max_levels is not None:
+        height = min(height, max_levels)
+    return height
+
+
+def grid_edges(h: int, w: int,
+               device: Optional[torch.device] = None) -> Tuple[Tensor, Tensor]:
+    """List the 4-adjacency of an ``h x w`` patch grid in both directions.
+
+    Args:
+        h (int): Grid rows.
+        w (int): Grid columns.
+        device (torch.device, optional): Where to put the result.
+            Defaults to None.
+
+    Returns:
+        Tuple[Tensor, Tensor]: ``(src, dst)``, two LongTensors ``[2E]`` with
+        ``E = h * (w - 1) + w * (h - 1)``.
+    """
+    index = torch.arange(h * w, device=device).view(h, w)
+    src = torch.cat([index[:, :-1].reshape(-1), index[:-1, :].reshape(-1)])
+    dst = torch.cat([index[:, 1:].reshape(-1), index[1:, :].reshape(-1)])
+    return torch.cat([src, dst]), torch.cat([dst, src])
+
+
+def _offdiagonal_stats(affinity: Tensor) -> Tuple[Tensor, Tensor]:
+    """Finiteness and spread of each image's off-diagonal affinities.
+
+    Two reductions over the affinity, no elementwise temporaries.
+
+    Args:
+        affinity (Tensor): ``[B, N, N]`` float32.
+
+    Returns:
+        Tuple[Tensor, Tensor]: ``finite`` ``[B]`` bool (False where the
+        affinity holds NaN or inf, or overflows float32 when summed) and
+        ``std`` ``[B]`` float32, the standard deviation of the off-diagonal
+        entries (0 when ``N < 2``).
+    """
+    num = affinity.shape[1]
+    total = affinity.sum((1, 2)).double()
+    total_sq = torch.linalg.vector_norm(affinity.flatten(1),
+                                        dim=1).double().square()
+    finite = torch.isfinite(total) & torch.isfinite(total_sq)
+    count = num * num - num
+    if count < 2:
+        return finite, affinity.new_zeros(affinity.shape[0])
+    diag = affinity.diagonal(dim1=1, dim2=2).double()
+    mean = (total - diag.sum(1)) / count
+    var = (total_sq - diag.square().sum(1)) / count - mean.square()
+    std = (var.clamp(min=0) * count / (count - 1)).sqrt()
+    return finite, std.float()
+
+
+def _order_key(values: Tensor) -> Tensor:
+    """Map float32 values to int64 keys with the same order.
+
+    Args:
+        values (Tensor): float32 tensor without NaN.
+
+    Returns:
+        Tensor: int64 tensor in ``[-2**31, 2**31)``, monotone in ``values``.
+    """
+    bits = values.contiguous().view(torch.int32).to(torch.int64)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+def _compact_edges(u: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
+    """Drop the edges inside a node, padding images to the longest list.
+
+    Padding entries are ``(0, 0)``, i.e. internal, so they stay ignored.
+    Reads the longest list length on the host (compact mode only).
+
+    Args:
+        u (Tensor): ``[B, E]`` edge sources (node ids).
+        v (Tensor): ``[B, E]`` edge targets (node ids).
+
+    Returns:
+        Tuple[Tensor, Tensor]: ``u`` and ``v``, ``[B, E']``.
+    """
+    keep = u != v
+    width = int(keep.sum(1).max())
+    slot = torch.where(keep, keep.cumsum(1) - 1, width)
+    out = []
+    for ends in (u, v):
+        buf = ends.new_zeros(ends.shape[0], width + 1)
+        out.append(buf.scatter_(1, slot, ends)[:, :width])
+    return out[0], out[1]
+
+
+def _match_level(weights: Tensor, sizes: Tensor, u: Tensor, v: Tensor,
+                 margin: Tensor, rounds: int) -> Tensor:
+    """Pair adjacent nodes of one level by rounds of mutual proposals.
+
+    Args:
+        weights (Tensor): ``[B, K, K]`` summed affinity between nodes.
+        sizes (Tensor): ``[B, K]`` node sizes (0 for unused slots).
+        u (Tensor): ``[B, E]`` directed edge sources (node ids); every
+            edge is listed in both directions.
+        v (Tensor): ``[B, E]`` directed edge targets (node ids).
+        margin (Tensor): ``[B, 1]`` the tolerated similarity loss.
+        rounds (int): Matching rounds.
+
+    Returns:
+        Tensor: ``partner`` ``[B, K]``, the matched node, or the node itself
+        when unmatched.
+    """
+    batch, num = sizes.shape
+    low, high = torch.minimum(u, v), torch.maximum(u, v)
+    pair = low * num + high
+    # Symmetric average linkage, summed in a fixed order so that the value
+    # of a pair is bitwise the same in both directions.
+    flat = weights.flatten(1)
+    sim = (flat.gather(1, pair) + flat.gather(1, high * num + low)) / (
+        2 * sizes.gather(1, low) * sizes.gather(1, high))
+    valid = u != v
+    neg_inf = torch.finfo(sim.dtype).min
+    sim = sim.masked_fill(~valid, neg_inf)
+    best = sim.new_full((batch, num), neg_inf)
+    best = best.scatter_reduce(1, u, sim, 'amax')  # best neighbour overall
+    floor = best - margin
+    allowed = valid & (sim >= floor.gather(1, u)) & (sim >= floor.gather(1, v))
+    # One int64 key per edge: similarity first, then the smaller pair id, so
+    # that ties resolve the same way from both ends and the best allowed
+    # pair of an image is always a mutual proposal.
+    key = (_order_key(sim) << _PAIR_BITS) | (_PAIR_MASK - pair)
+    none = torch.iinfo(torch.int64).min
+    key = key.masked_fill(~allowed, none)
+    index = torch.arange(num, device=u.device).expand(batch, num)
+    partner = index
+    for step in range(rounds):
+        if step > 0:
+            taken = partner != index
+            key = key.masked_fill(taken.gather(1, u) | taken.gather(1, v),
+                                  none)
+        offer = key.new_full((batch, num), none)
+        offer = offer.scatter_reduce(1, u, key, 'amax')
+        offer_pair = _PAIR_MASK - (offer & _PAIR_MASK)
+        offer_to = offer_pair // num + offer_pair % num - index
+        mutual = (offer != none) & (
+            offer.gather(1, offer_to.clamp(0, num - 1)) == offer)
+        partner = torch.where(mutual, offer_to, partner)
+    return partner
+
+
+def _merge(weights: Tensor, sizes: Tensor, partner: Tensor,
+           compact: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Turn matched pairs into parents and sum their affinities.
+
+    Each parent's affinity row is the sum of its (one or two) children's
+    rows, gathered in a fixed order, so the result is deterministic on
+    every device (no atomic adds).
+
+    Args:
+        weights (Tensor): ``[B, K, K]`` summed affinity between nodes.
+        sizes (Tensor): ``[B, K]`` node sizes (0 for unused slots).
+        partner (Tensor): ``[B, K]`` matched node or the node itself.
+        compact (bool): Shrink ``K`` to the largest parent count.
+
+    Returns:
+        Tuple[Tensor, Tensor, Tensor, Tensor]: ``parent`` ``[B, K]`` (each
+        node's parent id), parent ``weights`` ``[B, K', K']``, parent
+        ``sizes`` ``[B, K']`` and parent counts ``[B]``.
+    """
+    batch, num = sizes.shape
+    index = torch.arange(num, device=sizes.device).expand(batch, num)
+    first = torch.minimum(index, partner)
+    is_root = (first == index) & (sizes > 0)
+    new_id = is_root.cumsum(1) - 1
+    parent = new_id.gather(1, first)
+    count = is_root.sum(1)
+    new_num = int(count.max()) if compact else num
+    # The children of every parent; an unmatched node is its own parent's
+    # both children, and its doubled sums are halved (exactly) below.
+    slot = torch.where(is_root, new_id, new_num)
+    empty = index.new_zeros(batch, new_num + 1)
+    child_a = empty.scatter(1, slot, index)[:, :new_num]
+    child_b = empty.scatter(1, slot, partner)[:, :new_num]
+    used = torch.arange(new_num, device=sizes.device) < count[:, None]
+    scale = torch.where(child_a == child_b, 0.5, 1.0).to(weights.dtype)
+    scale = scale.masked_fill(~used, 0)
+    offset = torch.arange(batch, device=sizes.device)[:, None] * num
+    flat = weights.reshape(batch * num, num)
+    rows = flat.index_select(0, (child_a + offset).flatten())
+    rows += flat.index_select(0, (child_b + offset).flatten())
+    rows = rows.view(batch, new_num, num)
+    rows *= scale[:, :, None]
+    cols_a = child_a[:, None, :].expand(batch, new_num, new_num)
+    cols_b = child_b[:, None, :].expand(batch, new_num, new_num)
+    merged = rows.gather(2, cols_a)
+    merged += rows.gather(2, cols_b)
+    merged *= scale[:, None, :]
+    # sizes are small integers: their float sums are exact in any order
+    sizes = sizes.new_zeros(batch, new_num).scatter_add_(1, parent, sizes)
+    return parent, merged, sizes, count
+
+
+def build_hierarchy(affinity: Tensor,
+                    grid_size: Sequence[int],
+                    rounds: int = 4,
+                    tolerance: float = 0.5,
+                    max_levels: Optional[int] = None,
+                    compact: Optional[bool] = None) -> Hierarchy:
+    """Build one binary tree per image from a patch affinity.
+
+    The affinity is symmetrised (``(S + S^T) / 2``) and computed in float32,
+    so half-precision input is fine. Levels are added until every image is a
+    single node or ``max_levels`` merge levels are done.
+
+    Args:
+        affinity (Tensor): Patch affinity ``[B, N, N]``, higher means more
+            similar; any real scale.
+        grid_size (Sequence[int]): The patch grid ``(h, w)``, ``h * w == N``,
+            patches in row-major order.
+        rounds (int): Matching rounds per level (1 is pure reciprocal
+            nearest-neighbour merging). Defaults to 4.
+        tolerance (float): How much worse than its best neighbour overall a
+            node may accept as a partner, in units of the standard deviation
+            of the image's off-diagonal affinities. ``inf`` accepts any
+            neighbour. Defaults to 0.5.
+        max_levels (int, optional): Cap on merge levels; None means
+            ``2 * ceil(log2 N)``. Defaults to None.
+        compact (bool, optional): Shrink the node dimension to the batch's
+            largest node count at every level. That reads the count on the
+            host, a device sync per level, so None turns it on for CPU
+            tensors only. Results do not depend on it. Defaults to None.
+
+    Returns:
+        Hierarchy: ``ancestors`` ``[B, L, N]`` and ``num_nodes`` ``[B, L]``.
+    """
+    h, w = check_affinity(affinity, grid_size)
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f'rounds must be an int >= 1, got {rounds!r}')
+    if not tolerance >= 0:
+        raise ValueError(f'tolerance must be >= 0, got {tolerance!r}')
+    num = h * w
+    if max_levels is None:
+        max_levels = default_max_levels(num)
+    if not isinstance(max_levels, int) or max_levels < 0:
+        raise ValueError(
+            f'max_levels must be an int >= 0 or None, got {max_levels!r}')
+    if compact is None:
+        compact = affinity.device.type == 'cpu'
+    with torch.no_grad():
+        return _build(affinity.detach().float(), h, w, rounds, tolerance,
+                      max_levels, compact)
+
+
+def _build(weights: Tensor, h: int, w: int, rounds: int, tolerance: float,
+           max_levels: int, compact: bool) -> Hierarchy:
+    """The level loop of :func:`build_hierarchy` on validated input.
+
+    Args:
+        weights (Tensor): float32 affinity ``[B, N, N]``.
+        h (int): Grid rows.
+        w (int): Grid columns.
+        rounds (int): Matching rounds per level.
+        tolerance (float): Tolerance in affinity standard deviations.
+        max_levels (int): Cap on merge levels.
+        compact (bool): Shrink node and edge dimensions per level.
+
+    Returns:
+        Hierarchy: The trees.
+    """
+    batch, num = weights.shape[:2]
+    finite, std = _offdiagonal_stats(weights)
+    if not bool(finite.all()):
+        bad = nonfinite_images(weights)
+        if bool(bad.any()):
+            raise ValueError('affinity holds NaN or inf for images '
+                             f'{bad.nonzero().flatten().tolist()}')
+        raise ValueError('affinity is too large: its sums overflow float32 '
+                         'for images '
+                         f'{(~finite).nonzero().flatten().tolist()}; '
+                         'rescale it')
+    if math.isinf(tolerance):
+        margin = torch.full_like(std, math.inf)[:, None]
+    else:
+        margin = (tolerance * std)[:, None]
+    src, dst = grid_edges(h, w, weights.device)
+    node = torch.arange(num, device=weights.device).expand(batch, num)
+    u, v = src.expand(batch, -1), dst.expand(batch, -1)
+    sizes = weights.new_ones(batch, num)
+    levels, counts = [node], [torch.full_like(node[:, 0], num)]
+    for _ in range(max_levels):
+        if compact and weights.shape[1] == 1:
+            break
+        partner = _match_level(weights, sizes, u, v, margin, rounds)
+        parent, weights, sizes, count = _merge(weights, sizes, partner,
+                                               compact)
+        node = parent.gather(1, node)
+        u, v = parent.gather(1, u), parent.gather(1, v)
+        if compact:
+            u, v = _compact_edges(u, v)
+        levels.append(node)
+        counts.append(count)
+    num_nodes = torch.stack(counts, dim=1)
+    # Drop the trailing levels on which every image is already one node
+    # (one host sync per call).
+    num_levels = 1 + int((num_nodes[:, :-1] > 1).any(dim=0).sum())
+    ancestors = torch.stack(levels[:num_levels], dim=1)
+    return Hierarchy(ancestors, num_nodes[:, :num_levels].contiguous(),
+                     (h, w))
