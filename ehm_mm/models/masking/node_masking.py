@@ -46,10 +46,14 @@ def num_masked(num_patches: int, mask_ratio: float) -> int:
     """How many patches a ratio masks: ``round(mask_ratio * N)``.
 
     mmpretrain's ``MAEViT.random_masking`` keeps ``int(N * (1 - ratio))``
-    patches instead; the two agree unless ``N * ratio`` lies within float
-    error of an integer from below or has fraction ``.5`` (e.g. ``N = 10``,
-    ratio ``0.45``: MAE keeps 5, here 4.5 rounds half to even, keeping 6).
-    This module always masks ``round(mask_ratio * N)`` (Python rounding).
+    patches instead, i.e. it truncates the visible count. The two agree
+    when ``N * ratio`` is an integer (``N = 196``, ratio ``0.75``) or its
+    fraction exceeds ``.5``; when the fraction is below ``.5`` MAE masks
+    one patch more (``N = 16``, ratio ``0.9``: MAE keeps 1, here 2), at
+    exactly ``.5`` Python rounds half to even (``N = 10``, ratio ``0.45``:
+    MAE keeps 5, here 6), and float error can make MAE's product fall just
+    below an integer. Either way both take the visible patches from the
+    same shuffle. This module always masks ``round(mask_ratio * N)``.
 
     Args:
         num_patches (int): ``N``.
