@@ -6,7 +6,7 @@ hooks, datasets, metrics) into mmpretrain's registries, so both
 ``import ehm_mm`` and ``custom_imports = dict(imports=['ehm_mm'])`` work.
 """
 from .utils import register_checkpoint_safe_globals  # isort: skip
-from . import datasets, engine, evaluation, models  # noqa: F401
+from . import datasets, engine, evaluation, models, retrieval  # noqa: F401
 from .models.masking import (
     DepthSchedule,
     EvolvedHierarchicalMasking,

@@ -1,0 +1,36 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Plain-text result tables of the retrieval benchmarks."""
+from typing import Sequence
+
+
+def format_table(title: str, header: Sequence[str],
+                 rows: Sequence[Sequence[object]]) -> str:
+    """Render a plain-text table.
+
+    Args:
+        title (str): Line printed above the table.
+        header (Sequence[str]): Column names.
+        rows (Sequence[Sequence]): Cells; floats are shown with 2 decimals.
+
+    Returns:
+        str: The table.
+    """
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f'{value:.2f}'
+        return str(value)
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [
+        max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(h)
+        for i, h in enumerate(header)
+    ]
+    rule = '+' + '+'.join('-' * (w + 2) for w in widths) + '+'
+
+    def line(values: Sequence[str]) -> str:
+        return '| ' + ' | '.join(
+            str(v).rjust(w) for v, w in zip(values, widths)) + ' |'
+
+    body = [line(r) for r in cells]
+    return '\n'.join([title, rule, line(header), rule, *body, rule])

@@ -1,0 +1,66 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""torch and faiss search give the same rankings."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ehm_mm.retrieval.search import (
+    faiss_available,
+    faiss_search,
+    search,
+    torch_search,
+)
+
+
+def _features(num, dim, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(num, dim, generator=gen), dim=1)
+
+
+def test_faiss_is_installed():
+    # faiss-cpu is a runtime requirement; the equality tests need it.
+    assert faiss_available()
+
+
+@pytest.mark.parametrize('topk', [None, 1, 7, 300])
+def test_torch_and_faiss_agree(topk):
+    queries, database = _features(17, 32, 0), _features(300, 32, 1)
+    t_scores, t_idx = torch_search(queries, database, topk, chunk_size=5)
+    f_scores, f_idx = faiss_search(queries, database, topk)
+    k = 300 if topk is None else min(topk, 300)
+    assert t_idx.shape == f_idx.shape == (17, k)
+    assert t_idx.dtype == f_idx.dtype == torch.int64
+    assert torch.equal(t_idx, f_idx)
+    torch.testing.assert_close(t_scores, f_scores, rtol=0, atol=1e-5)
+    # Sorted best first, and the brute-force answer.
+    assert torch.all(t_scores[:, :-1] >= t_scores[:, 1:])
+    expected = (queries @ database.t()).argsort(dim=1, descending=True)
+    assert torch.equal(t_idx, expected[:, :k])
+
+
+def test_ties_break_by_lower_index_on_both_paths():
+    # Exactly representable values: dot products are exact in float32.
+    database = torch.tensor([[0.5, 0.0], [1.0, 0.0], [0.5, 0.0], [0.0, 1.0],
+                             [1.0, 0.0]])
+    queries = torch.tensor([[1.0, 0.0], [0.0, 0.5]])
+    expected = torch.tensor([[1, 4, 0, 2, 3], [3, 0, 1, 2, 4]])
+    for backend in ('torch', 'faiss'):
+        _, idx = search(queries, database, backend=backend)
+        assert torch.equal(idx, expected), backend
+        _, top = search(queries, database, topk=3, backend=backend)
+        assert torch.equal(top, expected[:, :3]), backend
+
+
+def test_auto_backend_and_errors():
+    queries, database = _features(3, 8, 2), _features(20, 8, 3)
+    _, auto_idx = search(queries, database, faiss_min_database_size=10)
+    _, torch_idx = search(queries, database, backend='torch')
+    assert torch.equal(auto_idx, torch_idx)
+    with pytest.raises(ValueError, match='backend'):
+        search(queries, database, backend='annoy')
+    with pytest.raises(ValueError, match='feature dims differ'):
+        search(queries, database[:, :4])
+    with pytest.raises(ValueError, match='topk'):
+        search(queries, database, topk=0)
+    with pytest.raises(ValueError, match='empty'):
+        search(queries, database[:0])
