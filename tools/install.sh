@@ -22,15 +22,15 @@ step() { echo "[ehm_mm install] $*"; }
 fail() { echo "[ehm_mm install] FAILED at step: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- python env
+source "${REPO_ROOT}/tools/python_env.sh"
+PY="${EHM_PYTHON}"
 if [[ -n "${VIRTUAL_ENV:-}" || -n "${CONDA_PREFIX:-}" ]]; then
-  PY="$(command -v python)"
   step "using the active environment: ${VIRTUAL_ENV:-${CONDA_PREFIX}}"
 else
-  if [[ ! -x "${REPO_ROOT}/.venv/bin/python" ]]; then
+  if [[ ! -x "${PY}" ]]; then
     step "creating ${REPO_ROOT}/.venv"
     python3 -m venv "${REPO_ROOT}/.venv" || fail "python3 -m venv .venv"
   fi
-  PY="${REPO_ROOT}/.venv/bin/python"
   step "using ${REPO_ROOT}/.venv"
 fi
 PIP=("${PY}" -m pip --disable-pip-version-check)

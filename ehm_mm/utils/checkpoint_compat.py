@@ -7,10 +7,15 @@ any class it does not know. mmengine 0.10.7 saves its ``MessageHub`` state
 loads checkpoints with a plain ``torch.load``, so ``--resume`` fails with
 ``Unsupported global: GLOBAL mmengine.logging.history_buffer.HistoryBuffer``.
 
-Instead of turning the safety check off, :func:`register_checkpoint_safe_globals`
-adds exactly the classes mmengine writes to torch's allow-list.
+Instead of turning the safety check off, this module adds exactly what
+mmengine writes to torch's allow-list (:func:`checkpoint_safe_globals`).
+``HistoryBuffer`` also pickles its statistics methods as
+``getattr(HistoryBuffer, 'mean')``; allowing the builtin ``getattr`` would
+re-open arbitrary code execution, so a ``getattr`` that only resolves
+``HistoryBuffer``'s own statistics methods is registered under that name.
 """
-from typing import Any, List
+import pickle
+from typing import Any, Callable, List
 
 import numpy as np
 import torch
@@ -37,15 +42,39 @@ def _numpy_globals() -> List[Any]:
     return found
 
 
+def history_buffer_getattr(obj: Any, name: str) -> Callable:
+    """A ``getattr`` restricted to ``HistoryBuffer``'s statistics methods.
+
+    Args:
+        obj (Any): Must be :class:`mmengine.logging.HistoryBuffer`.
+        name (str): A statistics method registered on it (``'mean'`` ...).
+
+    Returns:
+        Callable: The method.
+
+    Raises:
+        pickle.UnpicklingError: For any other object or attribute.
+    """
+    from mmengine.logging import HistoryBuffer
+    if obj is HistoryBuffer and (name in HistoryBuffer._statistics_methods
+                                 or name in ('min', 'max', 'mean',
+                                             'current')):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'ehm_mm only allows getattr(HistoryBuffer, <statistics method>) '
+        f'in weights-only checkpoints, got getattr({obj!r}, {name!r})')
+
+
 def checkpoint_safe_globals() -> List[Any]:
     """List the classes mmengine stores in a training checkpoint.
 
     Returns:
-        list: Classes and functions to pass to
-        ``torch.serialization.add_safe_globals``.
+        list: Entries for ``torch.serialization.add_safe_globals``: classes,
+        and one ``(function, 'builtins.getattr')`` pair.
     """
     from mmengine.logging import HistoryBuffer
-    return [HistoryBuffer] + _numpy_globals()
+    return [HistoryBuffer, (history_buffer_getattr, 'builtins.getattr')
+            ] + _numpy_globals()
 
 
 def register_checkpoint_safe_globals() -> None:

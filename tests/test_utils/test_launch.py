@@ -1,0 +1,76 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+import pytest
+from mmengine.config import Config
+
+from ehm_mm.utils import launch
+
+
+def _cfg(**optim_wrapper) -> Config:
+    return Config(
+        dict(
+            optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3),
+                               **optim_wrapper),
+            env_cfg=dict(dist_cfg=dict(backend='nccl'))))
+
+
+def test_fall_back_from_amp_without_accelerator(monkeypatch):
+    monkeypatch.setattr(launch, 'accelerator_available', lambda: False)
+    cfg = _cfg(type='AmpOptimWrapper', loss_scale='dynamic', dtype='float16')
+    with pytest.warns(UserWarning, match='AmpOptimWrapper'):
+        assert launch.fall_back_from_amp(cfg)
+    assert cfg.optim_wrapper.type == 'OptimWrapper'
+    assert 'loss_scale' not in cfg.optim_wrapper
+    assert 'dtype' not in cfg.optim_wrapper
+    assert cfg.optim_wrapper.optimizer.lr == 1e-3
+
+
+def test_amp_kept_with_accelerator(monkeypatch):
+    monkeypatch.setattr(launch, 'accelerator_available', lambda: True)
+    cfg = _cfg(type='AmpOptimWrapper', loss_scale='dynamic')
+    assert not launch.fall_back_from_amp(cfg)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+
+
+def test_plain_optim_wrapper_untouched(monkeypatch):
+    monkeypatch.setattr(launch, 'accelerator_available', lambda: False)
+    cfg = _cfg(type='OptimWrapper')
+    assert not launch.fall_back_from_amp(cfg)
+    assert cfg.optim_wrapper.type == 'OptimWrapper'
+
+
+def test_enable_amp():
+    cfg = _cfg(type='OptimWrapper')
+    launch.enable_amp(cfg)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    with pytest.raises(ValueError, match='optim_wrapper.type'):
+        launch.enable_amp(_cfg(type='ApexOptimWrapper'))
+
+
+def test_gloo_on_cpu_distributed(monkeypatch):
+    monkeypatch.setattr(launch.torch.cuda, 'is_available', lambda: False)
+    cfg = _cfg(type='OptimWrapper')
+    assert not launch.use_gloo_without_cuda(cfg, 'none')
+    assert cfg.env_cfg.dist_cfg.backend == 'nccl'
+    with pytest.warns(UserWarning, match='gloo'):
+        assert launch.use_gloo_without_cuda(cfg, 'pytorch')
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+
+
+def test_default_work_dir():
+    cfg = Config(dict())
+    launch.set_default_work_dir(cfg, 'configs/ehm_mae_vit-b.py', None)
+    assert cfg.work_dir == './work_dirs/ehm_mae_vit-b'
+    launch.set_default_work_dir(cfg, 'configs/x.py', '/tmp/wd')
+    assert cfg.work_dir == '/tmp/wd'
+
+
+def test_drop_collate_fn_scope():
+    cfg = Config(
+        dict(
+            train_dataloader=dict(
+                collate_fn=dict(type='default_collate', _scope_='mmpretrain')),
+            val_dataloader=None))
+    launch.drop_collate_fn_scope(cfg)
+    assert cfg.train_dataloader.collate_fn == dict(type='default_collate')

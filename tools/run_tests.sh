@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Copyright (c) OpenMMLab. All rights reserved.
+# The project's test command: installs what is missing (idempotent), lints,
+# then runs the pytest suite. Extra arguments go to pytest.
+#   bash tools/run_tests.sh [pytest args]
+set -euo pipefail
+TOOLS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bash "${TOOLS_DIR}/install.sh"
+source "${TOOLS_DIR}/python_env.sh"
+cd "${EHM_REPO_ROOT}"
+echo "[ehm_mm tests] ruff check"
+"${EHM_PYTHON}" -m ruff check .
+echo "[ehm_mm tests] pytest"
+"${EHM_PYTHON}" -m pytest tests "$@"

@@ -1,0 +1,136 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Train a model from an OpenMMLab 2.x config (mmpretrain, mmseg or mmdet).
+
+Examples:
+    python tools/train.py configs/ehm_mae_vit-b.py
+    bash tools/dist_train.sh configs/ehm_mae_vit-b.py 8
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+# Make `import ehm_mm` work from a plain checkout (no `pip install -e`).
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
+import ehm_mm  # noqa: E402,F401  (registers modules, fixes torch.load)
+from ehm_mm.utils.launch import (  # noqa: E402
+    drop_collate_fn_scope,
+    enable_amp,
+    fall_back_from_amp,
+    set_default_work_dir,
+    use_gloo_without_cuda,
+)
+
+
+def parse_args() -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='If a checkpoint is given, resume from it; without a value, '
+        'resume from the latest checkpoint in the work dir.')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='enable automatic mixed precision training (needs a GPU/NPU)')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='skip validation during training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the learning rate with the total batch size')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='set pin_memory=False in every dataloader')
+    parser.add_argument(
+        '--no-persistent-workers',
+        action='store_true',
+        help='set persistent_workers=False in every dataloader')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value pairs of the '
+        'form xxx=yyy; a list is written a=[1,2] or a=1,2')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply the command line to the config."""
+    cfg.launcher = args.launcher
+    set_default_work_dir(cfg, args.config, args.work_dir)
+
+    if args.amp:
+        enable_amp(cfg)
+    fall_back_from_amp(cfg)
+    use_gloo_without_cuda(cfg, args.launcher)
+
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+
+    if args.auto_scale_lr:
+        cfg.setdefault('auto_scale_lr', {})['enable'] = True
+
+    for loader_name in ('train_dataloader', 'val_dataloader',
+                        'test_dataloader'):
+        loader = cfg.get(loader_name)
+        if loader is None:
+            continue
+        if args.no_pin_memory:
+            loader['pin_memory'] = False
+        if args.no_persistent_workers:
+            loader['persistent_workers'] = False
+
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    # `--cfg-options` may have re-enabled AMP on a CPU-only machine.
+    fall_back_from_amp(cfg)
+    drop_collate_fn_scope(cfg)
+    return cfg
+
+
+def main() -> None:
+    """Build the runner from the config and train."""
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg = merge_args(cfg, args)
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
