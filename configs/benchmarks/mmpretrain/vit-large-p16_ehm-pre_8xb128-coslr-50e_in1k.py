@@ -1,0 +1,12 @@
+# ImageNet-1K fine-tuning of an EHM-pretrained ViT-L/16, 50 epochs.
+# Everything but the checkpoint is mmpretrain's MAE benchmark: AdamW lr
+# 4e-3 (batch 8 x 128), layer decay 0.75, drop path 0.2.
+_base_ = 'mmpretrain::mae/benchmarks/vit-large-p16_8xb128-coslr-50e_in1k.py'
+
+# See vit-base-p16_ehm-pre_8xb128-coslr-100e_in1k.py for the checkpoint.
+model = dict(
+    backbone=dict(
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='pretrain/ehm_vit-large-p16_mmpretrain.pth',
+            prefix='backbone.')))

@@ -1,0 +1,330 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Convert an EHM checkpoint for a downstream consumer and check the load.
+
+The command-line converters in ``tools/model_converters/`` are thin wrappers
+around :func:`convert_checkpoint`. A conversion
+
+1. extracts the encoder (student by default; the decoder, mask token, head
+   and EMA teacher are dropped and counted), see :func:`extract_encoder`;
+2. writes it in the consumer's layout (:data:`CONSUMERS`);
+3. builds the consumer's backbone (from ``--config`` or with the shape read
+   from the checkpoint), loads the written file through the consumer's own
+   loading path and accounts for every key, so a conversion that would
+   load partially fails here instead of in a training job.
+"""
+import os
+import os.path as osp
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+import torch
+from mmengine.registry import DefaultScope
+from torch import Tensor, nn
+
+from .encoder_checkpoint import (
+    ExtractedEncoder,
+    infer_vit_arch,
+    load_encoder,
+    mmpretrain_to_timm,
+)
+from .key_accounting import KeyReport, account_keys, check_key_report
+
+#: Output layout of each consumer.
+CONSUMERS: Dict[str, str] = {
+    'mmpretrain': 'state_dict with backbone.* keys (mmpretrain '
+    'VisionTransformer, init_cfg prefix "backbone.")',
+    'mmseg': 'state_dict with MAEViT keys, no prefix (mmseg MAE / StrictMAE)',
+    'timm': 'model dict with official-MAE / timm keys (ViTDet, detectron2, '
+    'timm, ViTDetBackbone)',
+}
+
+
+@dataclass
+class ConversionResult:
+    """What a conversion kept, wrote and how the consumer took it.
+
+    Args:
+        encoder (ExtractedEncoder): The extracted encoder.
+        num_written (int): Number of tensors written.
+        consumer (str): The consumer name.
+        checked_by (str): Class of the consumer backbone the file was
+            loaded into.
+        report (KeyReport): Key accounting of that load.
+        allowed_missing (tuple[str]): Patterns of the consumer's new
+            weights.
+        allowed_unexpected (tuple[str]): Patterns of the pretrained
+            weights the consumer does not use.
+    """
+
+    encoder: ExtractedEncoder
+    num_written: int
+    consumer: str
+    checked_by: str
+    report: KeyReport
+    allowed_missing: Tuple[str, ...]
+    allowed_unexpected: Tuple[str, ...]
+
+    def lines(self) -> list:
+        """Human-readable summary, one item per printed line.
+
+        Returns:
+            list[str]: The lines.
+        """
+        report = self.report
+        return [
+            f'extracted: {self.encoder.summary()}',
+            f'written: {self.num_written} tensors in {self.consumer} layout',
+            f'consumer check ({self.checked_by}): {report.summary()}',
+            f'  missing = new weights of the consumer '
+            f'{list(self.allowed_missing)}: {report.missing}',
+            f'  unexpected = pretrained weights the consumer does not use '
+            f'{list(self.allowed_unexpected)}: {report.unexpected}',
+        ]
+
+
+def to_consumer_checkpoint(encoder: ExtractedEncoder, consumer: str,
+                           meta: Optional[dict] = None) -> dict:
+    """Wrap a canonical encoder state dict in a consumer's checkpoint layout.
+
+    Args:
+        encoder (ExtractedEncoder): From :func:`extract_encoder`.
+        consumer (str): One of :data:`CONSUMERS`.
+        meta (dict, optional): Stored under ``'meta'``. Defaults to None.
+
+    Returns:
+        dict: The checkpoint to save.
+
+    Raises:
+        ValueError: If ``consumer`` is unknown.
+    """
+    state_dict = encoder.state_dict
+    if consumer == 'mmpretrain':
+        body = {
+            'state_dict':
+            OrderedDict((f'backbone.{key}', value)
+                        for key, value in state_dict.items())
+        }
+    elif consumer == 'mmseg':
+        body = {'state_dict': OrderedDict(state_dict)}
+    elif consumer == 'timm':
+        body = {'model': mmpretrain_to_timm(state_dict)}
+    else:
+        raise ValueError(
+            f'consumer must be one of {sorted(CONSUMERS)}, got {consumer!r}.')
+    body['meta'] = dict(meta or {})
+    return body
+
+
+def _backbone_cfg_from_config(config: str, expected_type: str) -> dict:
+    """``model.backbone`` of a config, checked to be ``expected_type``."""
+    from mmengine.config import Config
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config {config} does not exist.')
+    cfg = Config.fromfile(config)
+    backbone = cfg.get('model', {}).get('backbone')
+    if backbone is None:
+        raise ValueError(f'{config} has no model.backbone.')
+    backbone = backbone.to_dict() if hasattr(backbone, 'to_dict') else dict(
+        backbone)
+    if backbone.get('type') != expected_type:
+        raise ValueError(
+            f'{config}: model.backbone.type is {backbone.get("type")!r}, '
+            f'the check needs {expected_type!r}.')
+    backbone.pop('init_cfg', None)
+    backbone.pop('pretrained', None)
+    return backbone
+
+
+def _heads_for(embed_dims: int) -> int:
+    # Key names and pretrained shapes do not depend on the head count.
+    return embed_dims // 64 if embed_dims % 64 == 0 else 1
+
+
+_Check = Tuple[str, KeyReport, Tuple[str, ...], Tuple[str, ...]]
+
+
+def _check_mmseg(path: str, arch: Dict[str, int],
+                 config: Optional[str]) -> _Check:
+    from mmseg.registry import MODELS
+
+    from .mmseg import StrictMAE
+    if config is not None:
+        cfg = _backbone_cfg_from_config(config, 'StrictMAE')
+    else:
+        cfg = dict(
+            type='StrictMAE',
+            img_size=arch['img_size'],
+            patch_size=arch['patch_size'],
+            in_channels=arch['in_channels'],
+            embed_dims=arch['embed_dims'],
+            num_layers=arch['num_layers'],
+            num_heads=_heads_for(arch['embed_dims']),
+            mlp_ratio=arch['feedforward_channels'] // arch['embed_dims'],
+            init_values=1.0,
+            norm_cfg=dict(type='LN', eps=1e-6),
+            out_indices=[arch['num_layers'] - 1])
+    cfg['init_cfg'] = dict(type='Pretrained', checkpoint=path)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        backbone: StrictMAE = MODELS.build(cfg)
+    backbone.init_weights()
+    return ('StrictMAE', backbone.pretrained_report, backbone.allowed_missing,
+            backbone.allowed_unexpected)
+
+
+def _check_timm(path: str, arch: Dict[str, int],
+                config: Optional[str]) -> _Check:
+    from mmdet.registry import MODELS
+
+    from .mmdet import ViTDetBackbone
+    if config is not None:
+        cfg = _backbone_cfg_from_config(config, 'ViTDetBackbone')
+    else:
+        num_layers = arch['num_layers']
+        grid = arch['img_size'] // arch['patch_size']
+        cfg = dict(
+            type='ViTDetBackbone',
+            arch=dict(
+                embed_dims=arch['embed_dims'],
+                num_layers=num_layers,
+                num_heads=_heads_for(arch['embed_dims']),
+                feedforward_channels=arch['feedforward_channels'],
+                global_attn_indexes=list(range(2, num_layers, 3))),
+            img_size=arch['img_size'],
+            patch_size=arch['patch_size'],
+            in_channels=arch['in_channels'],
+            window_size=min(14, grid))
+    cfg['init_cfg'] = dict(type='Pretrained', checkpoint=path)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        backbone: ViTDetBackbone = MODELS.build(cfg)
+    backbone.init_weights()
+    return ('ViTDetBackbone', backbone.pretrained_report,
+            backbone.allowed_missing, backbone.allowed_unexpected)
+
+
+def mmpretrain_vit_allowed_keys(
+        backbone: nn.Module) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """Documented key differences for an mmpretrain ``VisionTransformer``.
+
+    MAE fine-tuning (``final_norm=False, out_type='avg_featmap'``) drops
+    the pretrained final norm ``ln1`` and learns a new ``ln2`` on the
+    averaged patch tokens; linear probing (``final_norm=True,
+    out_type='cls_token'``) uses every pretrained weight.
+
+    Args:
+        backbone (nn.Module): A built mmpretrain ``VisionTransformer``.
+
+    Returns:
+        tuple: ``(allowed_missing, allowed_unexpected)`` patterns.
+    """
+    missing, unexpected = [], []
+    if not getattr(backbone, 'final_norm', True):
+        unexpected.append(r'ln1\.(weight|bias)')
+    if isinstance(getattr(backbone, 'ln2', None), nn.LayerNorm):
+        missing.append(r'ln2\.(weight|bias)')
+    return tuple(missing), tuple(unexpected)
+
+
+def _check_mmpretrain(path: str, arch: Dict[str, int],
+                      config: Optional[str]) -> _Check:
+    from mmengine.runner.checkpoint import _load_checkpoint_with_prefix
+    from mmpretrain.models.utils import resize_pos_embed
+    from mmpretrain.registry import MODELS
+    if config is not None:
+        cfg = _backbone_cfg_from_config(config, 'VisionTransformer')
+    else:
+        cfg = dict(
+            type='VisionTransformer',
+            arch=dict(
+                embed_dims=arch['embed_dims'],
+                num_layers=arch['num_layers'],
+                num_heads=_heads_for(arch['embed_dims']),
+                feedforward_channels=arch['feedforward_channels']),
+            img_size=arch['img_size'],
+            patch_size=arch['patch_size'],
+            in_channels=arch['in_channels'],
+            out_type='cls_token',
+            final_norm=True)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        backbone = MODELS.build(cfg)
+    # What mmengine's ``Pretrained`` init with prefix "backbone." reads.
+    state_dict = _load_checkpoint_with_prefix('backbone.', path, 'cpu')
+    if 'pos_embed' in state_dict and (state_dict['pos_embed'].shape !=
+                                      backbone.pos_embed.shape):
+        grid = int(round((state_dict['pos_embed'].shape[1] - 1)**0.5))
+        state_dict['pos_embed'] = resize_pos_embed(
+            state_dict['pos_embed'], (grid, grid), backbone.patch_resolution,
+            backbone.interpolate_mode, backbone.num_extra_tokens)
+    allowed_missing, allowed_unexpected = mmpretrain_vit_allowed_keys(
+        backbone)
+    report = account_keys(backbone.state_dict(), state_dict)
+    check_key_report(report, allowed_missing, allowed_unexpected,
+                     'VisionTransformer')
+    return 'VisionTransformer', report, allowed_missing, allowed_unexpected
+
+
+_CHECKS: Dict[str, Callable] = {
+    'mmpretrain': _check_mmpretrain,
+    'mmseg': _check_mmseg,
+    'timm': _check_timm,
+}
+
+
+def convert_checkpoint(src: str,
+                       dst: str,
+                       consumer: str,
+                       source: str = 'student',
+                       config: Optional[str] = None) -> ConversionResult:
+    """Extract, convert, save and check an encoder for one consumer.
+
+    Args:
+        src (str): Input checkpoint (EHM, encoder-only or official MAE).
+        dst (str): Output path; parent folders are created.
+        consumer (str): One of :data:`CONSUMERS`.
+        source (str): ``'student'`` or ``'teacher'`` encoder of an EHM
+            checkpoint. Defaults to ``'student'``.
+        config (str, optional): Downstream config whose ``model.backbone``
+            the written file is checked against; by default a backbone
+            with the checkpoint's own shape. Defaults to None.
+
+    Returns:
+        ConversionResult: Counts and the consumer's key report.
+
+    Raises:
+        FileNotFoundError: If ``src`` or ``config`` does not exist.
+        ValueError: If the checkpoint is not a ViT encoder or the consumer
+            would not load it completely (``dst`` is then removed).
+    """
+    if consumer not in CONSUMERS:
+        raise ValueError(
+            f'consumer must be one of {sorted(CONSUMERS)}, got {consumer!r}.')
+    if not osp.isfile(src):
+        raise FileNotFoundError(f'checkpoint {src} does not exist.')
+    encoder = load_encoder(src, source)
+    meta = dict(
+        converted_by=f'ehm_mm.downstream.converters ({consumer})',
+        source_checkpoint=osp.basename(src),
+        encoder=source,
+        source_format=encoder.source_format,
+        dropped={group: len(keys)
+                 for group, keys in encoder.dropped.items()})
+    checkpoint = to_consumer_checkpoint(encoder, consumer, meta)
+    body: Mapping[str, Tensor] = checkpoint.get('state_dict',
+                                                checkpoint.get('model'))
+    if osp.dirname(dst):
+        os.makedirs(osp.dirname(dst), exist_ok=True)
+    torch.save(checkpoint, dst)
+    try:
+        checked_by, report, allowed_missing, allowed_unexpected = _CHECKS[
+            consumer](dst, infer_vit_arch(encoder.state_dict), config)
+    except Exception:
+        os.remove(dst)
+        raise
+    return ConversionResult(
+        encoder=encoder,
+        num_written=len(body),
+        consumer=consumer,
+        checked_by=checked_by,
+        report=report,
+        allowed_missing=tuple(allowed_missing),
+        allowed_unexpected=tuple(allowed_unexpected))

@@ -1,0 +1,131 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""A tiny pretrained checkpoint and a Runner helper for the transfer tests.
+
+``pretrained_checkpoint`` pretrains a tiny ViT (32 dims, 4 layers, patch 8,
+32 px) for 2 iterations with mmengine's Runner and returns the checkpoint
+it wrote: a real mmengine checkpoint (``meta``, ``state_dict``,
+``optimizer``, ``message_hub``) with ``backbone.*``, ``neck.*`` (including
+``neck.mask_token``), ``head.*`` and the EMA teacher ``teacher.*``.
+"""
+import copy
+import os.path as osp
+import uuid
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+from PIL import Image
+
+import ehm_mm  # noqa: F401  (registers modules, torch.load allow-list)
+
+EMBED_DIMS = 32
+NUM_LAYERS = 4
+NUM_HEADS = 4
+FFN_CHANNELS = 128
+PATCH_SIZE = 8
+PRETRAIN_SIZE = 32
+TINY_VIT = dict(
+    embed_dims=EMBED_DIMS,
+    num_layers=NUM_LAYERS,
+    num_heads=NUM_HEADS,
+    feedforward_channels=FFN_CHANNELS)
+
+
+def _write_images(folder: str, num: int, size=(40, 48), seed=0) -> None:
+    rng = np.random.default_rng(seed)
+    for i in range(num):
+        array = rng.integers(0, 255, size=(*size, 3), dtype=np.uint8)
+        Image.fromarray(array).save(osp.join(folder, f'img_{i}.jpg'))
+
+
+def tiny_pretrain_cfg(data_root: str, work_dir: str) -> Config:
+    """The tiny pretraining config: the shipped MAE config, shrunk."""
+    cfg = Config.fromstring(
+        "_base_ = 'mmpretrain::mae/"
+        "mae_vit-base-p16_8xb512-amp-coslr-300e_in1k.py'", '.py')
+    cfg.merge_from_dict(
+        dict(
+            model=dict(
+                backbone=dict(
+                    arch=dict(_delete_=True, **TINY_VIT),
+                    img_size=PRETRAIN_SIZE,
+                    patch_size=PATCH_SIZE),
+                neck=dict(
+                    num_patches=(PRETRAIN_SIZE // PATCH_SIZE)**2,
+                    patch_size=PATCH_SIZE,
+                    embed_dim=EMBED_DIMS,
+                    decoder_embed_dim=32,
+                    decoder_depth=1,
+                    decoder_num_heads=2),
+                head=dict(patch_size=PATCH_SIZE)),
+            optim_wrapper=dict(type='OptimWrapper', optimizer=dict(lr=1e-3)),
+            param_scheduler=[],
+            train_cfg=dict(
+                _delete_=True, type='IterBasedTrainLoop', max_iters=2),
+            default_hooks=dict(
+                logger=dict(interval=1),
+                checkpoint=dict(by_epoch=False, interval=2)),
+            log_processor=dict(by_epoch=False),
+            auto_scale_lr=dict(enable=False),
+            resume=False))
+    cfg.optim_wrapper.pop('loss_scale', None)
+    cfg.train_dataloader = dict(
+        batch_size=4,
+        num_workers=0,
+        persistent_workers=False,
+        sampler=dict(type='DefaultSampler', shuffle=True),
+        collate_fn=dict(type='default_collate'),
+        dataset=dict(
+            type='CustomDataset',
+            data_root=data_root,
+            with_label=False,
+            pipeline=[
+                dict(type='LoadImageFromFile'),
+                dict(
+                    type='RandomResizedCrop',
+                    scale=PRETRAIN_SIZE,
+                    crop_ratio_range=(0.5, 1.0),
+                    backend='pillow',
+                    interpolation='bicubic'),
+                dict(type='PackInputs'),
+            ]))
+    cfg.work_dir = work_dir
+    return cfg
+
+
+def run_runner(cfg: Config, mode: str = 'train') -> Runner:
+    """Build a Runner under a unique name and train (or test) with it."""
+    cfg = copy.deepcopy(cfg)
+    # Runners created in the same second would share (and mix up) their
+    # default scope, logger and message hub without a unique name.
+    cfg.experiment_name = f'test_{uuid.uuid4().hex[:8]}'
+    cfg.setdefault('randomness', {})
+    cfg.randomness = dict(seed=0, deterministic=False)
+    runner = Runner.from_cfg(cfg)
+    getattr(runner, mode)()
+    return runner
+
+
+@pytest.fixture(scope='session')
+def pretrained_checkpoint(tmp_path_factory) -> str:
+    """Path of a tiny 2-iteration pretraining checkpoint."""
+    root = tmp_path_factory.mktemp('pretrain')
+    data_root = root / 'images'
+    data_root.mkdir()
+    _write_images(str(data_root), 8)
+    cfg = tiny_pretrain_cfg(str(data_root), str(root / 'work_dir'))
+    run_runner(cfg)
+    path = str(root / 'work_dir' / 'iter_2.pth')
+    assert osp.isfile(path)
+    checkpoint = torch.load(path, map_location='cpu')
+    assert checkpoint['meta']['iter'] == 2
+    return path
+
+
+@pytest.fixture(scope='session')
+def write_images() -> Callable:
+    """``write_images(folder, num, size, seed)``: random JPEGs."""
+    return _write_images
