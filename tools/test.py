@@ -17,6 +17,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import ehm_mm  # noqa: E402,F401  (registers modules, fixes torch.load)
 from ehm_mm.utils.launch import (  # noqa: E402
     drop_collate_fn_scope,
+    init_cpu_process_group,
     set_default_work_dir,
     use_gloo_without_cuda,
 )
@@ -74,6 +75,7 @@ def main() -> None:
             dict(type='DumpResults', out_file_path=args.out)
         ]
 
+    init_cpu_process_group(cfg, args.launcher)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         runner = RUNNERS.build(cfg)

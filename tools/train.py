@@ -20,6 +20,7 @@ from ehm_mm.utils.launch import (  # noqa: E402
     drop_collate_fn_scope,
     enable_amp,
     fall_back_from_amp,
+    init_cpu_process_group,
     set_default_work_dir,
     use_gloo_without_cuda,
 )
@@ -124,6 +125,7 @@ def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
+    init_cpu_process_group(cfg, args.launcher)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         runner = RUNNERS.build(cfg)

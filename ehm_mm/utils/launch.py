@@ -82,30 +82,71 @@ def fall_back_from_amp(cfg: Config) -> bool:
 
 
 def use_gloo_without_cuda(cfg: Config, launcher: str) -> bool:
-    """Use the gloo backend for distributed runs on a machine without CUDA.
+    """Make a distributed run work on a machine without CUDA (CPU DDP).
 
-    OpenMMLab runtimes default to ``nccl``, which needs GPUs. With
-    ``--launcher pytorch`` on CPU (e.g. ``tools/dist_train.sh CFG 2``),
-    gloo makes the same config run as CPU DDP.
+    OpenMMLab runtimes default to ``nccl``, mmengine's ``init_dist`` calls
+    ``torch.cuda.set_device`` and its runner passes ``device_ids=[rank]`` to
+    DDP; all three need GPUs. Without CUDA this switches the config to the
+    ``gloo`` backend and ``device_ids=None``, so ``tools/dist_train.sh CFG 2``
+    runs as CPU DDP. Call :func:`init_cpu_process_group` before building the
+    runner as well.
 
     Args:
         cfg (Config): The config, changed in place.
         launcher (str): The job launcher (``'none'`` means not distributed).
 
     Returns:
-        bool: True when the backend was changed.
+        bool: True when the config was changed.
     """
     if launcher == 'none' or torch.cuda.is_available():
         return False
     env_cfg = cfg.setdefault('env_cfg', ConfigDict())
     dist_cfg = env_cfg.setdefault('dist_cfg', ConfigDict())
-    if dist_cfg.get('backend', 'nccl') == 'gloo':
+    if dist_cfg.get('backend', 'nccl') != 'gloo':
+        warnings.warn(
+            f"No CUDA device: env_cfg.dist_cfg.backend "
+            f"{dist_cfg.get('backend', 'nccl')!r} is replaced by 'gloo'.",
+            UserWarning)
+        dist_cfg.backend = 'gloo'
+    wrapper_cfg = cfg.get('model_wrapper_cfg')
+    if wrapper_cfg is None:
+        # The wrapper mmengine's runner builds when none is configured.
+        wrapper_cfg = ConfigDict(
+            type='MMDistributedDataParallel',
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper_cfg.setdefault('device_ids', None)
+    # Config copies assigned dicts: assign after the last change.
+    cfg.model_wrapper_cfg = wrapper_cfg
+    return True
+
+
+def init_cpu_process_group(cfg: Config, launcher: str) -> bool:
+    """Initialise the gloo process group for a CPU run under torchrun.
+
+    mmengine's ``init_dist`` for the ``pytorch`` launcher calls
+    ``torch.cuda.set_device`` first, which fails without a GPU. The runner
+    skips its own initialisation when a process group already exists.
+
+    Args:
+        cfg (Config): The config (its ``env_cfg.dist_cfg`` is used).
+        launcher (str): The job launcher.
+
+    Returns:
+        bool: True when this function initialised the process group.
+    """
+    import torch.distributed as dist
+    if launcher == 'none' or torch.cuda.is_available():
         return False
-    warnings.warn(
-        f"No CUDA device: env_cfg.dist_cfg.backend "
-        f"{dist_cfg.get('backend', 'nccl')!r} is replaced by 'gloo'.",
-        UserWarning)
-    dist_cfg.backend = 'gloo'
+    if launcher != 'pytorch':
+        raise RuntimeError(
+            f'--launcher {launcher} without CUDA is not supported; use '
+            '--launcher pytorch (tools/dist_train.sh) for CPU DDP.')
+    if dist.is_initialized():
+        return False
+    dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    dist_cfg['backend'] = 'gloo'
+    dist.init_process_group(**dist_cfg)
     return True
 
 

@@ -56,6 +56,10 @@ def test_gloo_on_cpu_distributed(monkeypatch):
     with pytest.warns(UserWarning, match='gloo'):
         assert launch.use_gloo_without_cuda(cfg, 'pytorch')
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model_wrapper_cfg.type == 'MMDistributedDataParallel'
+    assert cfg.model_wrapper_cfg.device_ids is None
+    with pytest.raises(RuntimeError, match='launcher pytorch'):
+        launch.init_cpu_process_group(cfg, 'slurm')
 
 
 def test_default_work_dir():
