@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.dist import get_rank
 from mmengine.model import is_model_wrapper
@@ -157,6 +158,7 @@ def benchmark_config(cfg: Config, bench: ConfigDict,
     run_cfg.setdefault('test_cfg', dict(type='TestLoop'))
     run_cfg.load_from = None
     run_cfg.experiment_name = f'{bench["name"]}_{timestamp}'
+    launch.drop_collate_fn_scope(run_cfg)
     return run_cfg
 
 
@@ -232,9 +234,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
     launch.use_gloo_without_cuda(cfg, args.launcher)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    own_group = launch.init_cpu_process_group(cfg, args.launcher)
     results = run_benchmarks(cfg, args.checkpoint, args.weights,
                              args.benchmarks)
-    if get_rank() == 0:
+    rank = get_rank()
+    if own_group:
+        # Leave together: a gloo rank exiting alone aborts its peer.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    if rank == 0:
         print(summary_table(results), flush=True)
         if args.out is not None:
             os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 
 SEARCH_BACKENDS = ('auto', 'torch', 'faiss')
+#: Most similarity scores the torch path holds (and sorts) at once.
+MAX_CHUNK_ELEMENTS = 1 << 26
 
 
 def faiss_available() -> bool:
@@ -57,8 +59,9 @@ def torch_search(queries: Tensor,
         database (Tensor): Database features of shape (N, D).
         topk (int, optional): Number of results per query; None ranks the
             whole database. Defaults to None.
-        chunk_size (int): Queries scored at once (memory is
-            ``chunk_size * N`` floats). Defaults to 1024.
+        chunk_size (int): Most queries scored at once; fewer when the
+            database is large, so that a chunk holds at most
+            :data:`MAX_CHUNK_ELEMENTS` scores. Defaults to 1024.
 
     Returns:
         tuple[Tensor, Tensor]: Scores (Q, k) and database indices (Q, k,
@@ -68,9 +71,10 @@ def torch_search(queries: Tensor,
     if chunk_size < 1:
         raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
     queries = queries.to(database.dtype)
+    rows = max(1, min(chunk_size, MAX_CHUNK_ELEMENTS // database.size(0)))
     all_scores, all_indices = [], []
-    for start in range(0, queries.size(0), chunk_size):
-        similarity = queries[start:start + chunk_size] @ database.t()
+    for start in range(0, queries.size(0), rows):
+        similarity = queries[start:start + rows] @ database.t()
         # A stable sort keeps equal scores in database order.
         scores, indices = torch.sort(
             similarity, dim=1, descending=True, stable=True)

@@ -146,9 +146,11 @@ def test_whitening_and_role_checks():
 
 def test_ukbench_score():
     # Two groups of four; image 3 (group 0) looks like group 1.
-    feats = [_axis(0), _mix({0: 1, 1: 0.1}), _mix({0: 1, 2: 0.1}),
-             _mix({4: 1, 0: 0.05}), _axis(4), _mix({4: 1, 5: 0.1}), _mix({4: 1, 6: 0.1}),
-             _mix({4: 1, 7: 0.1})]
+    feats = [
+        _axis(0), _mix({0: 1, 1: 0.1}), _mix({0: 1, 2: 0.1}),
+        _mix({4: 1, 0: 0.05}), _axis(4), _mix({4: 1, 5: 0.1}),
+        _mix({4: 1, 6: 0.1}), _mix({4: 1, 7: 0.1})
+    ]
     samples = [
         _sample(f, query_idx=i, db_idx=i,
                 gt=dict(positives=list(range(i - i % 4, i - i % 4 + 4)),
@@ -165,3 +167,13 @@ def test_ukbench_score():
     assert not math.isnan(out['ukbench/N-S'])
     with pytest.raises(ValueError, match='topk'):
         METRICS.build(dict(type='UKBenchScore', topk=10))
+
+
+def test_repeated_samples_from_padding_count_once():
+    # Distributed samplers pad the last batch by repeating samples.
+    database = [_sample(_axis(i), db_idx=i) for i in range(3)]
+    query = _sample(_axis(1), query_idx=0, gt=dict(positives=[1], junk=[]))
+    samples = database + [query, database[0], query]
+    metric = METRICS.build(dict(type='InstanceMAP', prefix='p'))
+    out = _evaluate(metric, samples, num_queries=1, num_database=3)
+    assert out['p/mAP'] == pytest.approx(100.0)

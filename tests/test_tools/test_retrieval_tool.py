@@ -13,6 +13,7 @@ import json
 import os
 import os.path as osp
 import pickle
+import socket
 import sys
 
 import numpy as np
@@ -251,3 +252,25 @@ def test_teacher_weights_whitening_and_distractors(retrieval_data, capsys):
         tool.main([copydays, checkpoint, '--benchmarks', 'oxford'])
     with pytest.raises(FileNotFoundError, match='checkpoint not found'):
         tool.main([copydays, str(root / 'absent.pth')])
+
+
+def test_cpu_ddp_two_processes(retrieval_data, run_tool):
+    """torchrun with 2 CPU ranks: features gathered, one summary printed."""
+    root, roots, checkpoint = retrieval_data
+    config = str(root / 'ukbench_ddp.py')
+    write_config(config, 'vit-base-p16_ukbench.py')
+    out = str(root / 'ddp.json')
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = str(sock.getsockname()[1])
+    proc = run_tool([
+        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
+        '2', '--master_port', port, 'tools/retrieval.py', config,
+        checkpoint, '--launcher', 'pytorch', '--work-dir',
+        str(root / 'work_ddp'), '--out', out, '--cfg-options',
+        f'test_dataloader.dataset.data_root={roots["ukbench"]}',
+        'test_dataloader.num_workers=0', 'test_dataloader.batch_size=5'
+    ])
+    with open(out) as f:
+        assert json.load(f)['ukbench']['ukbench/N-S'] == pytest.approx(4.0)
+    assert proc.stdout.count('Retrieval summary') == 1
