@@ -1,1 +1,2 @@
 # Copyright (c) OpenMMLab. All rights reserved.
+from .hooks import EvaluationSummaryHook, HierarchyVisualizationHook  # noqa: F401

@@ -1,4 +1,5 @@
 # Copyright (c) OpenMMLab. All rights reserved.
+from .backbones import EHMMAEViT  # noqa: F401
 from .masking import (  # noqa: F401
     DepthSchedule,
     EvolvedHierarchicalMasking,
@@ -7,3 +8,4 @@ from .masking import (  # noqa: F401
     attention_affinity,
     build_hierarchy,
 )
+from .selfsup import EHMMAE  # noqa: F401

@@ -1,0 +1,190 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""A dataset of textured shapes that needs no download."""
+import json
+import os
+import os.path as osp
+import shutil
+import tempfile
+from typing import List, Sequence
+
+import numpy as np
+from mmpretrain.datasets import BaseDataset
+from mmpretrain.registry import DATASETS
+from PIL import Image
+
+from .shape_drawing import SHAPE_CLASSES, render_sample
+
+#: Bump when the drawing code changes, so stale caches are never reused.
+GENERATOR_VERSION = 1
+_SPLIT_IDS = {'train': 0, 'val': 1, 'test': 2}
+
+
+@DATASETS.register_module()
+class SyntheticShapes(BaseDataset):
+    """Textured shapes on textured or cluttered backgrounds.
+
+    Each image holds one object of one of six shape classes (circle, square,
+    triangle, cross, ring, star) at a random position, size and rotation,
+    filled with a random texture (stripes, checker, dots, solid), on a
+    random background (smooth noise, stripes, checker, or noise covered
+    with small distractor shapes). The class is the shape; colours and
+    textures are independent of it. Every sample comes with a per-pixel
+    object mask, so the dataset serves both k-NN evaluation (labels) and
+    the hierarchy-quality metric (masks).
+
+    Generation is deterministic: sample ``i`` of a split is a pure function
+    of ``(seed, split, i)``. Images and masks are written once as PNG files
+    to ``data_root/<split>-n<num_samples>-s<img_size>-seed<seed>-v<V>/``
+    (``images/`` and ``masks/``) plus a ``meta.json``; later runs reuse that
+    folder. The folder is written to a temporary name and renamed, so
+    concurrent processes (distributed training) never see half a cache.
+
+    Each data info holds ``img_path``, ``gt_label`` and ``mask_path``; use
+    ``LoadImageFromFile`` and
+    :class:`~ehm_mm.datasets.transforms.LoadObjectMask` in the pipeline.
+
+    Args:
+        data_root (str): Cache folder; created when missing.
+        num_samples (int): Number of images in this split. Defaults to 600.
+        img_size (int): Image side length in pixels. Defaults to 64.
+        split (str): ``'train'``, ``'val'`` or ``'test'``; splits draw
+            disjoint random streams. Defaults to ``'train'``.
+        seed (int): Base seed of the generator. Defaults to 0.
+        pipeline (Sequence): Processing pipeline. Defaults to ``()``.
+        test_mode (bool): Whether the dataset is used for evaluation.
+            Defaults to False.
+        **kwargs: Other arguments of :class:`mmpretrain.datasets.BaseDataset`
+            (``indices``, ``lazy_init``, ...), except ``ann_file``,
+            ``data_prefix`` and ``classes``, which are fixed here.
+    """
+
+    METAINFO = {'classes': SHAPE_CLASSES}
+
+    def __init__(self,
+                 data_root: str,
+                 num_samples: int = 600,
+                 img_size: int = 64,
+                 split: str = 'train',
+                 seed: int = 0,
+                 pipeline: Sequence = (),
+                 test_mode: bool = False,
+                 **kwargs) -> None:
+        for fixed in ('ann_file', 'data_prefix', 'classes'):
+            if fixed in kwargs:
+                raise TypeError(
+                    f'SyntheticShapes does not accept `{fixed}`: the file '
+                    'layout and the classes are fixed by the generator')
+        if not isinstance(data_root, str) or not data_root:
+            raise ValueError(
+                f'data_root must be a non-empty path, got {data_root!r}')
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(
+                f'num_samples must be a positive int, got {num_samples!r}')
+        if not isinstance(img_size, int) or img_size < 8:
+            raise ValueError(f'img_size must be an int >= 8, got {img_size!r}')
+        if split not in _SPLIT_IDS:
+            raise ValueError(f'split must be one of {tuple(_SPLIT_IDS)}, '
+                             f'got {split!r}')
+        self.num_samples = num_samples
+        self.img_size = img_size
+        self.split = split
+        self.seed = seed
+        super().__init__(
+            ann_file='',
+            data_root=data_root,
+            pipeline=pipeline,
+            test_mode=test_mode,
+            **kwargs)
+
+    @property
+    def cache_dir(self) -> str:
+        """str: The folder holding this split's images, masks and meta."""
+        name = (f'{self.split}-n{self.num_samples}-s{self.img_size}-'
+                f'seed{self.seed}-v{GENERATOR_VERSION}')
+        return osp.join(self.data_root, name)
+
+    def _meta(self) -> dict:
+        return dict(
+            generator_version=GENERATOR_VERSION,
+            split=self.split,
+            num_samples=self.num_samples,
+            img_size=self.img_size,
+            seed=self.seed,
+            classes=list(SHAPE_CLASSES))
+
+    def _generate(self, folder: str) -> List[int]:
+        """Write all images and masks of this split into ``folder``."""
+        os.makedirs(osp.join(folder, 'images'))
+        os.makedirs(osp.join(folder, 'masks'))
+        labels = []
+        for idx in range(self.num_samples):
+            label = idx % len(SHAPE_CLASSES)
+            rng = np.random.default_rng(
+                [self.seed, _SPLIT_IDS[self.split], idx])
+            image, mask = render_sample(label, self.img_size, rng)
+            Image.fromarray(image).save(
+                osp.join(folder, 'images', f'{idx:06d}.png'))
+            Image.fromarray(mask * 255).save(
+                osp.join(folder, 'masks', f'{idx:06d}.png'))
+            labels.append(label)
+        with open(osp.join(folder, 'meta.json'), 'w') as f:
+            json.dump(dict(self._meta(), labels=labels), f)
+        return labels
+
+    def _ensure_cache(self) -> List[int]:
+        """Generate the cache once; return the labels stored in it."""
+        meta_file = osp.join(self.cache_dir, 'meta.json')
+        if not osp.exists(meta_file):
+            os.makedirs(self.data_root, exist_ok=True)
+            tmp = tempfile.mkdtemp(
+                prefix='.tmp-' + osp.basename(self.cache_dir) + '-',
+                dir=self.data_root)
+            try:
+                self._generate(osp.join(tmp, 'data'))
+                try:
+                    os.rename(osp.join(tmp, 'data'), self.cache_dir)
+                except OSError:
+                    # Another process finished first; its files are equal.
+                    if not osp.exists(meta_file):
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            with open(meta_file) as f:
+                meta = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(
+                f'corrupt SyntheticShapes cache file {meta_file}: {e}; '
+                'delete the folder to regenerate it') from e
+        labels = meta.pop('labels', None)
+        if meta != self._meta() or not isinstance(labels, list) or len(
+                labels) != self.num_samples:
+            raise ValueError(
+                f'SyntheticShapes cache {self.cache_dir} does not match '
+                f'the requested settings {self._meta()}; delete it to '
+                'regenerate')
+        return labels
+
+    def load_data_list(self) -> List[dict]:
+        """Generate the cache if needed and list its samples.
+
+        Returns:
+            list[dict]: One dict per sample with ``img_path``, ``gt_label``
+            and ``mask_path``.
+        """
+        labels = self._ensure_cache()
+        return [
+            dict(
+                img_path=osp.join(self.cache_dir, 'images', f'{i:06d}.png'),
+                mask_path=osp.join(self.cache_dir, 'masks', f'{i:06d}.png'),
+                gt_label=int(label)) for i, label in enumerate(labels)
+        ]
+
+    def extra_repr(self) -> List[str]:
+        """The extra repr information of the dataset."""
+        return [
+            f'Cache folder: \t{self.cache_dir}',
+            f'Image size: \t{self.img_size}',
+            f'Split: \t{self.split}',
+        ]
+

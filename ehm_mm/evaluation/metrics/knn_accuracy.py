@@ -1,0 +1,144 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Leave-one-out weighted k-NN accuracy of frozen features."""
+import logging
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import print_log
+from mmpretrain.registry import METRICS
+
+
+def knn_predict(features: torch.Tensor,
+                labels: torch.Tensor,
+                k: int = 20,
+                temperature: float = 0.07,
+                num_classes: Optional[int] = None) -> torch.Tensor:
+    """Classify every sample by a weighted vote of its k nearest others.
+
+    Similarity is the cosine of L2-normalised features; each of the ``k``
+    most similar *other* samples votes for its label with weight
+    ``exp(similarity / temperature)`` (the weighted k-NN of Wu et al. 2018
+    and DINO). A sample never votes for itself (leave-one-out).
+
+    Args:
+        features (torch.Tensor): ``[M, C]`` features.
+        labels (torch.Tensor): ``[M]`` integer labels.
+        k (int): Number of neighbours, at most ``M - 1``. Defaults to 20.
+        temperature (float): Softmax temperature of the votes.
+            Defaults to 0.07.
+        num_classes (int, optional): Number of classes. Defaults to None,
+            which means ``labels.max() + 1``.
+
+    Returns:
+        torch.Tensor: ``[M]`` predicted labels.
+    """
+    num = features.shape[0]
+    if features.dim() != 2 or labels.shape != (num, ):
+        raise ValueError(
+            f'features must be [M, C] and labels [M], got shapes '
+            f'{tuple(features.shape)} and {tuple(labels.shape)}')
+    if not 1 <= k <= num - 1:
+        raise ValueError(f'k must be in [1, M - 1] = [1, {num - 1}], got {k}')
+    feats = F.normalize(features.double(), dim=1)
+    sim = feats @ feats.t()
+    sim.fill_diagonal_(-float('inf'))
+    top_sim, top_idx = sim.topk(k, dim=1)
+    weights = (top_sim / temperature).exp()
+    num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    votes = torch.zeros(num, num_classes, dtype=torch.float64)
+    votes.scatter_add_(1, labels[top_idx], weights)
+    return votes.argmax(dim=1)
+
+
+@METRICS.register_module()
+class KNNAccuracy(BaseMetric):
+    """Leave-one-out weighted k-NN top-1 accuracy on the evaluated set.
+
+    Collects one feature vector and one label per sample, then classifies
+    every sample by the weighted vote of its ``k`` nearest other samples
+    (cosine similarity, see :func:`knn_predict`) and reports the accuracy in
+    percent as ``knn/top1``. It needs no separate memory bank, so it runs as
+    an ordinary validation metric of a self-supervised model whose
+    ``'predict'`` mode writes a feature per sample (``EHMMAE`` writes
+    ``feature``).
+
+    Args:
+        k (int): Number of neighbours. When the evaluated set holds fewer
+            than ``k + 1`` samples, ``k`` is lowered to ``M - 1`` with a
+            warning. Defaults to 20.
+        temperature (float): Vote temperature. Defaults to 0.07.
+        feature_key (str): Field of the feature. Defaults to ``'feature'``.
+        collect_device (str): Device to gather results across ranks.
+            Defaults to ``'cpu'``.
+        prefix (str, optional): Metric name prefix. Defaults to None, which
+            means ``'knn'``.
+    """
+
+    default_prefix: Optional[str] = 'knn'
+
+    def __init__(self,
+                 k: int = 20,
+                 temperature: float = 0.07,
+                 feature_key: str = 'feature',
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None) -> None:
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f'k must be a positive int, got {k!r}')
+        if temperature <= 0:
+            raise ValueError(f'temperature must be > 0, got {temperature}')
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.k = k
+        self.temperature = temperature
+        self.feature_key = feature_key
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        """Store the feature and label of each sample.
+
+        Args:
+            data_batch (dict): The batch from the dataloader (unused).
+            data_samples (Sequence[dict]): Predictions with a feature and
+                ``gt_label``.
+        """
+        for sample in data_samples:
+            for key in (self.feature_key, 'gt_label'):
+                if key not in sample:
+                    raise KeyError(
+                        f'KNNAccuracy needs `{key}` in each data sample, '
+                        f'found {sorted(sample)}')
+            feature = torch.as_tensor(sample[self.feature_key]).detach()
+            label = torch.as_tensor(sample['gt_label']).reshape(-1)
+            if label.numel() != 1:
+                raise ValueError('KNNAccuracy needs one label per sample, '
+                                 f'got {label.numel()}')
+            self.results.append((feature.flatten().cpu().float(),
+                                 int(label[0])))
+
+    def compute_metrics(self, results: List[Tuple[torch.Tensor,
+                                                  int]]) -> dict:
+        """Run the leave-one-out k-NN.
+
+        Args:
+            results (list[tuple[torch.Tensor, int]]): Feature and label per
+                sample.
+
+        Returns:
+            dict: ``{'top1': accuracy in percent}``.
+        """
+        if len(results) < 2:
+            raise ValueError('KNNAccuracy needs at least 2 samples, got '
+                             f'{len(results)}')
+        features = torch.stack([feat for feat, _ in results])
+        labels = torch.tensor([label for _, label in results])
+        k = self.k
+        if k > len(results) - 1:
+            k = len(results) - 1
+            print_log(
+                f'KNNAccuracy: only {len(results)} samples, using k={k} '
+                f'instead of {self.k}',
+                logger='current',
+                level=logging.WARNING)
+        pred = knn_predict(features, labels, k, self.temperature)
+        return dict(top1=100.0 * float(np.mean((pred == labels).numpy())))

@@ -1,0 +1,13 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+from .hierarchy_drawing import (
+    draw_mask,
+    draw_partition,
+    hierarchy_row,
+    node_palette,
+    stack_rows,
+)
+
+__all__ = [
+    'draw_mask', 'draw_partition', 'hierarchy_row', 'node_palette',
+    'stack_rows'
+]

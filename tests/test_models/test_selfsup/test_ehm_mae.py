@@ -1,0 +1,198 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""EHMMAE: teacher, progress, masks from the hierarchy, checkpoint layout."""
+import copy
+
+import pytest
+import torch
+from mmengine.logging import MessageHub
+from mmengine.optim import build_optim_wrapper
+from mmpretrain.models import MAEViT
+from mmpretrain.registry import MODELS
+
+import ehm_mm  # noqa: F401
+from ehm_mm.models import EHMMAE, attention_affinity
+
+ARCH = dict(embed_dims=48, num_layers=2, num_heads=3, feedforward_channels=96)
+CFG = dict(
+    type='EHMMAE',
+    backbone=dict(
+        type='EHMMAEViT', arch=ARCH, img_size=32, patch_size=8,
+        mask_ratio=0.75),
+    neck=dict(
+        type='MAEPretrainDecoder',
+        num_patches=16,
+        patch_size=8,
+        in_chans=3,
+        embed_dim=48,
+        decoder_embed_dim=32,
+        decoder_depth=1,
+        decoder_num_heads=2,
+        mlp_ratio=2.),
+    head=dict(
+        type='MAEPretrainHead',
+        norm_pix=True,
+        patch_size=8,
+        loss=dict(type='PixelReconstructionLoss', criterion='L2')),
+    masking=dict(type='EvolvedHierarchicalMasking', d_min=0., d_max=3.),
+    teacher='ema',
+    ema_momentum=0.25)
+
+
+def _build(**changes) -> EHMMAE:
+    cfg = copy.deepcopy(CFG)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+@pytest.fixture
+def hub():
+    """A fresh message hub holding a training position."""
+    hub = MessageHub.get_instance('test_ehm_mae')
+    hub.update_info('iter', 0)
+    hub.update_info('max_iters', 100)
+    return hub
+
+
+def _images(batch: int = 4) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(3)
+    return torch.randn(batch, 3, 32, 32, generator=gen)
+
+
+def test_checkpoint_layout():
+    model = _build()
+    keys = list(model.state_dict())
+    maevit = list(MAEViT(arch=ARCH, img_size=32, patch_size=8).state_dict())
+    assert [k[len('backbone.'):] for k in keys
+            if k.startswith('backbone.')] == maevit
+    assert [k[len('teacher.module.'):] for k in keys
+            if k.startswith('teacher.module.')] == maevit
+    assert 'teacher.steps' in keys
+    # (MAE's pixel-loss head has no weights.)
+    assert {k.split('.')[0] for k in keys} == {'backbone', 'neck', 'teacher'}
+    # The teacher starts as a copy of the initialised student.
+    for name, value in model.backbone.state_dict().items():
+        assert torch.equal(model.teacher.module.state_dict()[name], value)
+    online = _build(teacher='online')
+    assert {k.split('.')[0] for k in online.state_dict()} == {
+        'backbone', 'neck'
+    }
+
+
+def test_training_step_updates_teacher_by_ema(hub):
+    model = _build()
+    model.train()
+    assert not model.teacher.training and model.backbone.training
+    optim = build_optim_wrapper(
+        model,
+        dict(
+            type='OptimWrapper',
+            optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.5)))
+    teacher_before = copy.deepcopy(model.teacher.module.state_dict())
+    losses = model(_images(), mode='loss')
+    assert set(losses) == {'loss', 'mask_depth'}
+    optim.update_params(losses['loss'])
+    # No gradient ever reaches the teacher; weight decay leaves it alone.
+    for name, param in model.teacher.named_parameters():
+        assert not param.requires_grad and param.grad is None, name
+    student_after_step = copy.deepcopy(model.backbone.state_dict())
+    teacher_after_first = copy.deepcopy(model.teacher.module.state_dict())
+    for name, value in teacher_after_first.items():
+        assert torch.equal(value, teacher_before[name])  # first: a copy
+    assert int(model.teacher.steps) == 1
+    hub.update_info('iter', 1)
+    model(_images(), mode='loss')
+    assert int(model.teacher.steps) == 2
+    params = dict(model.backbone.named_parameters())
+    for name, value in model.teacher.module.state_dict().items():
+        if name in params:
+            expected = (0.75 * teacher_after_first[name] +
+                        0.25 * student_after_step[name])
+            assert torch.allclose(value, expected, atol=1e-6), name
+
+
+def test_masks_come_from_the_hierarchy(hub):
+    model = _build(ema_momentum=0.5)
+    x = _images(8)
+    hub.update_info('iter', 0)
+    assert float(model(x, mode='loss')['mask_depth']) == 0.0
+    hub.update_info('iter', 100)  # progress 1: depth d_max = 3
+    assert model.current_progress() == 1.0
+    masks = model.generate_masks(
+        x, 1.0, generator=torch.Generator().manual_seed(0))
+    heights = masks.hierarchy.heights
+    assert torch.equal(masks.depth, torch.minimum(torch.full_like(
+        heights, 3), heights))
+    assert bool((masks.depth > 0).all())
+    assert float(model(x, mode='loss')['mask_depth']) == pytest.approx(
+        float(masks.depth.float().mean()))
+    # Each mask is a union of whole nodes at its depth, one split at most.
+    for b in range(x.shape[0]):
+        nodes = masks.hierarchy.ancestors[b, masks.depth[b]]
+        split = 0
+        for node in nodes.unique():
+            values = masks.mask[b][nodes == node]
+            split += int(values.min() != values.max())
+        assert split <= 1
+    # Exactly round(0.75 * 16) = 12 masked patches per image.
+    assert masks.mask.sum(1).tolist() == [12.0] * 8
+
+
+def test_masks_depend_on_iteration_not_on_global_rng(hub):
+    model = _build()
+    x = _images()
+    hub.update_info('iter', 40)
+    first = model.generate_masks(x, 0.4, model._mask_generator(x.device))
+    torch.rand(1000)  # move the global stream
+    again = model.generate_masks(x, 0.4, model._mask_generator(x.device))
+    assert torch.equal(first.mask, again.mask)
+    hub.update_info('iter', 41)
+    other = model.generate_masks(x, 0.4, model._mask_generator(x.device))
+    assert not torch.equal(first.mask, other.mask)
+
+
+def test_online_teacher_uses_the_student(hub):
+    model = _build(teacher='online', attn_layers=[-1])
+    model.train()
+    x = _images()
+    model.eval()
+    expected = attention_affinity(model.backbone, x, layers=[-1])
+    model.train()
+    assert torch.equal(model.teacher_affinity(x), expected)
+    assert model.backbone.training  # restored after the no-grad pass
+    model(x, mode='loss')['loss'].backward()
+
+
+def test_predict_writes_features_and_hierarchy():
+    model = _build(feature_pool='cls')
+    model.eval()
+    samples = model(_images(3), mode='predict')
+    assert len(samples) == 3
+    assert samples[0].feature.shape == (48, )
+    ancestors = samples[0].hierarchy_ancestors
+    assert ancestors.dim() == 3 and ancestors.shape[1:] == (4, 4)
+    assert torch.equal(ancestors[0].flatten(), torch.arange(16))
+
+
+@pytest.mark.parametrize('changes, error, match', [
+    (dict(masking=dict(mask_ratio=1.5)), ValueError,
+     'model.masking.mask_ratio'),
+    (dict(backbone=dict(mask_ratio=0.0)), ValueError, 'mask_ratio'),
+    (dict(backbone=dict(img_size=36)), ValueError, 'backbone.img_size'),
+    (dict(masking=dict(d_max=5.)), ValueError, 'model.masking: d_max'),
+    (dict(neck=dict(num_patches=196)), ValueError, 'model.neck.num_patches'),
+    (dict(head=dict(patch_size=16)), ValueError, 'model.head.patch_size'),
+    (dict(attn_layers=[2]), ValueError, 'model.attn_layers'),
+    (dict(teacher='frozen'), ValueError, 'model.teacher'),
+    (dict(ema_momentum=0.), ValueError, 'model.ema_momentum'),
+    (dict(backbone=dict(type='MAEViT')), TypeError, 'EHMMAEViT'),
+])
+def test_config_mistakes_fail_at_build(changes, error, match):
+    with pytest.raises(error, match=match):
+        _build(**changes)
