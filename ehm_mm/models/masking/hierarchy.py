@@ -31,6 +31,8 @@ from torch import Tensor
 # Low 32 bits of a matching key hold the (inverted) node-pair id.
 _PAIR_BITS = 32
 _PAIR_MASK = (1 << _PAIR_BITS) - 1
+# Two node ids must fit in those bits.
+_MAX_PATCHES = 1 << (_PAIR_BITS // 2)
 
 
 @dataclass
@@ -334,11 +336,13 @@ def _match_level(weights: Tensor, sizes: Tensor, u: Tensor, v: Tensor,
     """
     batch, num = sizes.shape
     low, high = torch.minimum(u, v), torch.maximum(u, v)
-    pair = low * num + high
+    bits = max(1, (num - 1).bit_length())
+    pair = (low << bits) | high  # fits in _PAIR_BITS for num <= 2**16
     # Symmetric average linkage, summed in a fixed order so that the value
     # of a pair is bitwise the same in both directions.
     flat = weights.flatten(1)
-    sim = (flat.gather(1, pair) + flat.gather(1, high * num + low)) / (
+    sim = (flat.gather(1, low * num + high) +
+           flat.gather(1, high * num + low)) / (
         2 * sizes.gather(1, low) * sizes.gather(1, high))
     valid = u != v
     neg_inf = torch.finfo(sim.dtype).min
@@ -363,7 +367,8 @@ def _match_level(weights: Tensor, sizes: Tensor, u: Tensor, v: Tensor,
         offer = key.new_full((batch, num), none)
         offer = offer.scatter_reduce(1, u, key, 'amax')
         offer_pair = _PAIR_MASK - (offer & _PAIR_MASK)
-        offer_to = offer_pair // num + offer_pair % num - index
+        offer_to = (offer_pair >> bits) + (offer_pair & ((1 << bits) - 1))
+        offer_to = offer_to - index
         mutual = (offer != none) & (
             offer.gather(1, offer_to.clamp(0, num - 1)) == offer)
         partner = torch.where(mutual, offer_to, partner)
@@ -425,7 +430,7 @@ def _merge(weights: Tensor, sizes: Tensor, partner: Tensor,
 def build_hierarchy(affinity: Tensor,
                     grid_size: Sequence[int],
                     rounds: int = 4,
-                    tolerance: float = 0.5,
+                    tolerance: float = 1.0,
                     max_levels: Optional[int] = None,
                     compact: Optional[bool] = None) -> Hierarchy:
     """Build one binary tree per image from a patch affinity.
@@ -442,9 +447,11 @@ def build_hierarchy(affinity: Tensor,
         rounds (int): Matching rounds per level (1 is pure reciprocal
             nearest-neighbour merging). Defaults to 4.
         tolerance (float): How much worse than its best neighbour overall a
-            node may accept as a partner, in units of the standard deviation
-            of the image's off-diagonal affinities. ``inf`` accepts any
-            neighbour. Defaults to 0.5.
+            node may accept as a partner (checked for both nodes of a
+            pair), in units of the standard deviation of the image's
+            off-diagonal affinities. Lower keeps boundaries more strictly
+            but leaves more nodes waiting (unbalanced trees); ``inf``
+            accepts any neighbour. Defaults to 1.0.
         max_levels (int, optional): Cap on merge levels; None means
             ``2 * ceil(log2 N)``. Defaults to None.
         compact (bool, optional): Shrink the node dimension to the batch's
@@ -461,6 +468,9 @@ def build_hierarchy(affinity: Tensor,
     if not tolerance >= 0:
         raise ValueError(f'tolerance must be >= 0, got {tolerance!r}')
     num = h * w
+    if num > _MAX_PATCHES:
+        raise ValueError(f'grid_size {(h, w)} has {num} patches; at most '
+                         f'{_MAX_PATCHES} are supported')
     if max_levels is None:
         max_levels = default_max_levels(num)
     if not isinstance(max_levels, int) or max_levels < 0:

@@ -88,8 +88,9 @@ def _quadrant_violations(tree: Hierarchy, quadrant: torch.Tensor) -> int:
     return bad
 
 
-def test_planted_quadrants_are_respected(quadrant_affinity):
-    affinity, quadrant = quadrant_affinity(6, noise=0.1, seed=1)
+@pytest.mark.parametrize('noise', [0.1, 0.3])
+def test_planted_quadrants_are_respected(noise, quadrant_affinity):
+    affinity, quadrant = quadrant_affinity(6, noise=noise, seed=1)
     tree = build_hierarchy(affinity, (14, 14))
     assert _quadrant_violations(tree, quadrant) == 0
     for b in range(6):

@@ -1,0 +1,165 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Throughput of EHM hierarchy + mask generation on the current device.
+
+Prints, for a batch of patch affinities (B = 256, N = 14 x 14 by default):
+
+* images/s of ``EvolvedHierarchicalMasking`` (tree building + masks),
+* images/s of mmpretrain's ``MAEViT.random_masking`` in the same run,
+* images/s of the teacher affinity (``attention_affinity`` of a ViT-B/16,
+  all 12 layers; the other per-step cost EHM adds, shown for reference),
+* the seconds per image of one mmpretrain MAE ViT-B/16 training step
+  (forward, backward, AdamW) and the fraction of it the masking costs.
+
+The affinities are cosine similarities of a spatially smoothed random
+feature map, a stand-in with the local coherence of attention maps.
+
+Example::
+
+    python tools/benchmarks/bench_masking.py
+    python tools/benchmarks/bench_masking.py --device cuda --step-batch 64
+"""
+import argparse
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from mmpretrain.models import MAEViT
+from mmpretrain.registry import MODELS
+
+import ehm_mm  # noqa: F401  (registers EvolvedHierarchicalMasking)
+from ehm_mm.models.masking import attention_affinity
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Benchmark EHM hierarchy + mask generation.')
+    parser.add_argument('--batch-size', type=int, default=256,
+                        help='images per masking call (default 256)')
+    parser.add_argument('--grid', type=int, nargs=2, default=(14, 14),
+                        metavar=('H', 'W'),
+                        help='patch grid (default 14 14, N = 196)')
+    parser.add_argument('--device', default=None,
+                        help='cpu / cuda (default: cuda when available)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (default: torch default)')
+    parser.add_argument('--repeats', type=int, default=5,
+                        help='timed calls per measurement (default 5)')
+    parser.add_argument('--depth', type=float, default=2.5,
+                        help='continuous masking depth d (default 2.5)')
+    parser.add_argument('--step-batch', type=int, default=None,
+                        help='batch of the ViT-B MAE step (default 8 on '
+                        'CPU, 128 on accelerators)')
+    parser.add_argument('--step-repeats', type=int, default=2,
+                        help='timed MAE training steps (default 2)')
+    parser.add_argument('--skip-vit', action='store_true',
+                        help='skip the ViT-B teacher and MAE step timings')
+    return parser.parse_args()
+
+
+def smooth_affinity(batch: int, h: int, w: int,
+                    device: torch.device) -> torch.Tensor:
+    """Cosine similarities of a smoothed random feature map ``[B, N, N]``."""
+    gen = torch.Generator(device='cpu').manual_seed(0)
+    feat = torch.randn(batch, 32, h, w, generator=gen)
+    for _ in range(2):
+        feat = F.avg_pool2d(feat, 5, 1, 2, count_include_pad=False)
+    feat = F.normalize(feat.flatten(2).transpose(1, 2), dim=-1).to(device)
+    return feat @ feat.transpose(1, 2)
+
+
+def timed(fn: Callable[[], object], repeats: int,
+          device: torch.device) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def mae_vit_b_step(batch: int, repeats: int, device: torch.device) -> float:
+    """Seconds of one mmpretrain MAE ViT-B/16 training step."""
+    model = MODELS.build(
+        dict(
+            type='MAE',
+            backbone=dict(type='MAEViT', arch='b', patch_size=16,
+                          mask_ratio=0.75),
+            neck=dict(type='MAEPretrainDecoder', patch_size=16, in_chans=3,
+                      embed_dim=768, decoder_embed_dim=512, decoder_depth=8,
+                      decoder_num_heads=16, mlp_ratio=4.),
+            head=dict(type='MAEPretrainHead', norm_pix=True, patch_size=16,
+                      loss=dict(type='PixelReconstructionLoss',
+                                criterion='L2')))).to(device)
+    model.train()
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    images = torch.randn(batch, 3, 224, 224, device=device)
+
+    def step() -> None:
+        loss = model.loss(images, [])['loss']
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+
+    return timed(step, repeats, device)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or (
+        'cuda' if torch.cuda.is_available() else 'cpu'))
+    h, w = args.grid
+    batch, num = args.batch_size, h * w
+    print(f'device: {device}, torch {torch.__version__}, '
+          f'{torch.get_num_threads()} CPU threads')
+
+    affinity = smooth_affinity(batch, h, w, device)
+    masking = MODELS.build(
+        dict(type='EvolvedHierarchicalMasking', mask_ratio=0.75,
+             d_min=args.depth, d_max=args.depth, schedule='constant'))
+    t_ehm = timed(lambda: masking(affinity, (h, w), progress=0.5),
+                  args.repeats, device)
+    t_tree = timed(lambda: ehm_mm.build_hierarchy(affinity, (h, w)),
+                   args.repeats, device)
+    mae_tokens = torch.randn(batch, num, 768, device=device)
+    t_random = timed(lambda: MAEViT.random_masking(None, mae_tokens, 0.75),
+                     args.repeats, device)
+    tree = ehm_mm.build_hierarchy(affinity, (h, w))
+    counts = tree.num_nodes.float().mean(0).tolist()
+    print(f'B = {batch}, grid {h}x{w} (N = {num}), depth d = {args.depth}')
+    print('mean node count per level: ' +
+          ' '.join(f'{c:.1f}' for c in counts))
+    print(f'EHM hierarchy + masks : {batch / t_ehm:10.0f} images/s '
+          f'({t_ehm * 1e3:.1f} ms per batch; tree alone '
+          f'{t_tree * 1e3:.1f} ms)')
+    print(f'MAE random_masking    : {batch / t_random:10.0f} images/s '
+          f'({t_random * 1e3:.1f} ms per batch, with the token gather)')
+    if args.skip_vit:
+        return
+
+    vit = MAEViT(arch='b', patch_size=16).to(device).eval()
+    aff_batch = min(batch, 16 if device.type == 'cpu' else batch)
+    images = torch.randn(aff_batch, 3, 224, 224, device=device)
+    t_aff = timed(lambda: attention_affinity(vit, images), 1, device)
+    print(f'teacher affinity      : {aff_batch / t_aff:10.1f} images/s '
+          f'(ViT-B/16, 12 layers, B = {aff_batch})')
+    step_batch = args.step_batch or (8 if device.type == 'cpu' else 128)
+    t_step = mae_vit_b_step(step_batch, args.step_repeats, device)
+    per_image = t_step / step_batch
+    print(f'MAE ViT-B step        : {step_batch / t_step:10.1f} images/s '
+          f'({t_step:.2f} s per step of {step_batch} images)')
+    print(f'EHM masks cost {100 * (t_ehm / batch) / per_image:.2f}% of a '
+          f'ViT-B MAE step per image; the teacher affinity '
+          f'{100 * (t_aff / aff_batch) / per_image:.1f}%')
+
+
+if __name__ == '__main__':
+    main()
