@@ -145,7 +145,8 @@ def main() -> None:
     if args.skip_vit:
         return
 
-    vit = MAEViT(arch='b', patch_size=16).to(device).eval()
+    vit = MAEViT(arch='b', patch_size=16).to(device)
+    vit.eval()  # mmpretrain backbones' train() returns None
     aff_batch = min(batch, 16 if device.type == 'cpu' else batch)
     images = torch.randn(aff_batch, 3, 224, 224, device=device)
     t_aff = timed(lambda: attention_affinity(vit, images), 1, device)

@@ -104,7 +104,10 @@ class EvolvedHierarchicalMasking(BaseModule):
 
         Every tree over ``N = h * w`` patches reaches at least
         ``min(ceil(log2 N), max_levels)`` levels, so a schedule whose
-        deepest integer depth is beyond that is refused.
+        deepest integer depth is beyond that is refused. (At exactly
+        ``ceil(log2 N)`` a tree may already be one node, whose "mask" is
+        then a random choice of patches; ``ceil(log2 N) - 1`` always has
+        two nodes or more.)
 
         Args:
             grid_size (Sequence[int]): The patch grid ``(h, w)``.

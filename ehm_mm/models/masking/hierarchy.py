@@ -20,6 +20,11 @@ which is this project's reconstruction of the paper's AHE):
 All images are processed together: node-by-node affinity sums live in one
 ``[B, K, K]`` tensor, the grid adjacency is one edge list shared by the
 batch, and the only Python loops run over levels and matching rounds.
+Parents sum their children's affinity rows by gathers in a fixed order (no
+atomic adds), so trees are deterministic on every device. On accelerators
+the shapes stay static and a call reads the device twice (the finiteness
+check and the final level count); on CPU, where reading a count costs
+nothing, node and edge dimensions shrink every level (``compact``).
 """
 import math
 from dataclasses import dataclass

@@ -1,0 +1,255 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Draw the EHM hierarchy and evolved masks of images as PNGs.
+
+For every image it writes ``<out-dir>/<name>_hierarchy.png`` with two rows:
+
+1. the image and the partition at every level of its tree (each node
+   tinted in its own colour and outlined),
+2. masks at several depths (masked patches greyed, MAE style, with the
+   outlines of the nodes at that depth).
+
+The affinity comes from the model's own attention: an EHM-MAE config's
+teacher (``model.teacher_affinity``), or the backbone of any mmpretrain
+ViT config, or, without ``--config``, a ViT (``MAEViT``, ``--arch``) that
+is randomly initialised unless ``--checkpoint`` is given.
+
+Example::
+
+    python tools/visualize_hierarchy.py demo/cat.jpg demo/dog.jpg \\
+        --config configs/ehm_mae_vit-b.py --checkpoint epoch_300.pth
+    python tools/visualize_hierarchy.py demo/cat.jpg  # random ViT-B/16
+"""
+import argparse
+import os
+import os.path as osp
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import load_checkpoint
+from mmpretrain.models import MAEViT
+from mmpretrain.registry import MODELS
+from PIL import Image
+from torch import nn
+
+import ehm_mm  # noqa: F401  (registers the EHM modules)
+from ehm_mm.models.masking import (
+    EvolvedHierarchicalMasking,
+    attention_affinity,
+)
+from ehm_mm.visualization.hierarchy_drawing import (
+    draw_mask,
+    draw_partition,
+    put_title,
+    stack_rows,
+)
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Draw EHM hierarchies and masks over images.')
+    parser.add_argument('images', nargs='+', help='image files')
+    parser.add_argument('--config', help='model config (EHM-MAE or any '
+                        'mmpretrain ViT model)')
+    parser.add_argument('--checkpoint', help='weights to load')
+    parser.add_argument('--out-dir', default='work_dirs/hierarchy_vis',
+                        help='where the PNGs go')
+    parser.add_argument('--arch', default='b',
+                        help='ViT arch without --config (default b)')
+    parser.add_argument('--img-size', type=int, default=224,
+                        help='input size without --config (default 224)')
+    parser.add_argument('--patch-size', type=int, default=16,
+                        help='patch size without --config (default 16)')
+    parser.add_argument('--layers', type=int, nargs='+', default=None,
+                        help='attention layers of the affinity (default '
+                        'all; the config\'s own choice with EHM-MAE)')
+    parser.add_argument('--depths', type=int, nargs='+',
+                        default=[0, 1, 2, 3, 4, 5],
+                        help='mask depths to draw (default 0 .. 5)')
+    parser.add_argument('--mask-ratio', type=float, default=None,
+                        help='mask ratio (default: the model\'s, or 0.75)')
+    parser.add_argument('--panel-size', type=int, default=224,
+                        help='panel height in pixels (default 224)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the mask draws (default 0)')
+    parser.add_argument('--device', default='cpu', help='device')
+    return parser.parse_args(argv)
+
+
+def build_model(args: argparse.Namespace) -> Tuple[nn.Module, nn.Module]:
+    """Build the model and find its ViT encoder.
+
+    Returns:
+        Tuple[nn.Module, nn.Module]: The model and the encoder.
+    """
+    if args.config:
+        cfg = Config.fromfile(args.config)
+        init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+        if 'data_preprocessor' in cfg:  # as the Runner does
+            cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        encoder = getattr(model, 'backbone', model)
+    else:
+        model = encoder = MAEViT(
+            arch=args.arch, img_size=args.img_size,
+            patch_size=args.patch_size)
+        model.init_weights()
+    if args.checkpoint:
+        if not osp.isfile(args.checkpoint):
+            raise FileNotFoundError(
+                f'--checkpoint {args.checkpoint} does not exist')
+        # an MAE checkpoint keeps the encoder under `backbone.`
+        revise = [] if args.config else [(r'^backbone\.', '')]
+        load_checkpoint(model, args.checkpoint, map_location='cpu',
+                        revise_keys=revise)
+    model.to(args.device)
+    model.eval()
+    return model, encoder
+
+
+def find_masking(model: nn.Module,
+                 mask_ratio: Optional[float]) -> EvolvedHierarchicalMasking:
+    """The model's own mask generator, or a default one."""
+    for module in model.modules():
+        if isinstance(module, EvolvedHierarchicalMasking):
+            if mask_ratio is None:
+                return module
+            return EvolvedHierarchicalMasking(
+                mask_ratio=mask_ratio, hierarchy_cfg=module.hierarchy_cfg)
+    return EvolvedHierarchicalMasking(mask_ratio=mask_ratio or 0.75)
+
+
+def load_images(paths: Sequence[str],
+                size: Tuple[int, int]) -> List[np.ndarray]:
+    """Read images as RGB uint8 arrays resized to ``size`` (h, w)."""
+    images = []
+    for path in paths:
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'image {path} does not exist')
+        with Image.open(path) as img:
+            img = img.convert('RGB').resize((size[1], size[0]),
+                                            Image.BICUBIC)
+            images.append(np.asarray(img))
+    return images
+
+
+def to_inputs(model: nn.Module, images: List[np.ndarray],
+              device: str) -> torch.Tensor:
+    """Normalise images the way the model's data preprocessor does."""
+    rgb = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    preprocessor = getattr(model, 'data_preprocessor', None)
+    mean = getattr(preprocessor, 'mean', None)
+    std = getattr(preprocessor, 'std', None)
+    if mean is None or std is None:
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = mean.view(1, -1, 1, 1).cpu()
+    std = std.view(1, -1, 1, 1).cpu()
+    return ((rgb - mean) / std).to(device)
+
+
+def affinity_fn(model: nn.Module, encoder: nn.Module,
+                layers: Optional[List[int]]
+                ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's teacher affinity, or its (teacher) encoder's attention."""
+    if layers is None and hasattr(model, 'teacher_affinity'):
+        return model.teacher_affinity
+    teacher = getattr(model, 'teacher', None)
+    source = encoder if teacher is None else teacher
+    return lambda inputs: attention_affinity(source, inputs, layers=layers)
+
+
+def _row(panels: List[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Panels side by side with white gaps."""
+    parts = []
+    for i, panel in enumerate(panels):
+        if i:
+            parts.append(np.full((panel.shape[0], gap, 3), 255, np.uint8))
+        parts.append(panel)
+    return np.concatenate(parts, axis=1)
+
+
+def _pad_width(rows: List[np.ndarray]) -> List[np.ndarray]:
+    width = max(row.shape[1] for row in rows)
+    return [
+        np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)),
+               constant_values=255) for row in rows
+    ]
+
+
+def draw_image(image: np.ndarray, ancestors: np.ndarray,
+               masks: List[Tuple[int, np.ndarray]],
+               panel_size: int) -> np.ndarray:
+    """The two-row figure of one image.
+
+    Args:
+        image (np.ndarray): ``[H, W, 3]`` uint8 RGB.
+        ancestors (np.ndarray): ``[L, h, w]`` node ids per level.
+        masks (List[Tuple[int, np.ndarray]]): ``(depth, [h, w] mask)``.
+        panel_size (int): Panel height in pixels.
+
+    Returns:
+        np.ndarray: The figure, uint8 RGB.
+    """
+    width = round(image.shape[1] * panel_size / image.shape[0])
+    big = np.asarray(Image.fromarray(image).resize((width, panel_size),
+                                                   Image.BICUBIC))
+    top = [put_title(big, 'input')]
+    for level, labels in enumerate(ancestors):
+        count = len(np.unique(labels))
+        top.append(put_title(draw_partition(big, labels),
+                             f'level {level}: {count} nodes'))
+        if count == 1:
+            break
+    bottom = [put_title(big, 'masks')]
+    for depth, mask in masks:
+        bottom.append(put_title(draw_mask(big, mask, ancestors[depth]),
+                                f'depth {depth}'))
+    return stack_rows(_pad_width([_row(top), _row(bottom)]))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[str]:
+    args = parse_args(argv)
+    model, encoder = build_model(args)
+    masking = find_masking(model, args.mask_ratio).to(args.device)
+    grid = tuple(int(s) for s in encoder.patch_resolution)
+    patch = encoder.patch_embed.projection.kernel_size
+    size = (grid[0] * patch[0], grid[1] * patch[1])
+    images = load_images(args.images, size)
+    inputs = to_inputs(model, images, args.device)
+    with torch.no_grad():
+        affinity = affinity_fn(model, encoder, args.layers)(inputs)
+    results = []
+    for depth in args.depths:
+        gen = torch.Generator(device=args.device).manual_seed(args.seed)
+        results.append(masking(affinity, grid, depth=depth, generator=gen))
+    tree = results[0].hierarchy
+    ancestors = tree.ancestors.view(len(images), -1, *grid).cpu().numpy()
+    os.makedirs(args.out_dir, exist_ok=True)
+    written = []
+    for i, (path, image) in enumerate(zip(args.images, images)):
+        masks, seen = [], set()
+        for out in results:
+            depth = int(out.depth[i])  # clamped to this tree's height
+            if depth not in seen:
+                seen.add(depth)
+                masks.append(
+                    (depth, out.mask[i].view(*grid).cpu().numpy()))
+        figure = draw_image(image, ancestors[i], masks, args.panel_size)
+        name = osp.splitext(osp.basename(path))[0]
+        out_path = osp.join(args.out_dir, f'{name}_hierarchy.png')
+        Image.fromarray(figure).save(out_path)
+        written.append(out_path)
+        print(f'{path}: {int(tree.heights[i])} levels above the patches, '
+              f'depths {[d for d, _ in masks]} -> {out_path}')
+    return written
+
+
+if __name__ == '__main__':
+    main()
