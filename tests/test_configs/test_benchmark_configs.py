@@ -15,7 +15,7 @@ from collections import OrderedDict
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import MODELS, DefaultScope
 from mmpretrain.models import MAEViT
 
 from ehm_mm.downstream import account_keys, check_key_report
@@ -79,8 +79,6 @@ def vit_b_checkpoint(tmp_path_factory):
 def build_model(cfg: Config, scope: str):
     if scope != 'mmpretrain':
         __import__(cfg.custom_imports.imports[0])
-    init_default_scope(scope)
-    from mmengine.registry import MODELS
     with DefaultScope.overwrite_default_scope(scope):
         return MODELS.build(cfg.model)
 

@@ -1,26 +1,33 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""A tiny pretrained checkpoint and a Runner helper for the transfer tests.
+"""A tiny EHM checkpoint and a Runner helper for the transfer tests.
 
-``pretrained_checkpoint`` pretrains a tiny ViT (32 dims, 4 layers, patch 8,
-32 px) for 2 iterations with mmengine's Runner and returns the checkpoint
-it wrote: a real mmengine checkpoint (``meta``, ``state_dict``,
-``optimizer``, ``message_hub``) with ``backbone.*``, ``neck.*`` (including
-``neck.mask_token``), ``head.*`` and the EMA teacher ``teacher.*``.
+``pretrained_checkpoint`` pretrains a tiny EHM-MAE (the shipped
+``configs/ehm_mae_vit-b.py`` with a 32-dim, 4-layer ViT, patch 8, 32 px)
+for 2 iterations with mmengine's Runner and returns the checkpoint it
+wrote: a real mmengine checkpoint (``meta``, ``state_dict``, ``optimizer``,
+``message_hub``) whose state dict holds the student ``backbone.*``, the
+decoder ``neck.*`` (including ``neck.mask_token``) and the EMA teacher
+``teacher.module.*`` / ``teacher.steps``.
 """
 import copy
 import os.path as osp
 import uuid
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.logging import MessageHub, MMLogger
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
+from mmengine.visualization import Visualizer
 from PIL import Image
 
 import ehm_mm  # noqa: F401  (registers modules, torch.load allow-list)
 
+PRETRAIN_CONFIG = osp.join('configs', 'ehm_mae_vit-b.py')
 EMBED_DIMS = 32
 NUM_LAYERS = 4
 NUM_HEADS = 4
@@ -42,10 +49,8 @@ def _write_images(folder: str, num: int, size=(40, 48), seed=0) -> None:
 
 
 def tiny_pretrain_cfg(data_root: str, work_dir: str) -> Config:
-    """The tiny pretraining config: the shipped MAE config, shrunk."""
-    cfg = Config.fromstring(
-        "_base_ = 'mmpretrain::mae/"
-        "mae_vit-base-p16_8xb512-amp-coslr-300e_in1k.py'", '.py')
+    """The tiny pretraining config: the shipped EHM-MAE config, shrunk."""
+    cfg = Config.fromfile(PRETRAIN_CONFIG)
     cfg.merge_from_dict(
         dict(
             model=dict(
@@ -60,7 +65,12 @@ def tiny_pretrain_cfg(data_root: str, work_dir: str) -> Config:
                     decoder_embed_dim=32,
                     decoder_depth=1,
                     decoder_num_heads=2),
-                head=dict(patch_size=PATCH_SIZE)),
+                head=dict(patch_size=PATCH_SIZE),
+                # a 4 x 4 grid has 4 merge levels; a fast EMA teacher so
+                # that it differs from the student after 2 iterations
+                masking=dict(d_max=2.0),
+                ema_momentum=0.5),
+            custom_hooks=[],
             optim_wrapper=dict(type='OptimWrapper', optimizer=dict(lr=1e-3)),
             param_scheduler=[],
             train_cfg=dict(
@@ -96,16 +106,35 @@ def tiny_pretrain_cfg(data_root: str, work_dir: str) -> Config:
     return cfg
 
 
+@contextmanager
+def restoring_mmengine_globals() -> Iterator[None]:
+    """Drop the default scope, message hub, logger and visualizer made inside.
+
+    A Runner makes them the current instances; later tests (in any file)
+    would inherit them, e.g. a leftover ``mmdet`` default scope sends their
+    registry look-ups to mmdet's registry.
+    """
+    managed = (DefaultScope, MessageHub, MMLogger, Visualizer)
+    before = {cls: set(cls._instance_dict) for cls in managed}
+    try:
+        yield
+    finally:
+        for cls, names in before.items():
+            for name in list(cls._instance_dict):
+                if name not in names:
+                    cls._instance_dict.pop(name)
+
+
 def run_runner(cfg: Config, mode: str = 'train') -> Runner:
     """Build a Runner under a unique name and train (or test) with it."""
     cfg = copy.deepcopy(cfg)
     # Runners created in the same second would share (and mix up) their
     # default scope, logger and message hub without a unique name.
     cfg.experiment_name = f'test_{uuid.uuid4().hex[:8]}'
-    cfg.setdefault('randomness', {})
     cfg.randomness = dict(seed=0, deterministic=False)
-    runner = Runner.from_cfg(cfg)
-    getattr(runner, mode)()
+    with restoring_mmengine_globals():
+        runner = Runner.from_cfg(cfg)
+        getattr(runner, mode)()
     return runner
 
 
@@ -122,6 +151,12 @@ def pretrained_checkpoint(tmp_path_factory) -> str:
     assert osp.isfile(path)
     checkpoint = torch.load(path, map_location='cpu')
     assert checkpoint['meta']['iter'] == 2
+    state_dict = checkpoint['state_dict']
+    assert 'neck.mask_token' in state_dict
+    # the EMA teacher is a different encoder than the student
+    key = 'layers.0.attn.qkv.weight'
+    assert not torch.equal(state_dict[f'teacher.module.{key}'],
+                           state_dict[f'backbone.{key}'])
     return path
 
 

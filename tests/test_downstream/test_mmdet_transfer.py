@@ -89,6 +89,17 @@ def test_vitdet_backbone_loads_every_encoder_weight(pretrained_checkpoint):
     assert feature.shape == (1, EMBED_DIMS, 16, 12)
 
 
+def test_vitdet_backbone_loads_the_ema_teacher(pretrained_checkpoint):
+    backbone = build(
+        tiny_backbone(pretrained_checkpoint, checkpoint_source='teacher'))
+    backbone.init_weights()
+    teacher = load_encoder(pretrained_checkpoint, 'teacher').state_dict
+    student = load_encoder(pretrained_checkpoint).state_dict
+    weight = backbone.layers[0].attn.qkv.weight
+    assert torch.equal(weight, teacher['layers.0.attn.qkv.weight'])
+    assert not torch.equal(weight, student['layers.0.attn.qkv.weight'])
+
+
 def test_vitdet_backbone_options(pretrained_checkpoint):
     backbone = build(tiny_backbone(drop_path_rate=0.3, frozen_stages=2))
     assert all(isinstance(layer, ViTDetEncoderLayer)

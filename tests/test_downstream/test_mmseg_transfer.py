@@ -6,6 +6,7 @@ EHM checkpoint without complaint and without taking a single weight.
 """
 import os
 import os.path as osp
+import re
 import runpy
 
 import numpy as np
@@ -185,7 +186,9 @@ def test_ade20k_transfer(pretrained_checkpoint, tmp_path, write_images,
     printed = capsys.readouterr().out
     num_encoder = 4 + 12 * NUM_LAYERS + 2
     assert f'kept {num_encoder} encoder keys (ehm checkpoint)' in printed
-    assert 'dropped neck: ' in printed
+    # decoder (with its mask token) and EMA teacher (+ its step counter)
+    assert re.search(rf'dropped neck: \d+, teacher: {num_encoder + 1}\n',
+                     printed)
     assert (f'loaded {num_encoder - 2} / missing {4 * NUM_LAYERS} / '
             'unexpected 2 / shape mismatch 0') in printed
     checkpoint = torch.load(converted, map_location='cpu')

@@ -4,10 +4,11 @@
 # downstream benchmark config from a pretrained checkpoint with
 # tools/train.py (which runs mmpretrain, mmseg and mmdet configs alike).
 #   bash tools/benchmarks/pretrained_train.sh CONFIG PRETRAIN GPUS [train.py options]
-# Every config in configs/benchmarks/ reads its checkpoint from
-# model.backbone.init_cfg.checkpoint; PRETRAIN is written there.
-# GPUS=1 trains without a launcher; more starts torchrun (DDP). Multi-node:
-# set NNODES, NODE_RANK, MASTER_ADDR, PORT on every node.
+# Every config in configs/benchmarks/{mmpretrain,mmseg,mmdet}/ reads its
+# checkpoint from model.backbone.init_cfg.checkpoint; PRETRAIN goes there.
+# GPUS is the number of processes per node: 1 trains without a launcher,
+# more start torchrun (DDP). Multi-node: set NNODES, NODE_RANK,
+# MASTER_ADDR, PORT on every node.
 set -euo pipefail
 if [[ $# -lt 3 ]]; then
   echo "usage: bash $0 CONFIG PRETRAIN GPUS [train.py options]" >&2
