@@ -28,6 +28,7 @@ nothing, node and edge dimensions shrink every level (``compact``).
 """
 import math
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -141,7 +142,7 @@ def check_grid_size(grid_size: Sequence[int],
         Tuple[int, int]: ``(h, w)`` as Python ints.
     """
     if (not isinstance(grid_size, Sequence) or len(grid_size) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool)
+            or not all(isinstance(s, Integral) and not isinstance(s, bool)
                        for s in grid_size)):
         raise TypeError('grid_size must be a pair of ints (h, w), '
                         f'got {grid_size!r}')
