@@ -16,7 +16,7 @@ import os
 import os.path as osp
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from mmengine.registry import DefaultScope
@@ -65,7 +65,7 @@ class ConversionResult:
     allowed_missing: Tuple[str, ...]
     allowed_unexpected: Tuple[str, ...]
 
-    def lines(self) -> list:
+    def lines(self) -> List[str]:
         """Human-readable summary, one item per printed line.
 
         Returns:

@@ -120,6 +120,19 @@ def test_vit_b_config_loads_ehm_checkpoint(config, vit_b_checkpoint):
     if scope == 'mmdet':
         assert state['pos_embed'].shape == (1, 64, 64, 768)
         assert len(report.missing) == 2 * 12
+    model.eval()
+    if scope == 'mmseg':
+        # the four ViT levels Feature2Pyramid rescales (512 px crop)
+        with torch.no_grad():
+            features = backbone(torch.randn(1, 3, 512, 512))
+        assert [tuple(f.shape) for f in features] == [(1, 768, 32, 32)] * 4
+    if scope == 'mmdet':
+        # backbone + SimpleFPN at full width (256 px input for speed)
+        with torch.no_grad():
+            features = model.extract_feat(torch.randn(1, 3, 256, 256))
+        assert [tuple(f.shape) for f in features] == [
+            (1, 256, 256 // s, 256 // s) for s in (4, 8, 16, 32, 64)
+        ]
 
 
 @pytest.mark.parametrize(
