@@ -2,7 +2,8 @@
 """Evolved Hierarchical Masking: affinity, hierarchy, depth and masks.
 
 Everything here but :class:`EvolvedHierarchicalMasking` (the registered
-mmpretrain module) depends on torch only.
+mmpretrain module) and the affinity's fast path for mmpretrain's own
+transformer layers depends on torch only.
 """
 from .affinity import attention_affinity, layer_attention, resolve_layers
 from .depth_schedule import SCHEDULES, DepthSchedule, stochastic_round

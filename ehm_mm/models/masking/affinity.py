@@ -7,12 +7,25 @@ with ``ln1`` and ``attn.qkv`` ...). mmpretrain's attention is fused
 (``F.scaled_dot_product_attention``) and never returns its weights, so the
 chosen layers' attention is recomputed from their qkv projections
 (design section 1).
+
+Cost: the network runs in inference mode and stops after the deepest chosen
+layer's attention. Layers whose weights are not needed run their own fused
+forward. A chosen layer that is exactly mmpretrain's
+``TransformerEncoderLayer`` with ``MultiheadAttention`` takes its output
+from the same qkv projection as its weights (``probs @ v``, projection,
+layer scale, residual, FFN, as its ``forward`` does), so no projection is
+computed twice; other layer types recompute the weights and then run their
+own forward.
 """
 import functools
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from mmpretrain.models.backbones.vision_transformer import (
+    TransformerEncoderLayer,
+)
+from mmpretrain.models.utils.attention import MultiheadAttention
 from torch import Tensor, nn
 
 
@@ -102,11 +115,9 @@ def _attention_scale(attn: nn.Module, head_dims: int) -> float:
     return head_dims**-0.5
 
 
-def layer_attention(layer: nn.Module, tokens: Tensor) -> Tensor:
-    """Recompute one encoder layer's attention probabilities.
-
-    ``softmax(q k^T * scale)`` from the layer's pre-norm (``ln1``) and qkv
-    projection, as mmpretrain's ``TransformerEncoderLayer`` computes it.
+def _query_key_value(layer: nn.Module,
+                     tokens: Tensor) -> Tuple[Tensor, Tensor, Tensor, float]:
+    """Split one layer's qkv projection into heads.
 
     Args:
         layer (nn.Module): A transformer layer with ``ln1`` (or ``norm1``)
@@ -114,7 +125,8 @@ def layer_attention(layer: nn.Module, tokens: Tensor) -> Tensor:
         tokens (Tensor): The layer's input ``[B, T, C]``.
 
     Returns:
-        Tensor: float32 ``[B, heads, T, T]``, rows sum to 1.
+        Tuple[Tensor, Tensor, Tensor, float]: ``q``, ``k``, ``v``, each
+        ``[B, heads, T, head_dims]``, and the logit scale.
     """
     norm = getattr(layer, 'ln1', None)
     if norm is None:
@@ -130,9 +142,89 @@ def layer_attention(layer: nn.Module, tokens: Tensor) -> Tensor:
     head_dims = qkv.shape[-1] // (3 * num_heads)
     qkv = qkv.reshape(batch, length, 3, num_heads,
                       head_dims).permute(2, 0, 3, 1, 4)
-    query, key = qkv[0], qkv[1]  # [B, heads, T, head_dims]
+    return qkv[0], qkv[1], qkv[2], _attention_scale(attn, head_dims)
+
+
+def _softmax_attention(query: Tensor, key: Tensor, scale: float) -> Tensor:
+    """``softmax(q k^T * scale)`` in float32, ``[B, heads, T, T]``."""
     logits = (query @ key.transpose(-2, -1)).float()
-    return (logits * _attention_scale(attn, head_dims)).softmax(dim=-1)
+    return (logits * scale).softmax(dim=-1)
+
+
+def layer_attention(layer: nn.Module, tokens: Tensor) -> Tensor:
+    """Recompute one encoder layer's attention probabilities.
+
+    ``softmax(q k^T * scale)`` from the layer's pre-norm (``ln1``) and qkv
+    projection, as mmpretrain's ``TransformerEncoderLayer`` computes it.
+
+    Args:
+        layer (nn.Module): A transformer layer with ``ln1`` (or ``norm1``)
+            and ``attn.qkv`` / ``attn.num_heads``.
+        tokens (Tensor): The layer's input ``[B, T, C]``.
+
+    Returns:
+        Tensor: float32 ``[B, heads, T, T]``, rows sum to 1.
+    """
+    query, key, _, scale = _query_key_value(layer, tokens)
+    return _softmax_attention(query, key, scale)
+
+
+def has_fast_path(layer: nn.Module) -> bool:
+    """Whether :func:`layer_attention_and_output` shares the qkv projection.
+
+    True for exactly mmpretrain's ``TransformerEncoderLayer`` whose
+    attention is exactly ``MultiheadAttention`` without value shortcut
+    (subclasses may change ``forward``, so they take the generic path).
+
+    Args:
+        layer (nn.Module): A transformer layer.
+
+    Returns:
+        bool: True when the output is computed from the same projection.
+    """
+    attn = getattr(layer, 'attn', None)
+    return (type(layer) is TransformerEncoderLayer
+            and type(attn) is MultiheadAttention and not attn.v_shortcut)
+
+
+def layer_attention_and_output(
+        layer: nn.Module, tokens: Tensor,
+        need_output: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
+    """One layer's attention probabilities and (optionally) its output.
+
+    For a layer with :func:`has_fast_path`, the output mirrors
+    ``TransformerEncoderLayer.forward`` from the qkv projection the
+    weights came from: ``x + gamma1(proj(probs @ v))``, then
+    ``ffn(ln2(x), identity=x)``. Dropout and drop path are applied as the
+    layer's modules do (identity in eval mode; attention dropout is not
+    applied, as the fused kernel does in eval mode). Any other layer gets
+    :func:`layer_attention` followed by its own ``forward``.
+
+    Args:
+        layer (nn.Module): A transformer layer with ``ln1`` (or ``norm1``)
+            and ``attn.qkv`` / ``attn.num_heads``.
+        tokens (Tensor): The layer's input ``[B, T, C]``.
+        need_output (bool): Compute the layer output too. Defaults to True.
+
+    Returns:
+        Tuple[Tensor, Tensor | None]: float32 probabilities
+        ``[B, heads, T, T]`` and the layer output ``[B, T, C]`` (None when
+        ``need_output`` is False).
+    """
+    if not has_fast_path(layer):
+        probs = layer_attention(layer, tokens)
+        return probs, layer(tokens) if need_output else None
+    query, key, value, scale = _query_key_value(layer, tokens)
+    probs = _softmax_attention(query, key, scale)
+    if not need_output:
+        return probs, None
+    attn = layer.attn
+    batch, length = tokens.shape[:2]
+    mixed = probs.to(value.dtype) @ value  # [B, heads, T, head_dims]
+    mixed = mixed.transpose(1, 2).reshape(batch, length, attn.embed_dims)
+    out = attn.out_drop(attn.gamma1(attn.proj_drop(attn.proj(mixed))))
+    out = tokens + out
+    return probs, layer.ffn(layer.ln2(out), identity=out)
 
 
 def _embed_tokens(vit: nn.Module, images: Tensor) -> Tuple[Tensor, int]:
@@ -174,7 +266,6 @@ def _embed_tokens(vit: nn.Module, images: Tensor) -> Tuple[Tensor, int]:
     return tokens, num_extra
 
 
-@torch.no_grad()
 def attention_affinity(vit: nn.Module,
                        images: Tensor,
                        layers: Union[int, Sequence[int], None] = None
@@ -184,9 +275,11 @@ def attention_affinity(vit: nn.Module,
     For each chosen layer the attention probabilities are recomputed from
     the layer's qkv projection and averaged over heads; the layers are
     summed, the extra (CLS) tokens' rows and columns are dropped and the
-    result is symmetrised, ``(S + S^T) / 2``. The network runs without
-    gradient, in eval mode (dropout and drop path off; every submodule's
-    mode is restored afterwards), and only up to the deepest chosen layer.
+    result is symmetrised, ``(S + S^T) / 2``. The network runs in
+    ``torch.inference_mode`` and eval mode (dropout and drop path off;
+    every submodule's mode is restored afterwards), only up to the
+    deepest chosen layer's attention; an enclosing autocast (e.g. bf16 on
+    CUDA) applies to its layers, the probabilities are always float32.
 
     Args:
         vit (nn.Module): An mmpretrain ``VisionTransformer`` / ``MAEViT``
@@ -214,17 +307,23 @@ def attention_affinity(vit: nn.Module,
     modes = [(module, module.training) for module in vit.modules()]
     vit.eval()
     try:
-        tokens, num_extra = _embed_tokens(vit, images)
-        total = None
-        for index in range(chosen[-1] + 1):
-            layer = vit.layers[index]
-            if index in chosen:
-                attn = layer_attention(layer, tokens).mean(dim=1)
-                total = attn if total is None else total + attn
-            if index < chosen[-1]:
-                tokens = layer(tokens)
+        with torch.inference_mode():
+            tokens, num_extra = _embed_tokens(vit, images)
+            total = None
+            for index in range(chosen[-1] + 1):
+                layer = vit.layers[index]
+                if index not in chosen:
+                    tokens = layer(tokens)  # fused attention
+                    continue
+                probs, tokens = layer_attention_and_output(
+                    layer, tokens, need_output=index < chosen[-1])
+                probs = probs.mean(dim=1)
+                total = probs if total is None else total + probs
+            patches = total[:, num_extra:, num_extra:]
+            affinity = (patches + patches.transpose(1, 2)) / 2
     finally:
         for module, mode in modes:
             module.training = mode
-    patches = total[:, num_extra:, num_extra:]
-    return (patches + patches.transpose(1, 2)) / 2
+    # A normal tensor (inference tensors cannot be saved for backward,
+    # e.g. as gather indices derived from them).
+    return affinity.clone()
