@@ -21,7 +21,8 @@ from mmpretrain.models import MAEViT
 from ehm_mm.downstream import account_keys, check_key_report
 from ehm_mm.downstream.converters import mmpretrain_vit_allowed_keys
 
-CONFIG_ROOT = osp.join('configs', 'benchmarks')
+REPO_ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+CONFIG_ROOT = osp.join(REPO_ROOT, 'configs', 'benchmarks')
 CONFIGS = sorted(glob.glob(osp.join(CONFIG_ROOT, 'mm*', '*.py')))
 SCOPES = {'mmpretrain': 'mmpretrain', 'mmseg': 'mmseg', 'mmdet': 'mmdet'}
 PRETRAIN_KEY = 'model.backbone.init_cfg.checkpoint'

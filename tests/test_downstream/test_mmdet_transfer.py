@@ -11,21 +11,23 @@ import runpy
 
 import pytest
 import torch
-from conftest import (
-    EMBED_DIMS,
-    FFN_CHANNELS,
-    NUM_HEADS,
-    NUM_LAYERS,
-    PATCH_SIZE,
-    PRETRAIN_SIZE,
-    run_runner,
-)
 from mmdet.datasets import CocoDataset
 from mmdet.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmpretrain.models.utils import resize_pos_embed
 from torch import nn
+from transfer_utils import (
+    EMBED_DIMS,
+    FFN_CHANNELS,
+    NUM_HEADS,
+    NUM_LAYERS,
+    PATCH_SIZE,
+    PRETRAIN_SIZE,
+    REPO_ROOT,
+    run_runner,
+    write_images,
+)
 
 from ehm_mm.downstream import load_encoder
 from ehm_mm.downstream.mmdet import (
@@ -34,9 +36,9 @@ from ehm_mm.downstream.mmdet import (
     ViTDetEncoderLayer,
 )
 
-CONFIG = osp.join('configs', 'benchmarks', 'mmdet',
+CONFIG = osp.join(REPO_ROOT, 'configs', 'benchmarks', 'mmdet',
                   'vitdet_mask-rcnn_vit-b-ehm_16xb4-lsj-100e_coco.py')
-CONVERTER = osp.join('tools', 'model_converters', 'ehm2timm.py')
+CONVERTER = osp.join(REPO_ROOT, 'tools', 'model_converters', 'ehm2timm.py')
 IMAGE_SIZE = 128
 TINY_ARCH = dict(
     embed_dims=EMBED_DIMS,
@@ -184,7 +186,7 @@ def test_layer_decay_constructor():
         constructor(nn.Sequential(nn.Linear(2, 2)))
 
 
-def write_coco(root: str, write_images, num: int = 2) -> str:
+def write_coco(root: str, num: int = 2) -> str:
     """COCO instances (boxes + polygons, all 80 categories declared)."""
     image_dir = osp.join(root, 'images')
     os.makedirs(image_dir)
@@ -272,8 +274,7 @@ def tiny_cfg(checkpoint: str, ann_file: str, data_root: str,
     return cfg
 
 
-def test_coco_transfer(pretrained_checkpoint, tmp_path, write_images,
-                       capsys):
+def test_coco_transfer(pretrained_checkpoint, tmp_path, capsys):
     converted = str(tmp_path / 'ehm_timm.pth')
     runpy.run_path(CONVERTER, run_name='converter')['main'](
         [pretrained_checkpoint, converted])
@@ -287,7 +288,7 @@ def test_coco_transfer(pretrained_checkpoint, tmp_path, write_images,
     assert not any(key.startswith('layers.') for key in weights)
 
     data_root = str(tmp_path / 'coco')
-    ann_file = write_coco(data_root, write_images)
+    ann_file = write_coco(data_root)
     cfg = tiny_cfg(converted, ann_file, data_root, str(tmp_path / 'work'))
     assert cfg.model.backbone.type == 'ViTDetBackbone'
     assert cfg.model.neck.type == 'SimpleFPN'

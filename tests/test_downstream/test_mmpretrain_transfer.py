@@ -12,32 +12,35 @@ import runpy
 
 import pytest
 import torch
-from conftest import (
+from mmengine.config import Config, ConfigDict
+from mmengine.registry import DefaultScope
+from mmpretrain.registry import MODELS
+from transfer_utils import (
     EMBED_DIMS,
     NUM_LAYERS,
     PATCH_SIZE,
     PRETRAIN_SIZE,
+    REPO_ROOT,
     TINY_VIT,
     run_runner,
+    write_images,
 )
-from mmengine.config import Config, ConfigDict
-from mmengine.registry import DefaultScope
-from mmpretrain.registry import MODELS
 
 from ehm_mm.downstream import account_keys, load_encoder
 from ehm_mm.downstream.converters import mmpretrain_vit_allowed_keys
 
-CONFIG_DIR = osp.join('configs', 'benchmarks', 'mmpretrain')
+CONFIG_DIR = osp.join(REPO_ROOT, 'configs', 'benchmarks', 'mmpretrain')
 FINETUNE = osp.join(CONFIG_DIR,
                     'vit-base-p16_ehm-pre_8xb128-coslr-100e_in1k.py')
 LINEAR = osp.join(CONFIG_DIR,
                   'vit-base-p16_ehm-pre_8xb2048-linear-coslr-90e_in1k.py')
-CONVERTER = osp.join('tools', 'model_converters', 'ehm2mmpretrain.py')
+CONVERTER = osp.join(REPO_ROOT, 'tools', 'model_converters',
+                     'ehm2mmpretrain.py')
 NUM_ENCODER_KEYS = 4 + 12 * NUM_LAYERS + 2
 
 
 @pytest.fixture(scope='module')
-def class_folder(tmp_path_factory, write_images) -> str:
+def class_folder(tmp_path_factory) -> str:
     """ImageNet-style folders: {train,val}/class_{0,1}/*.jpg."""
     root = tmp_path_factory.mktemp('classification')
     for split in ('train', 'val'):

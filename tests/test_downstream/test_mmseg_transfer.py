@@ -8,31 +8,35 @@ import os
 import os.path as osp
 import re
 import runpy
+import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import (
-    EMBED_DIMS,
-    NUM_HEADS,
-    NUM_LAYERS,
-    PATCH_SIZE,
-    PRETRAIN_SIZE,
-    TINY_VIT,
-    run_runner,
-)
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmpretrain.models import VisionTransformer
 from mmseg.registry import MODELS
 from PIL import Image
+from transfer_utils import (
+    EMBED_DIMS,
+    NUM_HEADS,
+    NUM_LAYERS,
+    PATCH_SIZE,
+    PRETRAIN_SIZE,
+    REPO_ROOT,
+    TINY_VIT,
+    run_runner,
+    write_images,
+)
 
 import ehm_mm.downstream.mmseg  # noqa: F401  (registers StrictMAE)
 from ehm_mm.downstream import load_encoder
 
-CONFIG = osp.join('configs', 'benchmarks', 'mmseg',
+CONFIG = osp.join(REPO_ROOT, 'configs', 'benchmarks', 'mmseg',
                   'ehm-base_upernet_8xb2-amp-160k_ade20k-512x512.py')
-CONVERTER = osp.join('tools', 'model_converters', 'ehm2mmseg.py')
+CONVERTER = osp.join(REPO_ROOT, 'tools', 'model_converters', 'ehm2mmseg.py')
+LAUNCHER = osp.join(REPO_ROOT, 'tools', 'benchmarks', 'mmseg', 'dist_train.sh')
 NEW_PER_LAYER = ('gamma_1', 'gamma_2', 'attn.relative_position_bias_table',
                  'attn.relative_position_index')
 
@@ -127,7 +131,7 @@ def test_strict_mae_refuses_an_incomplete_load(pretrained_checkpoint):
         backbone.init_weights()
 
 
-def write_ade20k(root: str, write_images, num: int = 2) -> None:
+def write_ade20k(root: str, num: int = 2) -> None:
     """ADE20K layout: images/*.jpg and annotations/*.png (0 = ignore)."""
     rng = np.random.default_rng(0)
     for split in ('training', 'validation'):
@@ -178,8 +182,7 @@ def tiny_cfg(checkpoint: str, data_root: str, work_dir: str) -> Config:
     return cfg
 
 
-def test_ade20k_transfer(pretrained_checkpoint, tmp_path, write_images,
-                         capsys):
+def test_ade20k_transfer(pretrained_checkpoint, tmp_path, capsys):
     converted = str(tmp_path / 'ehm_mmseg.pth')
     runpy.run_path(CONVERTER, run_name='converter')['main'](
         [pretrained_checkpoint, converted])
@@ -197,7 +200,7 @@ def test_ade20k_transfer(pretrained_checkpoint, tmp_path, write_images,
                    for key in checkpoint['state_dict'])
 
     data_root = str(tmp_path / 'ade')
-    write_ade20k(data_root, write_images)
+    write_ade20k(data_root)
     cfg = tiny_cfg(converted, data_root, str(tmp_path / 'work_dir'))
     assert cfg.model.backbone.type == 'StrictMAE'
     runner = run_runner(cfg)
@@ -212,3 +215,25 @@ def test_ade20k_transfer(pretrained_checkpoint, tmp_path, write_images,
     # one training step ran, then validation (inference) produced mIoU
     assert runner.iter == 1
     assert 'val/mIoU' in runner.message_hub.log_scalars
+
+
+def test_launcher_trains_from_the_checkpoint(pretrained_checkpoint,
+                                             tmp_path, run_tool):
+    """One GPU (here: CPU) run; PRETRAIN reaches the backbone's init_cfg."""
+    data_root = str(tmp_path / 'ade')
+    write_ade20k(data_root)
+    cfg = tiny_cfg('pretrain/not_this_one.pth', data_root,
+                   str(tmp_path / 'unused'))
+    config = str(tmp_path / 'tiny_upernet.py')
+    cfg.dump(config)
+    work_dir = str(tmp_path / 'work_dir')
+    proc = run_tool(
+        ['bash', LAUNCHER, config, pretrained_checkpoint, '1',
+         '--work-dir', work_dir],
+        env=dict(PYTHON=sys.executable))
+    log = proc.stdout + proc.stderr
+    assert (f'StrictMAE: student encoder from {pretrained_checkpoint}'
+            in log)
+    assert 'loaded 52 / missing 16 / unexpected 2 / shape mismatch 0' in log
+    last = torch.load(osp.join(work_dir, 'iter_1.pth'), map_location='cpu')
+    assert last['meta']['iter'] == 1

@@ -16,7 +16,8 @@ from mmpretrain.models import MAEViT
 
 from ehm_mm.downstream import mmpretrain_to_timm
 
-TOOLS = osp.join('tools', 'model_converters')
+REPO_ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+TOOLS = osp.join(REPO_ROOT, 'tools', 'model_converters')
 NUM_LAYERS = 2
 NUM_KEYS = 4 + 12 * NUM_LAYERS + 2
 
@@ -111,7 +112,7 @@ def test_check_against_a_config(checkpoint, tmp_path):
     """A ViT-B config refuses the tiny encoder; no output is left behind."""
     src, _ = checkpoint
     dst = str(tmp_path / 'seg.pth')
-    config = osp.join('configs', 'benchmarks', 'mmseg',
+    config = osp.join(REPO_ROOT, 'configs', 'benchmarks', 'mmseg',
                       'ehm-base_upernet_8xb2-amp-160k_ade20k-512x512.py')
     with pytest.raises(ValueError, match='shape mismatch'):
         converter('ehm2mmseg')([src, dst, '--config', config])
