@@ -227,7 +227,7 @@ def layer_attention_and_output(
     return probs, layer.ffn(layer.ln2(out), identity=out)
 
 
-def _embed_tokens(vit: nn.Module, images: Tensor) -> Tuple[Tensor, int]:
+def embed_tokens(vit: nn.Module, images: Tensor) -> Tuple[Tensor, int]:
     """Patch-embed images and add CLS token and position embedding.
 
     Mirrors ``VisionTransformer.forward`` up to the first layer (the same
@@ -308,7 +308,7 @@ def attention_affinity(vit: nn.Module,
     vit.eval()
     try:
         with torch.inference_mode():
-            tokens, num_extra = _embed_tokens(vit, images)
+            tokens, num_extra = embed_tokens(vit, images)
             total = None
             for index in range(chosen[-1] + 1):
                 layer = vit.layers[index]

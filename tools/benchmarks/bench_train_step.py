@@ -1,0 +1,650 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Training-step throughput of EHM-MAE next to plain MAE.
+
+Builds mmpretrain's ``MAE`` and ``EHMMAE`` from the same config (same
+encoder, decoder, batch and device), then times full training steps
+(forward, backward, AdamW) of both, alternating, after warm-up. Prints:
+
+* the median step time and images/s of MAE and of EHM-MAE for every
+  ``--attn-layers`` setting, and their EHM/MAE ratio;
+* the split of EHM's extra time: EMA teacher update, teacher forward (an
+  inference forward, fused attention, of the layers the teacher runs: all
+  but the deepest chosen one, then that one's qkv projection), the
+  affinity (what the teacher call costs beyond that: attention weights,
+  head mean, sum, symmetrisation), hierarchy, masks and the rest (the
+  step-time difference not accounted for: the student's mask checks,
+  Python overhead, timing noise), each also as a share of the MAE step;
+* the teacher call against a fused inference forward of the same layers;
+* the peak memory of each model, every model in its own process: on CPU
+  the growth of the peak RSS (``VmHWM``, reset after the imports) from
+  before building the model to after the steps (weights, EMA teacher,
+  gradients, optimizer state, activations); on CUDA
+  ``torch.cuda.max_memory_allocated``.
+
+On CUDA the steps run under bf16 autocast (as a bf16 ``AmpOptimWrapper``),
+on CPU in float32. ``--smoke`` runs a tiny ViT in seconds (for tests).
+
+Example::
+
+    python tools/benchmarks/bench_train_step.py                # ViT-B, CPU
+    python tools/benchmarks/bench_train_step.py --attn-layers 2 4 8 all
+    python tools/benchmarks/bench_train_step.py --device cuda --batch-size 64
+    python tools/benchmarks/bench_train_step.py --smoke
+"""
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import MessageHub, MMLogger
+from mmpretrain.models import VisionTransformer
+from mmpretrain.registry import MODELS
+from torch import nn
+
+import ehm_mm  # noqa: F401  (registers EHMMAE and the masking)
+from ehm_mm.models.masking import (
+    build_hierarchy,
+    mask_nodes,
+    min_tree_height,
+    stochastic_round,
+)
+from ehm_mm.models.masking.affinity import embed_tokens, resolve_layers
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_masking import timed  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+DEFAULT_CONFIG = os.path.join(REPO_ROOT, 'configs', 'ehm_mae_vit-b.py')
+SMOKE_ARCH = dict(embed_dims=32, num_layers=2, num_heads=4,
+                  feedforward_channels=64)
+EHM_ONLY_KEYS = ('masking', 'teacher', 'ema_momentum', 'attn_layers',
+                 'feature_pool')
+MIB = 2**20
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse the command line.
+
+    Args:
+        argv (List[str], optional): Arguments; None reads ``sys.argv``.
+            Defaults to None.
+
+    Returns:
+        argparse.Namespace: The options.
+    """
+    parser = argparse.ArgumentParser(
+        description='Time EHM-MAE and MAE training steps side by side.')
+    parser.add_argument('--config', default=DEFAULT_CONFIG,
+                        help='EHM-MAE config; MAE is built from the same '
+                        'model dict (default configs/ehm_mae_vit-b.py)')
+    parser.add_argument('--arch', default=None,
+                        help="ViT arch of mmpretrain ('b', 'l', 'h', ...); "
+                        'default: the config\'s')
+    parser.add_argument('--img-size', type=int, default=224,
+                        help='image side in pixels (default 224)')
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help='images per step (default 4 on CPU, 64 on '
+                        'CUDA)')
+    parser.add_argument('--attn-layers', nargs='+', default=None,
+                        help='EHM settings to time: K = affinity from the '
+                        'first K encoder layers, "all" = every layer '
+                        '(default: 4 all; 1 all with --smoke)')
+    parser.add_argument('--teacher', choices=('ema', 'online'),
+                        default=None, help="EHM teacher (default: the "
+                        "config's)")
+    parser.add_argument('--steps', type=int, default=5,
+                        help='timed steps per model (default 5)')
+    parser.add_argument('--warmup', type=int, default=1,
+                        help='untimed steps per model first (default 1)')
+    parser.add_argument('--repeats', type=int, default=3,
+                        help='timed calls per EHM component (default 3)')
+    parser.add_argument('--progress', type=float, default=0.5,
+                        help='training progress the masks are drawn at '
+                        '(default 0.5)')
+    parser.add_argument('--device', default=None,
+                        help='cpu / cuda (default: cuda when available)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (default: torch default)')
+    parser.add_argument('--no-memory', action='store_true',
+                        help='skip the peak-memory processes')
+    parser.add_argument('--json', default=None,
+                        help='also write every figure to this JSON file')
+    parser.add_argument('--smoke', action='store_true',
+                        help='tiny ViT (32 px, 2 layers), batch 2, 1 step: '
+                        'checks that everything runs, in seconds')
+    parser.add_argument('--memory-child', default=None,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.img_size = 32
+        args.batch_size = args.batch_size or 2
+        args.steps, args.warmup, args.repeats = 1, 1, 1
+    if args.attn_layers is None:
+        args.attn_layers = ['1', 'all'] if args.smoke else ['4', 'all']
+    for name in ('steps', 'repeats'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name} must be >= 1')
+    if args.warmup < 0:
+        parser.error('--warmup must be >= 0')
+    if not 0 <= args.progress <= 1:
+        parser.error('--progress must be in [0, 1]')
+    for value in args.attn_layers:
+        if value != 'all' and not (value.isdigit() and int(value) > 0):
+            parser.error('--attn-layers takes positive ints or "all", got '
+                         f'{value!r}')
+    return args
+
+
+def model_configs(args: argparse.Namespace) -> Dict[str, dict]:
+    """The ``MAE`` and ``EHMMAE`` model dicts, from one config.
+
+    Args:
+        args (argparse.Namespace): The options.
+
+    Returns:
+        Dict[str, dict]: ``{'mae': ..., 'ehm': ...}``; the two share the
+        encoder, decoder and head settings.
+    """
+    if not os.path.isfile(args.config):
+        raise FileNotFoundError(f'--config {args.config} does not exist')
+    ehm = copy.deepcopy(Config.fromfile(args.config).model.to_dict())
+    if ehm.get('type') != 'EHMMAE':
+        raise ValueError(f'--config {args.config} must hold an EHMMAE '
+                         f"model, got type {ehm.get('type')!r}")
+    backbone, neck, head = ehm['backbone'], ehm['neck'], ehm['head']
+    patch = backbone.get('patch_size', 16)
+    if args.smoke:
+        backbone['arch'] = dict(SMOKE_ARCH)
+        patch = 8
+        neck.update(decoder_embed_dim=32, decoder_depth=1,
+                    decoder_num_heads=4)
+    elif args.arch is not None:
+        backbone['arch'] = args.arch
+    arch = backbone.get('arch', 'b')
+    if isinstance(arch, str):
+        if arch not in VisionTransformer.arch_zoo:
+            raise ValueError(f'--arch {arch!r} is not one of mmpretrain\'s '
+                             f'ViT archs {sorted(VisionTransformer.arch_zoo)}')
+        arch = VisionTransformer.arch_zoo[arch]
+    if args.img_size % patch:
+        raise ValueError(f'--img-size {args.img_size} is not divisible by '
+                         f'the patch size {patch}')
+    grid = args.img_size // patch
+    backbone.update(img_size=args.img_size, patch_size=patch)
+    neck.update(embed_dim=arch['embed_dims'], patch_size=patch,
+                num_patches=grid * grid)
+    head.update(patch_size=patch)
+    masking = ehm['masking']
+    # A small grid has shallow trees: keep the schedule inside them.
+    height = min_tree_height(grid * grid) - 1
+    masking['d_max'] = min(masking.get('d_max', 5.0), height)
+    masking['d_min'] = min(masking.get('d_min', 0.0), height)
+    if args.teacher is not None:
+        ehm['teacher'] = args.teacher
+    ehm.pop('data_preprocessor', None)
+    mae = copy.deepcopy(ehm)
+    mae['type'] = 'MAE'
+    mae['backbone']['type'] = 'MAEViT'
+    for key in EHM_ONLY_KEYS:
+        mae.pop(key, None)
+    return dict(mae=mae, ehm=ehm)
+
+
+def attn_setting(value: str, num_layers: int) -> Optional[List[int]]:
+    """Turn an ``--attn-layers`` entry into ``EHMMAE.attn_layers``.
+
+    Args:
+        value (str): ``'all'`` or ``K`` (the first K layers).
+        num_layers (int): Encoder depth.
+
+    Returns:
+        List[int] | None: The layer indices; None means all layers.
+    """
+    if value == 'all':
+        return None
+    depth = int(value)
+    if depth > num_layers:
+        raise ValueError(f'--attn-layers {depth} exceeds the encoder depth '
+                         f'{num_layers}')
+    return list(range(depth))
+
+
+def setting_name(value: str, num_layers: int) -> str:
+    """A label such as ``'0-3 (4/12)'`` for an ``--attn-layers`` entry."""
+    depth = num_layers if value == 'all' else int(value)
+    return f'0-{depth - 1} ({depth}/{num_layers})'
+
+
+def set_progress(progress: float, max_iters: int = 1000) -> None:
+    """Write ``iter`` / ``max_iters`` into the MessageHub, as a Runner."""
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', int(round(progress * max_iters)))
+    hub.update_info('max_iters', max_iters)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, nothing elsewhere."""
+    if device.type == 'cuda':
+        return torch.autocast('cuda', dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build(cfg: dict, device: torch.device) -> nn.Module:
+    """Build, initialise and move one model; train mode."""
+    torch.manual_seed(0)
+    model = MODELS.build(copy.deepcopy(cfg))
+    model.init_weights()
+    model.to(device)
+    model.train()
+    return model
+
+
+def make_step(model: nn.Module, images: torch.Tensor,
+              device: torch.device) -> Callable[[], None]:
+    """One full training step: forward, backward, AdamW."""
+    optim = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+
+    def step() -> None:
+        with autocast(device):
+            loss = model.loss(images, [])['loss']
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+
+    return step
+
+
+def fused_forward(vit: nn.Module, images: torch.Tensor,
+                  depth: int) -> torch.Tensor:
+    """Inference forward of the first ``depth`` layers, fused attention."""
+    with torch.inference_mode():
+        tokens, _ = embed_tokens(vit, images)
+        for layer in vit.layers[:depth]:
+            tokens = layer(tokens)
+    return tokens
+
+
+def fused_prefix(vit: nn.Module, images: torch.Tensor,
+                 depth: int) -> torch.Tensor:
+    """The network part of the teacher call, fused attention.
+
+    Layers ``0 .. depth - 2`` and the deepest layer's pre-norm and qkv
+    projection: what :func:`attention_affinity` runs besides the attention
+    weights.
+    """
+    with torch.inference_mode():
+        tokens, _ = embed_tokens(vit, images)
+        for layer in vit.layers[:depth - 1]:
+            tokens = layer(tokens)
+        last = vit.layers[depth - 1]
+        return last.attn.qkv(last.ln1(tokens))
+
+
+def time_components(model: nn.Module, images: torch.Tensor,
+                    attn_layers: Optional[List[int]], progress: float,
+                    repeats: int, device: torch.device) -> Dict[str, float]:
+    """Seconds of each piece EHM adds to a step (median of ``repeats``).
+
+    Args:
+        model (nn.Module): The ``EHMMAE``.
+        images (torch.Tensor): The batch.
+        attn_layers (List[int], optional): The setting.
+        progress (float): Training progress of the masks.
+        repeats (int): Timed calls per piece.
+        device (torch.device): Where it runs.
+
+    Returns:
+        Dict[str, float]: ``ema_update``, ``teacher_call`` (forward and
+        affinity), ``fused_forward`` (fused inference forward of the same
+        layers), ``teacher_network`` (:func:`fused_prefix`, the part of
+        the teacher call that is not the affinity), ``hierarchy`` and
+        ``masks``.
+    """
+    model.attn_layers = attn_layers
+    teacher = (model.teacher.module
+               if model.teacher is not None else model.backbone)
+    depth = resolve_layers(attn_layers, len(teacher.layers))[-1] + 1
+    masking = model.masking
+    grid = model.grid_size
+    out = {}
+    with autocast(device):
+        if model.teacher is not None:
+            out['ema_update'] = timed(
+                lambda: model.teacher.update_parameters(model.backbone),
+                repeats, device)
+        else:
+            out['ema_update'] = 0.0
+        teacher.eval()
+        out['fused_forward'] = timed(
+            lambda: fused_forward(teacher, images, depth), repeats, device)
+        out['teacher_network'] = timed(
+            lambda: fused_prefix(teacher, images, depth), repeats, device)
+        if model.teacher is not None:
+            model.teacher.eval()
+        else:
+            model.backbone.train()
+        out['teacher_call'] = timed(
+            lambda: model.teacher_affinity(images), repeats, device)
+        affinity = model.teacher_affinity(images)
+    out['hierarchy'] = timed(
+        lambda: build_hierarchy(affinity, grid, **masking.hierarchy_cfg),
+        repeats, device)
+    hierarchy = build_hierarchy(affinity, grid, **masking.hierarchy_cfg)
+    batch, num = affinity.shape[:2]
+
+    def masks() -> None:
+        # What EvolvedHierarchicalMasking.forward does after the tree.
+        noise = torch.rand(batch, num, device=device)
+        depth = stochastic_round(masking.depth_at(progress), batch, device,
+                                 None)
+        depth = torch.minimum(depth, hierarchy.heights)
+        nodes = hierarchy.ancestors.gather(
+            1, depth[:, None, None].expand(batch, 1, num)).squeeze(1)
+        mask_nodes(nodes, masking.mask_ratio, noise=noise)
+
+    out['masks'] = timed(masks, repeats, device)
+    return out
+
+
+def peak_memory(kind: str, setting: str, args: argparse.Namespace) -> dict:
+    """Peak memory of one model's steps, measured in a child process.
+
+    Args:
+        kind (str): ``'mae'`` or ``'ehm'``.
+        setting (str): The ``--attn-layers`` entry (EHM only).
+        args (argparse.Namespace): The options (passed on).
+
+    Returns:
+        dict: ``peak_mib`` and ``how`` (the measurement).
+    """
+    cmd = [sys.executable, os.path.abspath(__file__),
+           '--memory-child', f'{kind}:{setting}', '--config', args.config,
+           '--img-size', str(args.img_size), '--batch-size',
+           str(args.batch_size), '--device', args.device,
+           '--progress', str(args.progress)]
+    for flag in ('arch', 'teacher', 'threads'):
+        if getattr(args, flag) is not None:
+            cmd += [f'--{flag}', str(getattr(args, flag))]
+    if args.smoke:
+        cmd.append('--smoke')
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f'memory process for {kind} {setting} failed:\n'
+                           f'{proc.stderr[-3000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _rss_peak_bytes() -> int:
+    """The process's peak resident set size in bytes.
+
+    ``VmHWM`` of ``/proc/self/status`` (this process's own peak, which
+    :func:`_reset_peak_rss` can reset); ``ru_maxrss`` where there is no
+    ``/proc``. (``ru_maxrss`` alone is no use in a child started by
+    ``fork`` + ``exec``: Linux keeps the parent's peak at the ``exec`` in
+    it.)
+    """
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    # ru_maxrss is in KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak RSS to its current RSS (Linux >= 4.0).
+
+    Without the reset, the peak would still hold that of the imports.
+
+    Returns:
+        bool: Whether it worked.
+    """
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """Child process: build one model, run steps, print peak memory JSON."""
+    kind, setting = args.memory_child.split(':', 1)
+    device = torch.device(args.device)
+    cfgs = model_configs(args)
+    set_progress(args.progress)
+    images = torch.randn(args.batch_size, 3, args.img_size, args.img_size,
+                         device=device)
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        how = 'torch.cuda.max_memory_allocated'
+    else:
+        reset = _reset_peak_rss()
+        before = _rss_peak_bytes()
+        how = ('peak RSS (VmHWM) growth from before build to after the '
+               'steps' + ('' if reset else
+                          ', peak not reset after the imports'))
+    model = build(cfgs[kind], device)
+    if kind == 'ehm':
+        model.attn_layers = attn_setting(setting,
+                                         len(model.backbone.layers))
+    step = make_step(model, images, device)
+    for _ in range(max(args.warmup, 1) + 1):
+        step()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = _rss_peak_bytes()
+    print(json.dumps(dict(peak_mib=(peak - before) / MIB, how=how)))
+
+
+def log(message: str) -> None:
+    """Print a progress note to stderr."""
+    print(f'... {message}', file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Time both models; return every figure.
+
+    Args:
+        args (argparse.Namespace): The options.
+
+    Returns:
+        dict: The results (also what ``--json`` writes).
+    """
+    device = torch.device(args.device)
+    cfgs = model_configs(args)
+    set_progress(args.progress)
+    torch.manual_seed(0)
+    images = torch.randn(args.batch_size, 3, args.img_size, args.img_size,
+                         device=device)
+    log('building models')
+    mae = build(cfgs['mae'], device)
+    ehm = build(cfgs['ehm'], device)
+    ehm.load_state_dict(mae.state_dict(), strict=False)  # same weights
+    if ehm.teacher is not None:
+        ehm.teacher.module.load_state_dict(ehm.backbone.state_dict())
+    num_layers = len(ehm.backbone.layers)
+    settings = list(dict.fromkeys(args.attn_layers))
+    for value in settings:
+        attn_setting(value, num_layers)  # validate before timing
+    steps = {'mae': make_step(mae, images, device),
+             'ehm': make_step(ehm, images, device)}
+    times = {'mae': []}
+    times.update({value: [] for value in settings})
+
+    def one_round(record: bool) -> None:
+        for key in ['mae'] + settings:
+            if key != 'mae':
+                ehm.attn_layers = attn_setting(key, num_layers)
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            steps['mae' if key == 'mae' else 'ehm']()
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            if record:
+                times[key].append(time.perf_counter() - start)
+
+    log(f'{args.warmup} warm-up + {args.steps} timed rounds')
+    for _ in range(args.warmup):
+        one_round(False)
+    for _ in range(args.steps):
+        one_round(True)
+    step_time = {key: statistics.median(val) for key, val in times.items()}
+    components = {}
+    log('EHM components')
+    for value in settings:
+        components[value] = time_components(
+            ehm, images, attn_setting(value, num_layers), args.progress,
+            args.repeats, device)
+    memory = {}
+    if not args.no_memory:
+        log('peak memory, one process per model')
+        memory['mae'] = peak_memory('mae', '-', args)
+        for value in settings:
+            memory[value] = peak_memory('ehm', value, args)
+    h, w = ehm.grid_size
+    return dict(
+        device=str(device),
+        device_name=(torch.cuda.get_device_name(device)
+                     if device.type == 'cuda' else 'cpu'),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        precision='bf16 autocast' if device.type == 'cuda' else 'float32',
+        arch=cfgs['ehm']['backbone']['arch'],
+        num_layers=num_layers,
+        img_size=args.img_size,
+        grid=[h, w],
+        batch_size=args.batch_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        teacher=ehm.teacher_type,
+        progress=args.progress,
+        mask_depth=ehm.masking.depth_at(args.progress),
+        settings=settings,
+        setting_names={v: setting_name(v, num_layers) for v in settings},
+        step_times=times,
+        step_time=step_time,
+        components=components,
+        memory=memory)
+
+
+def report(res: dict) -> str:
+    """Format the results as the printed report.
+
+    Args:
+        res (dict): What :func:`run` returns.
+
+    Returns:
+        str: The report.
+    """
+    batch = res['batch_size']
+    mae_t = res['step_time']['mae']
+    h, w = res['grid']
+    arch = res['arch'] if isinstance(res['arch'], str) else 'custom'
+    lines = [
+        f"device: {res['device']} ({res['device_name']}), torch "
+        f"{res['torch']}, {res['threads']} CPU threads, {res['precision']}",
+        f"model: ViT-{arch} ({res['num_layers']} layers), "
+        f"{res['img_size']} px, {h}x{w} patches, batch {batch}, "
+        f"teacher {res['teacher']}, masks at progress {res['progress']:g} "
+        f"(depth {res['mask_depth']:.2f})",
+        f"step time (median of {res['steps']}, after {res['warmup']} "
+        'warm-up, models alternating):',
+        f"  MAE                          : {mae_t * 1e3:9.1f} ms  "
+        f"{batch / mae_t:8.2f} images/s",
+    ]
+    for value in res['settings']:
+        t = res['step_time'][value]
+        name = res['setting_names'][value]
+        lines.append(f'  EHM-MAE attn_layers {name:9}: {t * 1e3:9.1f} ms  '
+                     f'{batch / t:8.2f} images/s  EHM/MAE ratio '
+                     f'{t / mae_t:.3f}')
+    for value in res['settings']:
+        comp = res['components'][value]
+        extra = res['step_time'][value] - mae_t
+        affinity = comp['teacher_call'] - comp['teacher_network']
+        parts = [('EMA teacher update', comp['ema_update']),
+                 ('teacher forward (fused)', comp['teacher_network']),
+                 ('affinity', affinity),
+                 ('hierarchy', comp['hierarchy']),
+                 ('masks', comp['masks'])]
+        rest = extra - sum(t for _, t in parts)
+        parts.append(('rest (student syncs, noise)', rest))
+        lines.append(
+            f"EHM extra time, attn_layers {res['setting_names'][value]}: "
+            f'{extra * 1e3:.1f} ms per step ({100 * extra / mae_t:.1f}% of '
+            'the MAE step)')
+        for label, t in parts:
+            lines.append(f'  {label:28}: {t * 1e3:9.1f} ms  '
+                         f'{100 * t / mae_t:6.2f}% of MAE step')
+        lines.append(
+            f"  hierarchy + masks           : "
+            f"{100 * (comp['hierarchy'] + comp['masks']) / mae_t:6.2f}% "
+            'of MAE step (target < 3%)')
+        lines.append(
+            f"  teacher call / fused inference forward of the same layers: "
+            f"{comp['teacher_call'] / comp['fused_forward']:.3f} "
+            '(target <= 1.10)')
+    if res['memory']:
+        mem = res['memory']
+        lines.append(f"peak memory ({mem['mae']['how']}, each model in its "
+                     'own process):')
+        lines.append(f"  MAE                          : "
+                     f"{mem['mae']['peak_mib']:9.1f} MiB")
+        for value in res['settings']:
+            peak = mem[value]['peak_mib']
+            base = mem['mae']['peak_mib']
+            ratio = f'{peak / base:.3f}' if base > 0 else 'n/a'
+            lines.append(
+                f"  EHM-MAE attn_layers {res['setting_names'][value]:9}: "
+                f'{peak:9.1f} MiB  EHM/MAE ratio {ratio} (target <= 1.10)')
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    # quiet: no per-parameter init report from mmengine
+    MMLogger.get_instance('bench_train_step', log_level='WARNING')
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    args.device = args.device or ('cuda'
+                                  if torch.cuda.is_available() else 'cpu')
+    if args.batch_size is None:
+        args.batch_size = 64 if args.device.startswith('cuda') else 4
+    if args.batch_size < 1:
+        raise ValueError(f'--batch-size must be >= 1, got {args.batch_size}')
+    if args.memory_child is not None:
+        memory_child(args)
+        return
+    res = run(args)
+    print(report(res))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(res, f, indent=2, default=str)
+    if not all(math.isfinite(t) for t in res['step_time'].values()):
+        raise RuntimeError('a step time is not finite')
+
+
+if __name__ == '__main__':
+    main()
