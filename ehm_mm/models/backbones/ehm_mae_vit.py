@@ -77,25 +77,36 @@ class EHMMAEViT(MAEViT):
         if mask.shape != (B, N):
             raise ValueError(f'mask must have shape {(B, N)} (batch, '
                              f'patches), got {tuple(mask.shape)}')
+        if ids_restore is not None and ids_restore.shape != (B, N):
+            raise ValueError(f'ids_restore must have shape {(B, N)}, '
+                             f'got {tuple(ids_restore.shape)}')
         masked = mask != 0
         num_masked = masked.sum(dim=1)
-        if bool((num_masked != num_masked[0]).any()):
+        uneven = (num_masked != num_masked[0]).any()
+        if ids_restore is None:
+            misordered = torch.zeros_like(uneven)
+        else:
+            # visible first: exactly the visible patches sit before the
+            # image's visible count in the shuffled order
+            num_visible = (N - num_masked)[:, None]
+            misordered = ((ids_restore < num_visible) == masked).any()
+        # One host read for all the checks (a device sync on accelerators).
+        uneven, misordered, first = torch.stack(
+            [uneven.long(), misordered.long(), num_masked[0]]).tolist()
+        if uneven:
             raise ValueError('every image must mask the same number of '
                              f'patches, got counts {num_masked.tolist()}')
-        num_keep = N - int(num_masked[0])
+        if misordered:
+            raise ValueError('ids_restore does not put the visible patches '
+                             'of mask first')
+        num_keep = N - first
         if ids_restore is None:
             # Stable sort: visible patches first, in raster order.
             ids_shuffle = torch.argsort(masked.byte(), dim=1, stable=True)
             ids_restore = torch.argsort(ids_shuffle, dim=1)
         else:
-            if ids_restore.shape != (B, N):
-                raise ValueError(f'ids_restore must have shape {(B, N)}, '
-                                 f'got {tuple(ids_restore.shape)}')
             ids_shuffle = torch.argsort(ids_restore, dim=1)
         ids_keep = ids_shuffle[:, :num_keep]
-        if bool(masked.gather(1, ids_keep).any()):
-            raise ValueError('ids_restore does not put the visible patches '
-                             'of mask first')
         x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, C))
         return x, ids_restore
 
