@@ -489,11 +489,15 @@ def run(args: argparse.Namespace) -> dict:
         attn_setting(value, num_layers)  # validate before timing
     steps = {'mae': make_step(mae, images, device),
              'ehm': make_step(ehm, images, device)}
-    times = {'mae': []}
-    times.update({value: [] for value in settings})
+    times = {key: [] for key in ['mae'] + settings}
 
-    def one_round(record: bool) -> None:
-        for key in ['mae'] + settings:
+    keys = ['mae'] + settings
+
+    def one_round(index: int, record: bool) -> None:
+        # Rotate the order every round, so that no model always runs
+        # right after the same other one.
+        shift = index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
             if key != 'mae':
                 ehm.attn_layers = attn_setting(key, num_layers)
             if device.type == 'cuda':
@@ -506,10 +510,10 @@ def run(args: argparse.Namespace) -> dict:
                 times[key].append(time.perf_counter() - start)
 
     log(f'{args.warmup} warm-up + {args.steps} timed rounds')
-    for _ in range(args.warmup):
-        one_round(False)
-    for _ in range(args.steps):
-        one_round(True)
+    for index in range(args.warmup):
+        one_round(index, False)
+    for index in range(args.steps):
+        one_round(index, True)
     step_time = {key: statistics.median(val) for key, val in times.items()}
     components = {}
     log('EHM components')
@@ -570,7 +574,7 @@ def report(res: dict) -> str:
         f"teacher {res['teacher']}, masks at progress {res['progress']:g} "
         f"(depth {res['mask_depth']:.2f})",
         f"step time (median of {res['steps']}, after {res['warmup']} "
-        'warm-up, models alternating):',
+        'warm-up, models alternating, order rotated every round):',
         f"  MAE                          : {mae_t * 1e3:9.1f} ms  "
         f"{batch / mae_t:8.2f} images/s",
     ]
