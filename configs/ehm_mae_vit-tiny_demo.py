@@ -133,3 +133,8 @@ custom_hooks = [
 
 randomness = dict(seed=0, diff_rank_seed=True, deterministic=False)
 resume = False
+
+# `tools/test.py` on a demo checkpoint reports the same two numbers.
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator
+test_cfg = dict()

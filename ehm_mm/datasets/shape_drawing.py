@@ -5,7 +5,8 @@ Pure numpy; used by :class:`~ehm_mm.datasets.SyntheticShapes`. Every
 function takes an explicit :class:`numpy.random.Generator`, so one sample is
 a pure function of its seed.
 """
-from typing import Callable, Dict, Tuple
+import colorsys
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -14,9 +15,15 @@ import numpy as np
 SHAPE_CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle', 'cross',
                                   'ring', 'star')
 
-OBJECT_TEXTURES: Tuple[str, ...] = ('stripes', 'checker', 'dots', 'solid')
-BACKGROUND_STYLES: Tuple[str, ...] = ('noise', 'stripes', 'checker',
-                                      'clutter')
+OBJECT_TEXTURES: Tuple[str, ...] = ('dots', 'checker', 'stripes', 'grid',
+                                    'waves', 'solid')
+#: With ``class_appearance``, class ``i`` is filled with texture family
+#: ``OBJECT_TEXTURES[i]`` in colours around hue ``i / 6`` (random angle,
+#: frequency, jittered hue, saturation and brightness), the way real
+#: categories have typical surfaces; otherwise both are random.
+#: Background styles use other textures than the objects, so that the
+#: object's texture family stays a cue of its class.
+BACKGROUND_STYLES: Tuple[str, ...] = ('noise', 'speckle', 'clutter')
 
 
 def _circle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -68,9 +75,32 @@ def _random_color(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0.0, 1.0, size=3)
 
 
-def _two_tone(pattern: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Blend two random colours by ``pattern`` in [0, 1] -> ``[S, S, 3]``."""
-    c0, c1 = _random_color(rng), _random_color(rng)
+def _hue_colors(rng: np.random.Generator,
+                hue: float) -> Tuple[np.ndarray, np.ndarray]:
+    """A dark and a bright colour around ``hue`` (+-0.08), in random order."""
+    colors = []
+    for low, high in ((0.2, 0.5), (0.7, 1.0)):
+        h = (hue + rng.uniform(-0.08, 0.08)) % 1.0
+        colors.append(
+            np.array(
+                colorsys.hsv_to_rgb(h, rng.uniform(0.45, 1.0),
+                                    rng.uniform(low, high))))
+    if rng.uniform() < 0.5:
+        colors.reverse()
+    return colors[0], colors[1]
+
+
+def _two_tone(pattern: np.ndarray,
+              rng: np.random.Generator,
+              hue: Optional[float] = None) -> np.ndarray:
+    """Blend two colours by ``pattern`` in [0, 1] -> ``[S, S, 3]``.
+
+    The colours are uniform random, or around ``hue`` when it is given.
+    """
+    if hue is None:
+        c0, c1 = _random_color(rng), _random_color(rng)
+    else:
+        c0, c1 = _hue_colors(rng, hue)
     return c0 + (c1 - c0) * pattern[..., None]
 
 
@@ -88,15 +118,20 @@ def _smooth_noise(size: int, rng: np.random.Generator,
     return top * (1 - frac)[:, None] + bottom * frac[:, None]
 
 
-def draw_texture(kind: str, size: int,
-                 rng: np.random.Generator) -> np.ndarray:
+def draw_texture(kind: str,
+                 size: int,
+                 rng: np.random.Generator,
+                 hue: Optional[float] = None) -> np.ndarray:
     """Draw a full-frame two-colour texture.
 
     Args:
         kind (str): One of ``'stripes'``, ``'checker'``, ``'dots'``,
-            ``'solid'`` or ``'noise'``.
+            ``'grid'``, ``'waves'``, ``'solid'``, ``'noise'`` or
+            ``'speckle'``.
         size (int): Side length S in pixels.
         rng (numpy.random.Generator): Source of randomness.
+        hue (float, optional): Draw both colours around this hue in
+            [0, 1). Defaults to None (uniform random colours).
 
     Returns:
         numpy.ndarray: Float RGB texture in [0, 1], shape ``[S, S, 3]``.
@@ -115,13 +150,24 @@ def draw_texture(kind: str, size: int,
         freq = rng.uniform(3.0, 7.0)
         fx, fy = xr * freq % 1.0 - 0.5, yr * freq % 1.0 - 0.5
         pattern = (fx**2 + fy**2 <= 0.3**2).astype(np.float64)
+    elif kind == 'grid':
+        freq = rng.uniform(3.0, 6.0)
+        fx, fy = xr * freq % 1.0, yr * freq % 1.0
+        pattern = ((fx < 0.2) | (fy < 0.2)).astype(np.float64)
+    elif kind == 'waves':
+        freq = rng.uniform(2.0, 5.0)
+        pattern = 0.5 + 0.5 * np.sin(2 * np.pi * freq * xr +
+                                     2.0 * np.sin(2 * np.pi * 2 * yr))
     elif kind == 'solid':
         pattern = 0.15 * _smooth_noise(size, rng, cells=4)
     elif kind == 'noise':
         pattern = _smooth_noise(size, rng, cells=int(rng.integers(3, 9)))
+    elif kind == 'speckle':
+        pattern = 0.6 * _smooth_noise(size, rng, cells=4) + 0.4 * rng.uniform(
+            0.0, 1.0, size=(size, size))
     else:
         raise ValueError(f'unknown texture kind {kind!r}')
-    return _two_tone(pattern, rng)
+    return _two_tone(pattern, rng, hue)
 
 
 def draw_shape(shape: str, size: int, center: Tuple[float, float],
@@ -182,8 +228,11 @@ def draw_background(style: str, size: int,
     return canvas
 
 
-def render_sample(label: int, size: int,
-                  rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+def render_sample(
+        label: int,
+        size: int,
+        rng: np.random.Generator,
+        class_appearance: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     """Render one image: a textured object of class ``label`` on a
     textured or cluttered background.
 
@@ -191,6 +240,9 @@ def render_sample(label: int, size: int,
         label (int): Index into :data:`SHAPE_CLASSES`.
         size (int): Side length S in pixels.
         rng (numpy.random.Generator): Source of randomness.
+        class_appearance (bool): Fill the object with its class's texture
+            family and hue range (see :data:`OBJECT_TEXTURES`) instead of
+            random ones. Defaults to True.
 
     Returns:
         tuple[numpy.ndarray, numpy.ndarray]: The RGB image ``[S, S, 3]``
@@ -205,8 +257,13 @@ def render_sample(label: int, size: int,
     center = tuple(rng.uniform(radius, 1.0 - radius, size=2))
     inside = draw_shape(SHAPE_CLASSES[label], size, center, radius,
                         float(rng.uniform(0.0, 2 * np.pi)))
-    kind = OBJECT_TEXTURES[int(rng.integers(len(OBJECT_TEXTURES)))]
-    image = np.where(inside[..., None], draw_texture(kind, size, rng), image)
+    family = int(rng.integers(len(OBJECT_TEXTURES)))
+    if class_appearance:
+        texture = draw_texture(OBJECT_TEXTURES[label], size, rng,
+                               label / len(SHAPE_CLASSES))
+    else:
+        texture = draw_texture(OBJECT_TEXTURES[family], size, rng)
+    image = np.where(inside[..., None], texture, image)
     image = np.clip(image + rng.normal(0.0, 0.02, size=image.shape), 0, 1)
     return ((image * 255.0).round().astype(np.uint8),
             inside.astype(np.uint8))

@@ -15,7 +15,7 @@ from PIL import Image
 from .shape_drawing import SHAPE_CLASSES, render_sample
 
 #: Bump when the drawing code changes, so stale caches are never reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _SPLIT_IDS = {'train': 0, 'val': 1, 'test': 2}
 
 
@@ -25,17 +25,21 @@ class SyntheticShapes(BaseDataset):
 
     Each image holds one object of one of six shape classes (circle, square,
     triangle, cross, ring, star) at a random position, size and rotation,
-    filled with a random texture (stripes, checker, dots, solid), on a
-    random background (smooth noise, stripes, checker, or noise covered
-    with small distractor shapes). The class is the shape; colours and
-    textures are independent of it. Every sample comes with a per-pixel
+    filled with a texture (dots, checker, stripes, grid, waves, solid) in
+    random colours, on a random background (smooth noise, speckle, or
+    noise covered with small distractor shapes of every class). With
+    ``class_appearance`` (default) each class has its own texture family and
+    hue range, as real categories have typical surfaces, so that the class
+    can be told from appearance as well as from the outline; exact colours,
+    angles and frequencies stay random. Every sample comes with a per-pixel
     object mask, so the dataset serves both k-NN evaluation (labels) and
     the hierarchy-quality metric (masks).
 
     Generation is deterministic: sample ``i`` of a split is a pure function
     of ``(seed, split, i)``. Images and masks are written once as PNG files
     to ``data_root/<split>-n<num_samples>-s<img_size>-seed<seed>-v<V>/``
-    (``images/`` and ``masks/``) plus a ``meta.json``; later runs reuse that
+    (``-ra`` is added with random appearance; ``images/`` and ``masks/``)
+    plus a ``meta.json``; later runs reuse that
     folder. The folder is written to a temporary name and renamed, so
     concurrent processes (distributed training) never see half a cache.
 
@@ -50,6 +54,8 @@ class SyntheticShapes(BaseDataset):
         split (str): ``'train'``, ``'val'`` or ``'test'``; splits draw
             disjoint random streams. Defaults to ``'train'``.
         seed (int): Base seed of the generator. Defaults to 0.
+        class_appearance (bool): Give each class its own texture family and
+            hue range; False draws both at random. Defaults to True.
         pipeline (Sequence): Processing pipeline. Defaults to ``()``.
         test_mode (bool): Whether the dataset is used for evaluation.
             Defaults to False.
@@ -66,6 +72,7 @@ class SyntheticShapes(BaseDataset):
                  img_size: int = 64,
                  split: str = 'train',
                  seed: int = 0,
+                 class_appearance: bool = True,
                  pipeline: Sequence = (),
                  test_mode: bool = False,
                  **kwargs) -> None:
@@ -89,6 +96,7 @@ class SyntheticShapes(BaseDataset):
         self.img_size = img_size
         self.split = split
         self.seed = seed
+        self.class_appearance = bool(class_appearance)
         super().__init__(
             ann_file='',
             data_root=data_root,
@@ -100,7 +108,8 @@ class SyntheticShapes(BaseDataset):
     def cache_dir(self) -> str:
         """str: The folder holding this split's images, masks and meta."""
         name = (f'{self.split}-n{self.num_samples}-s{self.img_size}-'
-                f'seed{self.seed}-v{GENERATOR_VERSION}')
+                f'seed{self.seed}' + ('' if self.class_appearance else '-ra') +
+                f'-v{GENERATOR_VERSION}')
         return osp.join(self.data_root, name)
 
     def _meta(self) -> dict:
@@ -110,6 +119,7 @@ class SyntheticShapes(BaseDataset):
             num_samples=self.num_samples,
             img_size=self.img_size,
             seed=self.seed,
+            class_appearance=self.class_appearance,
             classes=list(SHAPE_CLASSES))
 
     def _generate(self, folder: str) -> List[int]:
@@ -121,7 +131,8 @@ class SyntheticShapes(BaseDataset):
             label = idx % len(SHAPE_CLASSES)
             rng = np.random.default_rng(
                 [self.seed, _SPLIT_IDS[self.split], idx])
-            image, mask = render_sample(label, self.img_size, rng)
+            image, mask = render_sample(label, self.img_size, rng,
+                                        self.class_appearance)
             Image.fromarray(image).save(
                 osp.join(folder, 'images', f'{idx:06d}.png'))
             Image.fromarray(mask * 255).save(

@@ -45,6 +45,24 @@ def test_same_settings_same_images_in_any_folder(tmp_path):
         _read(first.get_data_info(0)['img_path']),
         _read(other.get_data_info(0)['img_path']))
     assert first.cache_dir != other.cache_dir
+    # Random appearance: same layout and mask, other fill.
+    random_tex = SyntheticShapes(
+        str(tmp_path / 'a'), num_samples=12, img_size=32,
+        class_appearance=False)
+    assert random_tex.cache_dir.endswith('-ra-v2')
+    same_mask = [
+        np.array_equal(
+            _read(first.get_data_info(i)['mask_path']),
+            _read(random_tex.get_data_info(i)['mask_path']))
+        for i in range(12)
+    ]
+    same_image = [
+        np.array_equal(
+            _read(first.get_data_info(i)['img_path']),
+            _read(random_tex.get_data_info(i)['img_path']))
+        for i in range(12)
+    ]
+    assert all(same_mask) and not all(same_image)
 
 
 def test_cache_is_written_once_and_checked(tmp_path):
