@@ -17,6 +17,15 @@ def read_version() -> str:
     return namespace['__version__']
 
 
+def read_readme() -> str:
+    """The README's text, shown as the package's long description."""
+    path = osp.join(osp.dirname(__file__), 'README.md')
+    if not osp.exists(path):
+        return ''
+    with open(path, encoding='utf-8') as f:
+        return f.read()
+
+
 def read_requirements(name: str) -> list:
     """Read a requirements file, dropping comments and blank lines."""
     path = osp.join(osp.dirname(__file__), 'requirements', name)
@@ -30,7 +39,7 @@ setup(
     version=read_version(),
     description='Evolved Hierarchical Masking (EHM) for masked image '
     'modeling in OpenMMLab',
-    long_description=open('README.md').read() if osp.exists('README.md') else '',
+    long_description=read_readme(),
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
     include_package_data=True,

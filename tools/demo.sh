@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Copyright (c) OpenMMLab. All rights reserved.
+# The Quick-start demo: installs what is missing (idempotent), then pretrains
+# a small EHM-MAE on the embedded SyntheticShapes data on CPU (<= 10 min on
+# 2 cores) and prints where its pictures and numbers are.
+#   bash tools/demo.sh [train.py options, e.g. --work-dir DIR]
+set -euo pipefail
+TOOLS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bash "${TOOLS_DIR}/install.sh"
+source "${TOOLS_DIR}/python_env.sh"
+cd "${EHM_REPO_ROOT}"
+WORK_DIR="work_dirs/ehm_mae_vit-tiny_demo"
+for ((i = 1; i <= $#; i++)); do
+  if [[ "${!i}" == "--work-dir" ]]; then j=$((i + 1)); WORK_DIR="${!j}"; fi
+done
+"${EHM_PYTHON}" tools/train.py configs/ehm_mae_vit-tiny_demo.py \
+  --work-dir "${WORK_DIR}" "$@"
+echo
+echo "[ehm_mm demo] start / end numbers: ${WORK_DIR}/evaluation_summary.json"
+cat "${WORK_DIR}/evaluation_summary.json"
+echo
+echo "[ehm_mm demo] mask-evolution pictures:"
+find "${WORK_DIR}" -name 'ehm_hierarchy_*.png' | sort
