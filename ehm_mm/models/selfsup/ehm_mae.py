@@ -54,7 +54,12 @@ class EHMMAE(MAE):
     The masks draw their random numbers from a generator seeded with
     ``(torch.initial_seed(), rank, iter)`` for every iteration, not from the
     global stream, so a resumed run draws the same masks as an uninterrupted
-    one.
+    one (the runner seeds torch with ``randomness.seed``).
+
+    The teacher is updated at the start of every :meth:`loss` call with the
+    student as the last optimizer step left it, i.e. once per iteration
+    (with gradient accumulation, once per accumulated batch). Its first
+    update copies the student.
 
     The state dict holds ``backbone.*`` (exactly ``MAEViT``'s keys),
     ``neck.*``, ``head.*`` and, with ``teacher='ema'``, the teacher as
@@ -138,6 +143,10 @@ class EHMMAE(MAE):
         self._check_decoder()
         masking = copy.deepcopy(dict(masking))
         ratio = masking.setdefault('mask_ratio', self.backbone.mask_ratio)
+        if (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
+                or not 0 < ratio < 1):
+            raise ValueError('model.masking.mask_ratio must be in (0, 1), '
+                             f'got {ratio!r}')
         if ratio != self.backbone.mask_ratio:
             raise ValueError(
                 f'model.masking.mask_ratio ({ratio}) differs from '

@@ -182,7 +182,9 @@ def test_predict_writes_features_and_hierarchy():
 
 @pytest.mark.parametrize('changes, error, match', [
     (dict(masking=dict(mask_ratio=1.5)), ValueError,
-     'model.masking.mask_ratio'),
+     r'model.masking.mask_ratio must be in \(0, 1\)'),
+    (dict(masking=dict(mask_ratio=0.5)), ValueError,
+     'differs from model.backbone.mask_ratio'),
     (dict(backbone=dict(mask_ratio=0.0)), ValueError, 'mask_ratio'),
     (dict(backbone=dict(img_size=36)), ValueError, 'backbone.img_size'),
     (dict(masking=dict(d_max=5.)), ValueError, 'model.masking: d_max'),
