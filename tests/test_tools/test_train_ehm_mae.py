@@ -2,12 +2,16 @@
 """End to end through mmengine's Runner: a tiny EHM-MAE trains on CPU."""
 import json
 import os.path as osp
+import uuid
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.logging import MessageHub, MMLogger
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
+from mmengine.visualization import Visualizer
 
 import ehm_mm  # noqa: F401
 
@@ -23,9 +27,20 @@ def trained(tmp_path_factory):
     cfg.work_dir = str(root / 'work')
     cfg.train_dataloader.dataset.data_root = str(root / 'data')
     cfg.val_dataloader.dataset.data_root = str(root / 'data')
-    cfg.experiment_name = 'ehm_e2e'
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    # A unique name keeps this Runner's scope, hub and logger its own; the
+    # globals it creates are dropped afterwards so later tests start clean.
+    cfg.experiment_name = f'ehm_e2e_{uuid.uuid4().hex[:8]}'
+    cfg.randomness.deterministic = False
+    managed = (DefaultScope, MessageHub, MMLogger, Visualizer)
+    before = {cls: set(cls._instance_dict) for cls in managed}
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+    finally:
+        for cls, names in before.items():
+            for name in list(cls._instance_dict):
+                if name not in names:
+                    cls._instance_dict.pop(name)
     return runner
 
 

@@ -53,11 +53,12 @@ def _build(**changes) -> EHMMAE:
 
 @pytest.fixture
 def hub():
-    """A fresh message hub holding a training position."""
+    """A message hub holding a training position, dropped afterwards."""
     hub = MessageHub.get_instance('test_ehm_mae')
     hub.update_info('iter', 0)
     hub.update_info('max_iters', 100)
-    return hub
+    yield hub
+    MessageHub._instance_dict.pop('test_ehm_mae')
 
 
 def _images(batch: int = 4) -> torch.Tensor:
