@@ -51,7 +51,8 @@ def test_smoke_run_prints_every_figure(run_tool, tmp_path):
         assert set(comp) == {'ema_update', 'teacher_call', 'fused_forward',
                              'teacher_network', 'hierarchy', 'masks'}
         assert all(t > 0 for t in comp.values())
-        ratio = res['step_time'][value] / res['step_time']['mae']
+        ratio = res['step_times'][value][0] / res['step_times']['mae'][0]
+        assert res['ratio'][value] == pytest.approx(ratio)
         assert f'EHM/MAE ratio {ratio:.3f}' in text
 
 
@@ -64,6 +65,7 @@ def _fake_result() -> dict:
         setting_names={'4': '0-3 (4/12)'},
         step_times={'mae': [2.0] * 3, '4': [2.5] * 3},
         step_time={'mae': 2.0, '4': 2.5},
+        ratio={'4': 1.25},
         components={'4': dict(ema_update=0.02, teacher_call=0.33,
                               fused_forward=0.3, teacher_network=0.3,
                               hierarchy=0.01, masks=0.002)},

@@ -6,7 +6,9 @@ encoder, decoder, batch and device), then times full training steps
 (forward, backward, AdamW) of both, alternating, after warm-up. Prints:
 
 * the median step time and images/s of MAE and of EHM-MAE for every
-  ``--attn-layers`` setting, and their EHM/MAE ratio;
+  ``--attn-layers`` setting, and their EHM/MAE ratio (the median over
+  rounds of the ratio within a round, robust to load from other
+  processes);
 * the split of EHM's extra time: EMA teacher update, teacher forward (an
   inference forward, fused attention, of the layers the teacher runs: all
   but the deepest chosen one, then that one's qkv projection), the
@@ -515,6 +517,13 @@ def run(args: argparse.Namespace) -> dict:
     for index in range(args.steps):
         one_round(index, True)
     step_time = {key: statistics.median(val) for key, val in times.items()}
+    # The ratio of steps timed in the same round (close in time, so under
+    # the same load from other processes), median over the rounds.
+    ratio = {
+        value: statistics.median(
+            t / m for t, m in zip(times[value], times['mae']))
+        for value in settings
+    }
     components = {}
     log('EHM components')
     for value in settings:
@@ -549,6 +558,7 @@ def run(args: argparse.Namespace) -> dict:
         setting_names={v: setting_name(v, num_layers) for v in settings},
         step_times=times,
         step_time=step_time,
+        ratio=ratio,
         components=components,
         memory=memory)
 
@@ -574,7 +584,8 @@ def report(res: dict) -> str:
         f"teacher {res['teacher']}, masks at progress {res['progress']:g} "
         f"(depth {res['mask_depth']:.2f})",
         f"step time (median of {res['steps']}, after {res['warmup']} "
-        'warm-up, models alternating, order rotated every round):',
+        'warm-up, models alternating, order rotated every round; '
+        'ratio: median of the per-round ratios):',
         f"  MAE                          : {mae_t * 1e3:9.1f} ms  "
         f"{batch / mae_t:8.2f} images/s",
     ]
@@ -583,10 +594,10 @@ def report(res: dict) -> str:
         name = res['setting_names'][value]
         lines.append(f'  EHM-MAE attn_layers {name:9}: {t * 1e3:9.1f} ms  '
                      f'{batch / t:8.2f} images/s  EHM/MAE ratio '
-                     f'{t / mae_t:.3f}')
+                     f"{res['ratio'][value]:.3f}")
     for value in res['settings']:
         comp = res['components'][value]
-        extra = res['step_time'][value] - mae_t
+        extra = (res['ratio'][value] - 1) * mae_t
         affinity = comp['teacher_call'] - comp['teacher_network']
         parts = [('EMA teacher update', comp['ema_update']),
                  ('teacher forward (fused)', comp['teacher_network']),
