@@ -328,3 +328,48 @@ def convert_checkpoint(src: str,
         report=report,
         allowed_missing=tuple(allowed_missing),
         allowed_unexpected=tuple(allowed_unexpected))
+
+
+def converter_main(consumer: str,
+                   description: str,
+                   argv: Optional[List[str]] = None) -> ConversionResult:
+    """The command line shared by ``tools/model_converters/ehm2*.py``.
+
+    ``SRC DST [--source student|teacher] [--config CFG]``: converts with
+    :func:`convert_checkpoint` and prints the key accounting.
+
+    Args:
+        consumer (str): The target layout, a key of :data:`CONSUMERS`.
+        description (str): The script's help text.
+        argv (List[str], optional): Arguments; None means ``sys.argv``.
+            Defaults to None.
+
+    Returns:
+        ConversionResult: What was kept, dropped and loaded.
+    """
+    import argparse
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('src', help='EHM (or MAE) checkpoint to convert')
+    parser.add_argument('dst', help='where to write the converted weights')
+    parser.add_argument(
+        '--source',
+        choices=['student', 'teacher'],
+        default='student',
+        help='encoder of the EHM checkpoint to export (default: student)')
+    parser.add_argument(
+        '--config',
+        help='downstream config to check the weights against (default: a '
+        'backbone with the shape of the checkpoint)')
+    args = parser.parse_args(argv)
+    result = convert_checkpoint(
+        args.src,
+        args.dst,
+        consumer=consumer,
+        source=args.source,
+        config=args.config)
+    for line in result.lines():
+        print(line)
+    print(f'saved to {args.dst}')
+    return result
