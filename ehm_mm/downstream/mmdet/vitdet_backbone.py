@@ -12,13 +12,12 @@ that architecture already; two things are missing for detection transfer:
 - loading an MAE-layout encoder (CLS token, ``(1, 1 + N, C)`` position
   embedding, final norm) with every key accounted for.
 """
-from typing import Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from mmcv.cnn.bricks import DropPath
 from mmdet.registry import MODELS
-from mmengine.logging import print_log
 from mmengine.model import ModuleList
 from mmpretrain.models.backbones.vit_sam import (
     TransformerEncoderLayer,
@@ -29,8 +28,7 @@ from mmpretrain.models.backbones.vit_sam import (
 from mmpretrain.models.utils import resize_pos_embed
 from torch import Tensor, nn
 
-from ..encoder_checkpoint import load_encoder
-from ..key_accounting import KeyReport, load_state_dict_accounted
+from ..accounted_pretrained import AccountedPretrainedMixin
 
 
 class ViTDetEncoderLayer(TransformerEncoderLayer):
@@ -72,7 +70,7 @@ class ViTDetEncoderLayer(TransformerEncoderLayer):
 
 
 @MODELS.register_module()
-class ViTDetBackbone(ViTSAM):
+class ViTDetBackbone(AccountedPretrainedMixin, ViTSAM):
     """Plain ViT with window + global attention, as in ViTDet.
 
     Outputs the feature maps of ``out_indices`` as (B, C, H/16, W/16)
@@ -205,13 +203,11 @@ class ViTDetBackbone(ViTSAM):
         if frozen_stages > 0:
             self._freeze_stages()
 
-        self.checkpoint_source = checkpoint_source
-        self.allowed_missing = tuple(
-            self.NEW_WEIGHTS if allowed_missing is None else allowed_missing)
-        self.allowed_unexpected = tuple(self.UNUSED_WEIGHTS if
-                                        allowed_unexpected is None else
-                                        allowed_unexpected)
-        self.pretrained_report: Optional[KeyReport] = None
+        self._init_accounting(
+            checkpoint_source,
+            self.NEW_WEIGHTS if allowed_missing is None else allowed_missing,
+            self.UNUSED_WEIGHTS
+            if allowed_unexpected is None else allowed_unexpected)
 
     def _grid_pos_embed(self, pos_embed: Tensor) -> Tensor:
         """Turn an MAE position embedding into this model's grid layout.
@@ -248,38 +244,18 @@ class ViTDetBackbone(ViTSAM):
                 num_extra_tokens=0)
         return pos_embed.reshape(1, *dst_hw, pos_embed.shape[-1])
 
-    def init_weights(self) -> None:
-        """Initialise, loading the pretrained encoder with key accounting.
+    def adapt_pretrained(self,
+                         state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Put the pretrained position embedding on this backbone's grid.
 
-        Raises:
-            ValueError: If ``init_cfg`` has no ``checkpoint`` or the load
-                leaves an unaccounted key.
+        Args:
+            state_dict (Dict[str, Tensor]): The pretrained encoder.
+
+        Returns:
+            Dict[str, Tensor]: The weights to load.
         """
-        init_cfg = self.init_cfg
-        if not (isinstance(init_cfg, dict)
-                and init_cfg.get('type') == 'Pretrained'):
-            super().init_weights()
-            return
-        if not init_cfg.get('checkpoint'):
-            raise ValueError(
-                'init_cfg of type "Pretrained" needs a "checkpoint" path, '
-                f'got {init_cfg!r}.')
-        encoder = load_encoder(init_cfg['checkpoint'], self.checkpoint_source)
-        state_dict = dict(encoder.state_dict)
         if 'pos_embed' in state_dict:
             with torch.no_grad():
                 state_dict['pos_embed'] = self._grid_pos_embed(
                     state_dict['pos_embed'])
-        self.pretrained_report = load_state_dict_accounted(
-            self,
-            state_dict,
-            allowed_missing=self.allowed_missing,
-            allowed_unexpected=self.allowed_unexpected,
-            what=type(self).__name__)
-        print_log(
-            f'{type(self).__name__}: {self.checkpoint_source} encoder from '
-            f'{init_cfg["checkpoint"]}: {encoder.summary()}; '
-            f'{self.pretrained_report.summary()} (missing = new weights '
-            f'{self.allowed_missing}, unexpected = unused '
-            f'{self.allowed_unexpected})',
-            logger='current')
+        return state_dict

@@ -6,18 +6,17 @@ and never looks at the result: a checkpoint with a ``backbone.`` prefix (an
 EHM or mmpretrain checkpoint) or in timm layout loads *nothing*, silently,
 and the segmentation model trains from scratch.
 """
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
-from mmengine.logging import print_log
 from mmseg.models.backbones import MAE
 from mmseg.registry import MODELS
+from torch import Tensor
 
-from ..encoder_checkpoint import load_encoder
-from ..key_accounting import KeyReport, load_state_dict_accounted
+from ..accounted_pretrained import AccountedPretrainedMixin
 
 
 @MODELS.register_module()
-class StrictMAE(MAE):
+class StrictMAE(AccountedPretrainedMixin, MAE):
     """mmseg ``MAE`` with a pretrained load that fails on unknown keys.
 
     Architecture and forward are mmseg's ``MAE`` (BEiT-style layers with a
@@ -75,43 +74,21 @@ class StrictMAE(MAE):
                  allowed_unexpected: Optional[Sequence[str]] = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        self.checkpoint_source = checkpoint_source
-        self.allowed_missing = tuple(
-            self.NEW_WEIGHTS if allowed_missing is None else allowed_missing)
         if allowed_unexpected is None:
             allowed_unexpected = () if self.final_norm else self.FINAL_NORM
-        self.allowed_unexpected = tuple(allowed_unexpected)
-        self.pretrained_report: Optional[KeyReport] = None
+        self._init_accounting(
+            checkpoint_source,
+            self.NEW_WEIGHTS if allowed_missing is None else allowed_missing,
+            allowed_unexpected)
 
-    def init_weights(self) -> None:
-        """Initialise, loading the pretrained encoder with key accounting.
+    def adapt_pretrained(self,
+                         state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Resize the patch positions (mmseg's own bicubic resize, CLS kept).
 
-        Raises:
-            ValueError: If ``init_cfg`` has no ``checkpoint`` or the load
-                leaves an unaccounted key.
+        Args:
+            state_dict (Dict[str, Tensor]): The pretrained encoder.
+
+        Returns:
+            Dict[str, Tensor]: The weights to load.
         """
-        init_cfg = self.init_cfg
-        if not (isinstance(init_cfg, dict)
-                and init_cfg.get('type') == 'Pretrained'):
-            super().init_weights()
-            return
-        if not init_cfg.get('checkpoint'):
-            raise ValueError(
-                'init_cfg of type "Pretrained" needs a "checkpoint" path, '
-                f'got {init_cfg!r}.')
-        encoder = load_encoder(init_cfg['checkpoint'], self.checkpoint_source)
-        # mmseg's own bicubic resize of the patch positions (CLS kept).
-        state_dict = self.resize_abs_pos_embed(dict(encoder.state_dict))
-        self.pretrained_report = load_state_dict_accounted(
-            self,
-            state_dict,
-            allowed_missing=self.allowed_missing,
-            allowed_unexpected=self.allowed_unexpected,
-            what=type(self).__name__)
-        print_log(
-            f'{type(self).__name__}: {self.checkpoint_source} encoder from '
-            f'{init_cfg["checkpoint"]}: {encoder.summary()}; '
-            f'{self.pretrained_report.summary()} (missing = new weights '
-            f'{self.allowed_missing}, unexpected = unused '
-            f'{self.allowed_unexpected})',
-            logger='current')
+        return self.resize_abs_pos_embed(state_dict)
