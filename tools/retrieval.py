@@ -27,7 +27,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from mmengine.dist import get_rank
 from mmengine.model import is_model_wrapper
 from mmengine.runner import CheckpointLoader, Runner
@@ -64,20 +64,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='names of the benchmarks to run (default: all in the config)')
     parser.add_argument('--work-dir', help='folder of the evaluation logs')
     parser.add_argument('--out', help='write all metrics to this JSON file')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings in the config, key=value pairs')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    launch.add_launch_args(parser)
     args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    launch.export_local_rank(args)
     return args
 
 

@@ -6,18 +6,18 @@ Examples:
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
+from mmengine.config import Config
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import ehm_mm  # noqa: E402,F401  (registers modules, fixes torch.load)
 from ehm_mm.utils.launch import (  # noqa: E402
+    add_launch_args,
+    build_runner,
     drop_collate_fn_scope,
-    init_cpu_process_group,
+    export_local_rank,
     set_default_work_dir,
     use_gloo_without_cuda,
 )
@@ -32,20 +32,9 @@ def parse_args() -> argparse.Namespace:
         '--work-dir', help='the directory to save the evaluation logs')
     parser.add_argument(
         '--out', help='dump the raw predictions to this pickle file')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings in the config, key=value pairs')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_launch_args(parser)
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
     return args
 
 
@@ -75,12 +64,7 @@ def main() -> None:
             dict(type='DumpResults', out_file_path=args.out)
         ]
 
-    init_cpu_process_group(cfg, args.launcher)
-    if 'runner_type' in cfg:
-        from mmengine.registry import RUNNERS
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, args.launcher)
     runner.test()
 
 

@@ -6,21 +6,21 @@ Examples:
     bash tools/dist_train.sh configs/ehm_mae_vit-b.py 8
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
+from mmengine.config import Config
 
 # Make `import ehm_mm` work from a plain checkout (no `pip install -e`).
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import ehm_mm  # noqa: E402,F401  (registers modules, fixes torch.load)
 from ehm_mm.utils.launch import (  # noqa: E402
+    add_launch_args,
+    build_runner,
     drop_collate_fn_scope,
     enable_amp,
+    export_local_rank,
     fall_back_from_amp,
-    init_cpu_process_group,
     set_default_work_dir,
     use_gloo_without_cuda,
 )
@@ -58,22 +58,9 @@ def parse_args() -> argparse.Namespace:
         '--no-persistent-workers',
         action='store_true',
         help='set persistent_workers=False in every dataloader')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings in the config, key=value pairs of the '
-        'form xxx=yyy; a list is written a=[1,2] or a=1,2')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_launch_args(parser)
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
     return args
 
 
@@ -125,12 +112,7 @@ def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
-    init_cpu_process_group(cfg, args.launcher)
-    if 'runner_type' in cfg:
-        from mmengine.registry import RUNNERS
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, args.launcher)
     runner.train()
 
 

@@ -4,13 +4,16 @@
 The tools run any OpenMMLab 2.x config (mmpretrain, mmseg or mmdet scope),
 so what they change in a config lives here, where it can be unit tested.
 """
+import argparse
+import os
 import os.path as osp
 import warnings
 from typing import Optional
 
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
+from mmengine.runner import Runner
 
 # Keys only ``AmpOptimWrapper`` understands.
 _AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
@@ -187,3 +190,56 @@ def drop_collate_fn_scope(cfg: Config) -> None:
         collate_fn = loader.get('collate_fn')
         if isinstance(collate_fn, (dict, ConfigDict)):
             collate_fn.pop('_scope_', None)
+
+
+def add_launch_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--cfg-options``, ``--launcher`` and ``--local-rank``.
+
+    The arguments every tool shares; call :func:`export_local_rank` on the
+    parsed namespace.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser, changed in
+            place.
+    """
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value pairs of the '
+        'form xxx=yyy; a list is written a=[1,2] or a=1,2')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def export_local_rank(args: argparse.Namespace) -> None:
+    """Set ``LOCAL_RANK`` from ``--local-rank`` unless the launcher did.
+
+    Args:
+        args (argparse.Namespace): Parsed arguments with ``local_rank``.
+    """
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+
+
+def build_runner(cfg: Config, launcher: str) -> Runner:
+    """Build the config's runner, CPU process group first when needed.
+
+    Args:
+        cfg (Config): The full config.
+        launcher (str): The job launcher.
+
+    Returns:
+        Runner: ``RUNNERS.build(cfg)`` when the config names a
+        ``runner_type``, else ``Runner.from_cfg(cfg)``.
+    """
+    from mmengine.registry import RUNNERS
+    init_cpu_process_group(cfg, launcher)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)

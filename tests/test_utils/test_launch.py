@@ -78,3 +78,22 @@ def test_drop_collate_fn_scope():
             val_dataloader=None))
     launch.drop_collate_fn_scope(cfg)
     assert cfg.train_dataloader.collate_fn == dict(type='default_collate')
+
+
+def test_launch_args_and_local_rank(monkeypatch):
+    import argparse
+    parser = argparse.ArgumentParser()
+    launch.add_launch_args(parser)
+    args = parser.parse_args(
+        ['--launcher', 'pytorch', '--local-rank', '3', '--cfg-options',
+         'a.b=1'])
+    assert args.launcher == 'pytorch'
+    assert args.cfg_options == {'a.b': 1}
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    launch.export_local_rank(args)
+    assert launch.os.environ['LOCAL_RANK'] == '3'
+    monkeypatch.setenv('LOCAL_RANK', '1')  # set by torchrun: kept
+    launch.export_local_rank(args)
+    assert launch.os.environ['LOCAL_RANK'] == '1'
+    with pytest.raises(SystemExit):
+        parser.parse_args(['--launcher', 'kubernetes'])
