@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Packaging for ehm_mm (Evolved Hierarchical Masking for OpenMMLab).
 
 The heavy stack (torch, mmcv with compiled ops, mmengine, mmpretrain, mmseg,

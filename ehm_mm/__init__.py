@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """ehm_mm: Evolved Hierarchical Masking for OpenMMLab.
 
 Importing this package registers every mmpretrain-side module (models,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # The Quick-start demo: installs what is missing (idempotent), then pretrains
 # a small EHM-MAE on the embedded SyntheticShapes data on CPU (<= 10 min on
 # 2 cores) and prints where its pictures and numbers are.

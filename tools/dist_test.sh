@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # Distributed evaluation with torchrun.
 #   bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES [test.py options]
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # Distributed training with torchrun (PyTorch DDP).
 #   bash tools/dist_train.sh CONFIG NUM_PROCESSES [train.py options]
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, PORT on every node.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # Idempotent installer for ehm_mm and its OpenMMLab stack.
 #
 # Installs into the active virtualenv / conda env; when none is active it

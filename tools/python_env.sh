@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # Sourced by the other scripts: sets EHM_PYTHON to the interpreter of the
 # active virtualenv / conda env, or of the repository's `.venv/` otherwise
 # (the environment `tools/install.sh` installs into).

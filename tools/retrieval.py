@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Image retrieval benchmarks of a pretrained (EHM / MAE) encoder.
 
 Loads the encoder of CHECKPOINT (the student ``backbone.*`` weights by

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # The project's test command: installs what is missing (idempotent), lints,
 # then runs the pytest suite. Extra arguments go to pytest.
 #   bash tools/run_tests.sh [pytest args]

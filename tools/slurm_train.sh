@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # Training on a slurm cluster.
 #   bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py options]
 # Environment: GPUS (total, default 8), GPUS_PER_NODE (default 8),

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Train a model from an OpenMMLab 2.x config (mmpretrain, mmseg or mmdet).
 
 Examples:

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Draw the EHM hierarchy and evolved masks of images as PNGs.
 
 For every image it writes ``<out-dir>/<name>_hierarchy.png`` with two rows:

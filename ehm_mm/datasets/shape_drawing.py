@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Deterministic drawing of textured shapes on textured backgrounds.
 
 Pure numpy; used by :class:`~ehm_mm.datasets.SyntheticShapes`. Every

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Transfer of EHM-pretrained encoders to downstream tasks.
 
 This package is torch-only; ``import ehm_mm`` does not import it. The

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Convert an EHM checkpoint for a downstream consumer and check the load.
 
 The command-line converters in ``tools/model_converters/`` are thin wrappers

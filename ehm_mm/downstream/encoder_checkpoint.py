@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Pull a pretrained ViT encoder out of a checkpoint, in one key layout.
 
 Every downstream consumer in this project starts from the same *canonical*

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Load a state dict and account for every key, instead of ``strict=False``.
 
 ``load_state_dict(strict=False)`` silently ignores a checkpoint whose keys

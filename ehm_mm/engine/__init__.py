@@ -1,2 +1,2 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 from .hooks import EvaluationSummaryHook, HierarchyVisualizationHook  # noqa: F401

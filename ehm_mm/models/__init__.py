@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 from .backbones import EHMMAEViT  # noqa: F401
 from .masking import (  # noqa: F401
     DepthSchedule,

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Load a pretrained ViT encoder from an EHM / MAE checkpoint, strictly.
 
 An EHM (or mmpretrain MAE) checkpoint is an mmengine checkpoint whose

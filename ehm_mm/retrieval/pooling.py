@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Global descriptors from ViT tokens: CLS, mean and GeM pooling."""
 from typing import Sequence, Tuple, Union
 

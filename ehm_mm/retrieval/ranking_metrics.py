@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Scores of ranked retrieval lists (numpy only, no OpenMMLab glue).
 
 Conventions shared by every function here:

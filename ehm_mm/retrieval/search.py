@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Nearest-neighbour search by inner product: exact torch or faiss.
 
 Both back ends return the same thing: for every query, database indices

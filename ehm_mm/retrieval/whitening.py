@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """PCA whitening learned on a separate set of descriptors (torch only).
 
 The learned map is ``x -> diag(eigval ** -power) @ V.T @ (x - mean)``, with

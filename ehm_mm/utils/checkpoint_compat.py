@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Let mmengine checkpoints load under ``torch.load(weights_only=True)``.
 
 Since torch 2.6, ``torch.load`` defaults to ``weights_only=True`` and refuses

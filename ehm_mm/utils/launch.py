@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Config adjustments shared by ``tools/train.py`` and ``tools/test.py``.
 
 The tools run any OpenMMLab 2.x config (mmpretrain, mmseg or mmdet scope),

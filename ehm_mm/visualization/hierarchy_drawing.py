@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Draw patch hierarchies and token masks over images (numpy + cv2)."""
 import colorsys
 from typing import List, Sequence, Tuple

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Every shipped downstream config, at full size, with an EHM checkpoint.
 
 The ViT-B configs build their whole model and load a random full-size

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """The EHM-MAE pretraining configs change only what EHM needs.
 
 Each ``configs/ehm_mae_vit-{b,l}[_<E>e].py`` is compared with the matching

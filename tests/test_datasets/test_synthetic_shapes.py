@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """SyntheticShapes: deterministic cache, labels, masks and loading errors."""
 import json
 import os

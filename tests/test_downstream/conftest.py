@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Fixtures of the transfer tests: a tiny EHM checkpoint and image writer.
 
 ``pretrained_checkpoint`` pretrains a tiny EHM-MAE (the shipped

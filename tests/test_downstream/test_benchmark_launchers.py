@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """tools/benchmarks/*/dist_train.sh: CONFIG PRETRAIN GPUS [train.py args].
 
 A real run of the mmseg launcher is in ``test_mmseg_transfer.py``.

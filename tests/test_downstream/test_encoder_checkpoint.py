@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Encoder extraction and the mmpretrain <-> official-MAE/timm key maps."""
 from collections import OrderedDict
 

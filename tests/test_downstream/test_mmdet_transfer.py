@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """EHM checkpoint -> ehm2timm -> ViTDet Mask R-CNN (shipped config, shrunk).
 
 Plus the ViTDet pieces mmdet's pip package lacks: ``ViTDetBackbone``,

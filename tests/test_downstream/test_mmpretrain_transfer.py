@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """EHM checkpoint -> ehm2mmpretrain -> ImageNet fine-tuning / linear probe.
 
 mmpretrain's ``VisionTransformer`` shares the pretraining backbone's key

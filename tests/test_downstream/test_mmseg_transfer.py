@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """EHM checkpoint -> ehm2mmseg -> UPerNet (shipped config, shrunk) on ADE20K.
 
 Also shows why ``StrictMAE`` exists: mmseg's own ``MAE`` backbone loads an

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Shared pieces of the transfer tests: the tiny ViT, pretraining, Runner.
 
 The tiny encoder (32 dims, 4 layers, 4 heads, patch 8) is pretrained at

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Hierarchy drawings, the visualization hook's checks, the summary hook."""
 import json
 from types import SimpleNamespace

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """HierarchyIoU and best_node_iou on hand-made hierarchies."""
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Smoke tests that fail when the OpenMMLab stack is installed wrongly.
 
 A missing ``mmcv._ext`` (mmcv built without ops), a torch/mmcv ABI mismatch

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """tools/benchmarks/bench_train_step.py: smoke run, report and options."""
 import importlib.util
 import json

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """tools/model_converters/ehm2{mmseg,timm,mmpretrain}.py.
 
 The checkpoint here is synthetic (an EHM-layout state dict of a tiny

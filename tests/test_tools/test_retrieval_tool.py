@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """End to end: tools/retrieval.py on tiny generated retrieval sets.
 
 Every benchmark gets a few generated "scenes" (one dominant hue each, plus

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """tools/dist_train.sh: 2 CPU processes (gloo) train the tiny EHM-MAE."""
 import os.path as osp
 import socket

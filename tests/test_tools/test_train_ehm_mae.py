@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """End to end through mmengine's Runner: a tiny EHM-MAE trains on CPU."""
 import json
 import os.path as osp

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Resume is bit-exact: 8 iterations straight == 4, stop, --resume, 4 more.
 
 Both runs go through ``tools/train.py`` with the tiny EHM-MAE config and

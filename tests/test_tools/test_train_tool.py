@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """tools/train.py on CPU: AMP fallback, training and ``--resume``."""
 import os.path as osp
 import sys

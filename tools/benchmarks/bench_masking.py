@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Throughput of EHM hierarchy + mask generation on the current device.
 
 Prints, for a batch of patch affinities (B = 256, N = 14 x 14 by default):

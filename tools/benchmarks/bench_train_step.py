@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Training-step throughput of EHM-MAE next to plain MAE.
 
 Builds mmpretrain's ``MAE`` and ``EHMMAE`` from the same config (same

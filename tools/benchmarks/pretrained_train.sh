@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # Shared by tools/benchmarks/{mmpretrain,mmseg,mmdet}/dist_train.sh: train a
 # downstream benchmark config from a pretrained checkpoint with
 # tools/train.py (which runs mmpretrain, mmseg and mmdet configs alike).

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Convert an EHM checkpoint for mmpretrain fine-tuning / linear probing.
 
 Extracts the student encoder of an EHM checkpoint (or the EMA teacher with

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Convert an EHM checkpoint to the official-MAE / timm layout (ViTDet).
 
 Extracts the student encoder of an EHM checkpoint (or the EMA teacher with

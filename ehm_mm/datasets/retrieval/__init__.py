@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Retrieval benchmarks in their standard layouts, registered in DATASETS."""
 from .base_retrieval_dataset import BaseRetrievalDataset, list_images
 from .copydays import COPYDAYS_BLOCKS, Copydays

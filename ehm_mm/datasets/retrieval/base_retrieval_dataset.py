@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Common base of the image retrieval benchmarks.
 
 A retrieval benchmark has three image roles, each indexed from 0:

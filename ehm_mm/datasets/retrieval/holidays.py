@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """INRIA Holidays (Jegou et al., ECCV 2008)."""
 import os
 import os.path as osp

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Revisited Oxford and Paris (Radenovic et al., CVPR 2018)."""
 import os.path as osp
 import pickle

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """mmdet modules for ViTDet-style transfer; registered into mmdet's registries.
 
 mmdet's pip package does not ship ``projects/ViTDet``; these are the pieces

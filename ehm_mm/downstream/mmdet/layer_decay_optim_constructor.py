@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Layer-wise learning rate decay for detectors with a ViT backbone."""
 from functools import partial
 from typing import Callable, List, Optional

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Make ``norm_cfg=dict(type='LN2d')`` work in mmdet configs.
 
 ViTDet normalises its pyramid and heads with a channel-wise LayerNorm on

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """The plain ViT backbone of ViTDet, for mmdet, built on mmpretrain's ViTSAM.
 
 ViTDet (Li et al., ECCV 2022) runs a plain, MAE-pretrained ViT at 1024 px

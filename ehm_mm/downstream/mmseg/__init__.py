@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """mmseg modules for EHM transfer; registered into mmseg's registries.
 
 Import with ``custom_imports=dict(imports=['ehm_mm.downstream.mmseg'],

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """mmseg's MAE backbone that accounts for every key of its pretrained load.
 
 mmseg's ``MAE.init_weights`` loads with ``load_state_dict(strict=False)``

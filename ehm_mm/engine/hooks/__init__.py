@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 from .evaluation_summary_hook import EvaluationSummaryHook
 from .hierarchy_visualization_hook import HierarchyVisualizationHook
 

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 from .base_retrieval_metric import BaseRetrievalMetric  # noqa: F401
 from .hierarchy_iou import HierarchyIoU  # noqa: F401
 from .instance_map import InstanceMAP  # noqa: F401

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Shared machinery of the retrieval metrics: gather, whiten, search."""
 from typing import Dict, List, Optional, Sequence, Tuple
 

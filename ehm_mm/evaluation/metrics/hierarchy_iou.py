@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """How well a patch hierarchy fits an object: best IoU of any tree node."""
 from typing import List, Optional, Sequence, Union
 

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Instance-level mAP (INRIA Holidays, Copydays)."""
 from typing import Dict, List, Optional, Tuple
 

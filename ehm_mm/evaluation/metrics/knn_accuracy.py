@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Leave-one-out weighted k-NN accuracy of frozen features."""
 import logging
 from typing import List, Optional, Sequence, Tuple

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Revisited Oxford/Paris mAP and mP@k for the Easy / Medium / Hard setups."""
 from typing import Dict, List, Optional, Sequence, Tuple
 

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Patch affinity from a Vision Transformer's own self-attention.
 
 Torch only, duck-typed on mmpretrain's ``VisionTransformer`` / ``MAEViT``

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Evolved masking depth: how deep in the tree masks are cut over training.
 
 Torch only. ``d(t) = d_min + (d_max - d_min) * s(t)`` for training progress

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """The registered EHM mask generator (hierarchy + evolved depth + masks)."""
 import logging
 from typing import Optional, Sequence, Union

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Adaptive Hierarchy Establishment: a binary tree over the patches.
 
 Torch only. Every image of a batch gets its own binary tree, built by

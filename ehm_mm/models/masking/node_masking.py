@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Evolved Mask Generation: random masks made of whole tree nodes.
 
 Torch only (design section 3). Every node of the chosen level draws a

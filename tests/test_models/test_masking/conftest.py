@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Affinity samples and tree checks shared by the masking tests."""
 from typing import Callable, Optional, Tuple
 

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Smoke tests of tools/visualize_hierarchy.py and bench_masking.py."""
 import importlib.util
 import os.path as osp

@@ -1,4 +1,4 @@
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Tests of evolved mask generation from tree nodes (``mask_nodes``)."""
 import itertools
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # Train a configs/benchmarks/mmdet/ config from a pretrained checkpoint.
 #   bash tools/benchmarks/mmdet/dist_train.sh CONFIG PRETRAIN GPUS [train.py options]
 # PRETRAIN: see the config's comment for the checkpoint formats it reads.
