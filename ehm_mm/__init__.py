@@ -1,26 +1,18 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """ehm_mm: Evolved Hierarchical Masking for OpenMMLab.
 
-Importing this package registers every mmpretrain-side module (models,
-hooks, datasets, metrics) into mmpretrain's registries, so both
-``import ehm_mm`` and ``custom_imports = dict(imports=['ehm_mm'])`` work.
+Importing this package registers the pretraining modules (models, hooks,
+``SyntheticShapes``, the ``HierarchyIoU`` / ``KNNAccuracy`` metrics) into
+mmpretrain's registries, so both ``import ehm_mm`` and
+``custom_imports = dict(imports=['ehm_mm'])`` work, and makes mmengine
+checkpoints loadable under torch >= 2.6. The EHM core's API
+(``ehm_mm.models.masking``) is available at the top level. The retrieval
+benchmarks (``ehm_mm.retrieval``) and the downstream backbones
+(``ehm_mm.downstream.mmseg`` / ``.mmdet``) register when imported.
 """
 from .utils import register_checkpoint_safe_globals  # isort: skip
-from . import datasets, engine, evaluation, models, retrieval  # noqa: F401
-from .models.masking import (
-    DepthSchedule,
-    EvolvedHierarchicalMasking,
-    Hierarchy,
-    MaskingResult,
-    attention_affinity,
-    build_hierarchy,
-)
-from .version import __version__
+from . import datasets, engine, evaluation, models  # noqa: F401
+from .models.masking import *  # noqa: F401,F403  (the EHM core's API)
+from .version import __version__  # noqa: F401
 
 register_checkpoint_safe_globals()
-
-__all__ = [
-    '__version__', 'attention_affinity', 'build_hierarchy',
-    'EvolvedHierarchicalMasking', 'Hierarchy', 'MaskingResult',
-    'DepthSchedule'
-]

@@ -33,8 +33,12 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import CheckpointLoader, Runner
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
-import ehm_mm  # noqa: E402,F401  (registers modules, fixes torch.load)
-from ehm_mm import retrieval  # noqa: E402
+import ehm_mm.retrieval  # noqa: E402,F401  (registers the benchmarks)
+from ehm_mm.downstream import (  # noqa: E402
+    ENCODER_PREFIXES,
+    load_encoder_weights,
+)
+from ehm_mm.retrieval.metrics import format_table  # noqa: E402
 from ehm_mm.utils import launch  # noqa: E402
 
 
@@ -48,13 +52,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     Returns:
         argparse.Namespace: The parsed arguments.
     """
-    parser = argparse.ArgumentParser(
-        description='Image retrieval benchmarks of a pretrained encoder')
-    parser.add_argument('config', help='retrieval config file')
+    parser = launch.tool_parser(
+        'Image retrieval benchmarks of a pretrained encoder',
+        'retrieval config file', 'folder of the evaluation logs')
     parser.add_argument('checkpoint', help='EHM / MAE checkpoint or encoder')
     parser.add_argument(
         '--weights',
-        choices=sorted(retrieval.ENCODER_PREFIXES),
+        choices=sorted(ENCODER_PREFIXES),
         default='student',
         help='encoder copy to evaluate: student (backbone.*) or teacher '
         '(teacher.module.*, the EMA encoder of EHM)')
@@ -62,12 +66,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--benchmarks',
         nargs='+',
         help='names of the benchmarks to run (default: all in the config)')
-    parser.add_argument('--work-dir', help='folder of the evaluation logs')
     parser.add_argument('--out', help='write all metrics to this JSON file')
-    launch.add_launch_args(parser)
-    args = parser.parse_args(argv)
-    launch.export_local_rank(args)
-    return args
+    return launch.parse_tool_args(parser, argv)
 
 
 def collect_benchmarks(cfg: Config,
@@ -178,7 +178,7 @@ def run_benchmarks(cfg: Config, checkpoint: str, weights: str = 'student',
         if not hasattr(model, 'backbone'):
             raise TypeError(f'{type(model).__name__} has no backbone to load '
                             'the encoder into; use RetrievalFeatureExtractor')
-        retrieval.load_encoder_weights(model.backbone, loaded, weights)
+        load_encoder_weights(model.backbone, loaded, weights)
         runner.logger.info(f'{bench["name"]}: {weights} encoder weights of '
                            f'{checkpoint} loaded')
         results[bench['name']] = {
@@ -201,7 +201,7 @@ def summary_table(results: Dict[str, Dict[str, float]]) -> str:
             for name, metrics in results.items()
             for key, value in metrics.items()]
     header = ['Benchmark', 'Metric', 'Value']
-    return retrieval.format_table('Retrieval summary', header, rows)
+    return format_table('Retrieval summary', header, rows)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:

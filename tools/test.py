@@ -13,29 +13,18 @@ from mmengine.config import Config
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import ehm_mm  # noqa: E402,F401  (registers modules, fixes torch.load)
-from ehm_mm.utils.launch import (  # noqa: E402
-    add_launch_args,
-    build_runner,
-    drop_collate_fn_scope,
-    export_local_rank,
-    set_default_work_dir,
-    use_gloo_without_cuda,
-)
+from ehm_mm.utils import launch  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(description='Test (evaluate) a model')
-    parser.add_argument('config', help='test config file path')
+    parser = launch.tool_parser('Test (evaluate) a model',
+                                'test config file path',
+                                'the directory to save the evaluation logs')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
-        '--work-dir', help='the directory to save the evaluation logs')
-    parser.add_argument(
         '--out', help='dump the raw predictions to this pickle file')
-    add_launch_args(parser)
-    args = parser.parse_args()
-    export_local_rank(args)
-    return args
+    return launch.parse_tool_args(parser)
 
 
 def main() -> None:
@@ -45,12 +34,12 @@ def main() -> None:
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    set_default_work_dir(cfg, args.config, args.work_dir)
-    use_gloo_without_cuda(cfg, args.launcher)
+    launch.set_default_work_dir(cfg, args.config, args.work_dir)
+    launch.use_gloo_without_cuda(cfg, args.launcher)
     cfg.load_from = args.checkpoint
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    drop_collate_fn_scope(cfg)
+    launch.drop_collate_fn_scope(cfg)
     if cfg.get('test_evaluator') is None:
         raise ValueError(f'{args.config} has no test_evaluator to run.')
 
@@ -64,7 +53,7 @@ def main() -> None:
             dict(type='DumpResults', out_file_path=args.out)
         ]
 
-    runner = build_runner(cfg, args.launcher)
+    runner = launch.build_runner(cfg, args.launcher)
     runner.test()
 
 

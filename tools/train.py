@@ -14,23 +14,13 @@ from mmengine.config import Config
 # Make `import ehm_mm` work from a plain checkout (no `pip install -e`).
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import ehm_mm  # noqa: E402,F401  (registers modules, fixes torch.load)
-from ehm_mm.utils.launch import (  # noqa: E402
-    add_launch_args,
-    build_runner,
-    drop_collate_fn_scope,
-    enable_amp,
-    export_local_rank,
-    fall_back_from_amp,
-    set_default_work_dir,
-    use_gloo_without_cuda,
-)
+from ehm_mm.utils import launch  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(description='Train a model')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser = launch.tool_parser('Train a model', 'train config file path',
+                                'the dir to save logs and models')
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -58,21 +48,18 @@ def parse_args() -> argparse.Namespace:
         '--no-persistent-workers',
         action='store_true',
         help='set persistent_workers=False in every dataloader')
-    add_launch_args(parser)
-    args = parser.parse_args()
-    export_local_rank(args)
-    return args
+    return launch.parse_tool_args(parser)
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config."""
     cfg.launcher = args.launcher
-    set_default_work_dir(cfg, args.config, args.work_dir)
+    launch.set_default_work_dir(cfg, args.config, args.work_dir)
 
     if args.amp:
-        enable_amp(cfg)
-    fall_back_from_amp(cfg)
-    use_gloo_without_cuda(cfg, args.launcher)
+        launch.enable_amp(cfg)
+    launch.fall_back_from_amp(cfg)
+    launch.use_gloo_without_cuda(cfg, args.launcher)
 
     if args.resume == 'auto':
         cfg.resume = True
@@ -102,8 +89,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     # `--cfg-options` may have re-enabled AMP on a CPU-only machine.
-    fall_back_from_amp(cfg)
-    drop_collate_fn_scope(cfg)
+    launch.fall_back_from_amp(cfg)
+    launch.drop_collate_fn_scope(cfg)
     return cfg
 
 
@@ -112,7 +99,7 @@ def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
-    runner = build_runner(cfg, args.launcher)
+    runner = launch.build_runner(cfg, args.launcher)
     runner.train()
 
 

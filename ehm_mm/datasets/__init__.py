@@ -1,4 +1,3 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-from . import retrieval  # noqa: F401
 from .synthetic_shapes import SyntheticShapes  # noqa: F401
 from .transforms import LoadObjectMask  # noqa: F401

@@ -17,16 +17,31 @@ the final norm ``ln1.*``). :func:`extract_encoder` produces it from
 - an official-MAE / timm checkpoint (``{'model': {...}}`` with
   ``blocks.N.*`` keys, what ``tools/model_converters/ehm2timm.py`` writes).
 
+A ``module.`` prefix left by ``DistributedDataParallel`` is stripped first.
+
 :func:`mmpretrain_to_timm` and :func:`timm_to_mmpretrain` translate between
 the canonical layout and the official-MAE / timm layout; both refuse any key
-they do not know instead of dropping it.
+they do not know instead of dropping it. :func:`load_encoder_weights` loads
+the encoder into an mmpretrain ViT with every key accounted for (the
+retrieval benchmarks use it); the downstream backbones load through
+:class:`~ehm_mm.downstream.accounted_pretrained.AccountedPretrainedMixin`
+and the converters through :func:`load_encoder`. This is the only module
+that reads encoder weights out of a checkpoint.
 """
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, MutableMapping, Tuple, Union
 
-from torch import Tensor
+from torch import Tensor, nn
+
+from .key_accounting import KeyReport, load_state_dict_accounted
+
+__all__ = [
+    'ENCODER_PREFIXES', 'ExtractedEncoder', 'extract_encoder',
+    'infer_vit_arch', 'load_encoder', 'load_encoder_weights',
+    'mmpretrain_to_timm', 'resize_vit_pos_embed', 'timm_to_mmpretrain'
+]
 
 #: Where each encoder copy lives in an EHM checkpoint's ``state_dict``.
 ENCODER_PREFIXES: Dict[str, str] = {
@@ -34,34 +49,38 @@ ENCODER_PREFIXES: Dict[str, str] = {
     'teacher': 'teacher.module.',
 }
 
-# (canonical mmpretrain pattern, official-MAE / timm replacement) and back.
-# Every pattern matches a whole key, so an unknown key never slips through.
-_TO_TIMM: List[Tuple[str, str]] = [
-    (r'cls_token', 'cls_token'),
-    (r'pos_embed', 'pos_embed'),
-    (r'patch_embed\.projection\.(weight|bias)', r'patch_embed.proj.\1'),
-    (r'layers\.(\d+)\.ln1\.(weight|bias)', r'blocks.\1.norm1.\2'),
-    (r'layers\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)',
-     r'blocks.\1.attn.\2.\3'),
-    (r'layers\.(\d+)\.ln2\.(weight|bias)', r'blocks.\1.norm2.\2'),
-    (r'layers\.(\d+)\.ffn\.layers\.0\.0\.(weight|bias)',
-     r'blocks.\1.mlp.fc1.\2'),
-    (r'layers\.(\d+)\.ffn\.layers\.1\.(weight|bias)', r'blocks.\1.mlp.fc2.\2'),
-    (r'ln1\.(weight|bias)', r'norm.\1'),
+# The same weight under its canonical (mmpretrain) and official-MAE / timm
+# name; {n} stands for a block index, {p} for weight / bias. Every rule
+# matches a whole key, so an unknown key never slips through.
+_KEY_PAIRS: List[Tuple[str, str]] = [
+    ('cls_token', 'cls_token'),
+    ('pos_embed', 'pos_embed'),
+    ('patch_embed.projection.{p}', 'patch_embed.proj.{p}'),
+    ('layers.{n}.ln1.{p}', 'blocks.{n}.norm1.{p}'),
+    ('layers.{n}.attn.qkv.{p}', 'blocks.{n}.attn.qkv.{p}'),
+    ('layers.{n}.attn.proj.{p}', 'blocks.{n}.attn.proj.{p}'),
+    ('layers.{n}.ln2.{p}', 'blocks.{n}.norm2.{p}'),
+    ('layers.{n}.ffn.layers.0.0.{p}', 'blocks.{n}.mlp.fc1.{p}'),
+    ('layers.{n}.ffn.layers.1.{p}', 'blocks.{n}.mlp.fc2.{p}'),
+    ('ln1.{p}', 'norm.{p}'),
 ]
-_TO_MMPRETRAIN: List[Tuple[str, str]] = [
-    (r'cls_token', 'cls_token'),
-    (r'pos_embed', 'pos_embed'),
-    (r'patch_embed\.proj\.(weight|bias)', r'patch_embed.projection.\1'),
-    (r'blocks\.(\d+)\.norm1\.(weight|bias)', r'layers.\1.ln1.\2'),
-    (r'blocks\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)',
-     r'layers.\1.attn.\2.\3'),
-    (r'blocks\.(\d+)\.norm2\.(weight|bias)', r'layers.\1.ln2.\2'),
-    (r'blocks\.(\d+)\.mlp\.fc1\.(weight|bias)',
-     r'layers.\1.ffn.layers.0.0.\2'),
-    (r'blocks\.(\d+)\.mlp\.fc2\.(weight|bias)', r'layers.\1.ffn.layers.1.\2'),
-    (r'norm\.(weight|bias)', r'ln1.\1'),
-]
+
+
+def _rename_rules(to_timm: bool) -> List[Tuple[str, str]]:
+    """``(whole-key pattern, replacement)`` rules for one direction."""
+    rules = []
+    for mmpretrain_name, timm_name in _KEY_PAIRS:
+        source, target = ((mmpretrain_name, timm_name) if to_timm else
+                          (timm_name, mmpretrain_name))
+        pattern = re.escape(source).replace(r'\{n\}', r'(?P<n>\d+)').replace(
+            r'\{p\}', r'(?P<p>weight|bias)')
+        rules.append((pattern, target.replace('{n}', r'\g<n>').replace(
+            '{p}', r'\g<p>')))
+    return rules
+
+
+_TO_TIMM = _rename_rules(to_timm=True)
+_TO_MMPRETRAIN = _rename_rules(to_timm=False)
 
 
 @dataclass
@@ -156,18 +175,28 @@ def timm_to_mmpretrain(
     return _rename(state_dict, _TO_MMPRETRAIN, 'mmpretrain')
 
 
+def _strip_ddp_prefix(state_dict: Mapping) -> Mapping:
+    """Drop the ``module.`` prefix ``DistributedDataParallel`` adds."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError('The checkpoint weights must be a dict, got '
+                        f'{type(state_dict).__name__}.')
+    if state_dict and all(key.startswith('module.') for key in state_dict):
+        return {key[len('module.'):]: v for key, v in state_dict.items()}
+    return state_dict
+
+
 def _model_state_dict(checkpoint: Mapping) -> Tuple[Mapping, bool]:
     """Find the weights in a checkpoint; also say whether they are timm."""
     if not isinstance(checkpoint, Mapping):
         raise TypeError('A checkpoint must be a dict, '
                         f'got {type(checkpoint).__name__}.')
     if 'state_dict' in checkpoint:
-        return checkpoint['state_dict'], False
+        return _strip_ddp_prefix(checkpoint['state_dict']), False
     if 'model' in checkpoint:
-        return checkpoint['model'], True
+        return _strip_ddp_prefix(checkpoint['model']), True
     if checkpoint and all(
             isinstance(value, Tensor) for value in checkpoint.values()):
-        return checkpoint, False
+        return _strip_ddp_prefix(checkpoint), False
     raise ValueError('The checkpoint has neither a "state_dict" nor a '
                      '"model" entry, nor is it a plain state dict; '
                      f'its top-level keys are {list(checkpoint)[:10]}.')
@@ -257,6 +286,78 @@ def load_encoder(filename: str,
     checkpoint = CheckpointLoader.load_checkpoint(
         filename, map_location=map_location)
     return extract_encoder(checkpoint, source)
+
+
+def resize_vit_pos_embed(state_dict: MutableMapping[str, Tensor],
+                         vit: nn.Module) -> None:
+    """Resize ``state_dict['pos_embed']`` in place to an mmpretrain ViT's grid.
+
+    Uses mmpretrain's ``resize_pos_embed`` with the ViT's own
+    ``patch_resolution``, ``interpolate_mode`` and ``num_extra_tokens``, as
+    its load hook would; nothing happens when the shapes already agree or
+    either side has no ``pos_embed``.
+
+    Args:
+        state_dict (MutableMapping[str, Tensor]): Canonical encoder weights.
+        vit (nn.Module): An mmpretrain ``VisionTransformer`` (or subclass).
+    """
+    pos_embed = state_dict.get('pos_embed')
+    target = getattr(vit, 'pos_embed', None)
+    if pos_embed is None or target is None or pos_embed.shape == target.shape:
+        return
+    from mmpretrain.models.utils import resize_pos_embed
+    extra = int(getattr(vit, 'num_extra_tokens', 1))
+    grid = int(round((pos_embed.shape[1] - extra)**0.5))
+    if grid * grid != pos_embed.shape[1] - extra:
+        raise ValueError(
+            f'pos_embed with {pos_embed.shape[1]} tokens is not a square '
+            f'patch grid plus {extra} extra token(s).')
+    state_dict['pos_embed'] = resize_pos_embed(pos_embed, (grid, grid),
+                                               vit.patch_resolution,
+                                               vit.interpolate_mode, extra)
+
+
+def load_encoder_weights(encoder: nn.Module,
+                         checkpoint: Union[str, Mapping],
+                         weights: str = 'student',
+                         map_location: str = 'cpu') -> KeyReport:
+    """Load a checkpoint's encoder into an mmpretrain ViT, every key used.
+
+    The checkpoint is read with :func:`load_encoder` (or
+    :func:`extract_encoder` when already loaded); its position embedding is
+    resized to the encoder's grid; then every encoder weight must be found
+    and every extracted weight used (:func:`load_state_dict_accounted`
+    without allowed exceptions). Nothing is loaded when that fails.
+
+    Args:
+        encoder (nn.Module): An mmpretrain ``VisionTransformer`` / ``MAEViT``
+            (the canonical key layout).
+        checkpoint (str | Mapping): A checkpoint path / URL or an already
+            loaded checkpoint.
+        weights (str): ``'student'`` or ``'teacher'``, see
+            :func:`extract_encoder`. Defaults to ``'student'``.
+        map_location (str): Where to map the tensors of a file. Defaults to
+            ``'cpu'``.
+
+    Returns:
+        KeyReport: The (complete) key accounting of the load.
+
+    Raises:
+        ValueError: If the checkpoint holds no such encoder or a key is
+            missing, unexpected or of another shape.
+    """
+    if isinstance(checkpoint, str):
+        extracted = load_encoder(checkpoint, weights, map_location)
+        source = checkpoint
+    else:
+        extracted = extract_encoder(checkpoint, weights)
+        source = 'the checkpoint'
+    state_dict = dict(extracted.state_dict)
+    resize_vit_pos_embed(state_dict, encoder)
+    return load_state_dict_accounted(
+        encoder,
+        state_dict,
+        what=f'{type(encoder).__name__} ({weights} encoder of {source})')
 
 
 def infer_vit_arch(state_dict: Mapping[str, Tensor]) -> Dict[str, int]:

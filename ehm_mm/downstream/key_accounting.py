@@ -20,6 +20,11 @@ from typing import List, Mapping, Sequence, Tuple
 
 from torch import Tensor, nn
 
+__all__ = [
+    'KeyReport', 'account_keys', 'check_key_report',
+    'load_state_dict_accounted'
+]
+
 
 @dataclass
 class KeyReport:

@@ -152,11 +152,14 @@ def search(queries: Tensor,
            chunk_size: int = 1024) -> Tuple[Tensor, Tensor]:
     """Rank the database for every query by inner product.
 
+    Both backends return the same ranking (ties: the lower index first); the
+    shapes are those of :func:`torch_search`.
+
     Args:
-        queries (Tensor): Query features of shape (Q, D).
-        database (Tensor): Database features of shape (N, D).
-        topk (int, optional): Number of results per query; None ranks the
-            whole database. Defaults to None.
+        queries (Tensor): Query features (Q, D).
+        database (Tensor): Database features (N, D).
+        topk (int, optional): Results per query, None for all. Defaults to
+            None.
         backend (str): ``'torch'`` (exact, on the features' device),
             ``'faiss'`` (exact ``IndexFlatIP`` on CPU) or ``'auto'``: faiss
             when the database has at least ``faiss_min_database_size`` items

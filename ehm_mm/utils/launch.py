@@ -1,5 +1,5 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-"""Config adjustments shared by ``tools/train.py`` and ``tools/test.py``.
+"""Command line and config adjustments shared by the tools.
 
 The tools run any OpenMMLab 2.x config (mmpretrain, mmseg or mmdet scope),
 so what they change in a config lives here, where it can be unit tested.
@@ -8,7 +8,7 @@ import argparse
 import os
 import os.path as osp
 import warnings
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
@@ -190,6 +190,46 @@ def drop_collate_fn_scope(cfg: Config) -> None:
         collate_fn = loader.get('collate_fn')
         if isinstance(collate_fn, (dict, ConfigDict)):
             collate_fn.pop('_scope_', None)
+
+
+def tool_parser(description: str, config_help: str,
+                work_dir_help: str) -> argparse.ArgumentParser:
+    """The command line every tool starts from: ``CONFIG [--work-dir DIR]``.
+
+    The tool adds its own arguments, then reads them with
+    :func:`parse_tool_args` (which adds the launch arguments).
+
+    Args:
+        description (str): What the tool does.
+        config_help (str): Help of the ``config`` argument.
+        work_dir_help (str): Help of ``--work-dir``.
+
+    Returns:
+        argparse.ArgumentParser: The parser.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help=config_help)
+    parser.add_argument('--work-dir', help=work_dir_help)
+    return parser
+
+
+def parse_tool_args(parser: argparse.ArgumentParser,
+                    argv: Optional[Sequence[str]] = None
+                    ) -> argparse.Namespace:
+    """Add the launch arguments, parse and export the local rank.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser.
+        argv (Sequence[str], optional): Arguments; None reads ``sys.argv``.
+            Defaults to None.
+
+    Returns:
+        argparse.Namespace: The parsed arguments.
+    """
+    add_launch_args(parser)
+    args = parser.parse_args(argv)
+    export_local_rank(args)
+    return args
 
 
 def add_launch_args(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ehm_mm.retrieval.ranking_metrics import (
+from ehm_mm.retrieval.metrics.ranking_metrics import (
     junk_free_positive_ranks,
     mean_average_precision,
     ns_score,

@@ -1,5 +1,5 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-from ehm_mm.retrieval.table import format_table
+from ehm_mm.retrieval.metrics.table import format_table
 
 
 def test_format_table_aligns_and_rounds():

@@ -3,7 +3,11 @@
 import pytest
 import torch
 
-from ehm_mm.retrieval.pooling import gem_pool, parse_pooling, pool_tokens
+from ehm_mm.retrieval.descriptors.pooling import (
+    gem_pool,
+    parse_pooling,
+    pool_tokens,
+)
 from ehm_mm.retrieval.whitening import PCAWhitening
 
 

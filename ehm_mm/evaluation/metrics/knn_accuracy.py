@@ -71,10 +71,10 @@ class KNNAccuracy(BaseMetric):
             warning. Defaults to 20.
         temperature (float): Vote temperature. Defaults to 0.07.
         feature_key (str): Field of the feature. Defaults to ``'feature'``.
-        collect_device (str): Device to gather results across ranks.
-            Defaults to ``'cpu'``.
-        prefix (str, optional): Metric name prefix. Defaults to None, which
-            means ``'knn'``.
+        collect_device (str): Where the features of all ranks are gathered
+            before the vote. Defaults to ``'cpu'``.
+        prefix (str, optional): Prefix of the metric names; None uses
+            ``default_prefix``, ``'knn'``. Defaults to None.
     """
 
     default_prefix: Optional[str] = 'knn'

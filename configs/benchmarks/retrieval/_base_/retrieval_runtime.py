@@ -1,6 +1,7 @@
 # Runtime of the retrieval benchmarks: test loop only, mmpretrain scope.
 default_scope = 'mmpretrain'
-custom_imports = dict(imports=['ehm_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['ehm_mm.retrieval'], allow_failed_imports=False)
 
 test_cfg = dict(type='TestLoop')
 

@@ -5,10 +5,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from mmpretrain.registry import METRICS
 
-from ehm_mm.retrieval.ranking_metrics import mean_average_precision
-from ehm_mm.retrieval.table import format_table
-
 from .base_retrieval_metric import BaseRetrievalMetric
+from .ranking_metrics import mean_average_precision
+from .table import format_table
 
 
 def _block_key(block: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 from mmpretrain.registry import DATASETS, TRANSFORMS
 from PIL import Image
 
-import ehm_mm  # noqa: F401
+import ehm_mm.retrieval  # noqa: F401  (registers the benchmarks)
 
 
 def _jpg(path, size=(12, 10), value=0):

@@ -17,7 +17,8 @@ gather the features by role, search and score.
 """
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+import re
+from typing import Dict, List, Optional, Pattern, Sequence, Tuple
 
 from mmengine.dataset import BaseDataset
 
@@ -123,6 +124,34 @@ class BaseRetrievalDataset(BaseDataset):
             raise self.missing(f'{len(absent)} of {len(paths)} {what} '
                                f'missing: {shown}{more}')
 
+    def jpg_names(self,
+                  folder: str,
+                  what: str = 'image folder',
+                  hint: str = '') -> List[str]:
+        """Sorted ``*.jpg`` file names of a folder of the layout.
+
+        Args:
+            folder (str): The folder.
+            what (str): What the folder is, for the messages. Defaults to
+                ``'image folder'``.
+            hint (str): Appended to the message when the folder is absent.
+                Defaults to ``''``.
+
+        Returns:
+            list[str]: The names (not paths), at least one.
+
+        Raises:
+            FileNotFoundError: If the folder does not exist or holds no
+                ``.jpg`` file; the message shows the expected layout.
+        """
+        if not osp.isdir(folder):
+            raise self.missing(f'{what} {folder} not found{hint}')
+        names = sorted(n for n in os.listdir(folder)
+                       if n.lower().endswith('.jpg'))
+        if not names:
+            raise self.missing(f'{what} {folder} holds no .jpg file')
+        return names
+
     def load_queries_and_database(self) -> Tuple[List[dict], List[dict]]:
         """Read the standard layout.
 
@@ -180,3 +209,54 @@ class BaseRetrievalDataset(BaseDataset):
             num_database=len(database),
             num_whitening=num_whitening)
         return samples
+
+
+class NamedImagesRetrievalDataset(BaseRetrievalDataset):
+    """A benchmark of one image folder whose file names encode the groups.
+
+    Every image is a database item; subclasses turn the parsed file names
+    into queries in :meth:`load_queries_and_database` (INRIA Holidays,
+    UKBench).
+
+    Args:
+        data_root (str): The dataset folder.
+        image_folder (str, optional): Image sub-folder, e.g. a copy with
+            fixed rotations. Defaults to None (``IMAGE_FOLDER``).
+        **kwargs: Arguments of :class:`BaseRetrievalDataset`.
+    """
+
+    #: Default image sub-folder.
+    IMAGE_FOLDER: str = ''
+    #: Whole-name pattern of the images; its groups are what subclasses read.
+    NAME_PATTERN: Pattern = re.compile(r'.*\.jpg')
+    #: How the names should look, for the error message.
+    NAME_FORM: str = '*.jpg'
+
+    def __init__(self,
+                 data_root: str,
+                 image_folder: Optional[str] = None,
+                 **kwargs) -> None:
+        self.image_folder = (
+            self.IMAGE_FOLDER if image_folder is None else image_folder)
+        super().__init__(data_root=data_root, **kwargs)
+
+    def named_images(self) -> Tuple[List[str], List[re.Match]]:
+        """The images of the folder and their parsed names.
+
+        Returns:
+            tuple[list[str], list[re.Match]]: Image paths (sorted by name)
+            and the ``NAME_PATTERN`` match of each name.
+
+        Raises:
+            FileNotFoundError: If the folder is absent or empty.
+            ValueError: If a ``.jpg`` name does not match ``NAME_PATTERN``.
+        """
+        folder = osp.join(self.data_root, self.image_folder)
+        names = self.jpg_names(folder)
+        matches = [self.NAME_PATTERN.fullmatch(n) for n in names]
+        bad = [n for n, m in zip(names, matches) if m is None]
+        if bad:
+            raise ValueError(
+                f'{self.METAINFO["dataset_name"]} images in {folder} must be '
+                f'named {self.NAME_FORM}; {len(bad)} are not: {bad[:5]}')
+        return [osp.join(folder, n) for n in names], matches

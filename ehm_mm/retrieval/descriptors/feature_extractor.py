@@ -24,7 +24,8 @@ class RetrievalFeatureExtractor(BaseModel):
     they are pooled (CLS token, mean or GeM of the patch tokens, or a
     concatenation), averaged over the input scales and L2-normalised.
 
-    Load pretrained weights with :func:`load_encoder_weights` on
+    Load pretrained weights with
+    :func:`ehm_mm.downstream.load_encoder_weights` on
     ``model.backbone`` (what ``tools/retrieval.py`` does), or let
     ``tools/test.py`` load the student ``backbone.*`` weights of a checkpoint
     by name.

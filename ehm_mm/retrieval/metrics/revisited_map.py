@@ -5,14 +5,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from mmpretrain.registry import METRICS
 
-from ehm_mm.retrieval.ranking_metrics import (
+from .base_retrieval_metric import BaseRetrievalMetric
+from .ranking_metrics import (
     REVISITED_SETUPS,
     mean_average_precision,
     revisited_ground_truth,
 )
-from ehm_mm.retrieval.table import format_table
-
-from .base_retrieval_metric import BaseRetrievalMetric
+from .table import format_table
 
 _SHORT = dict(easy='E', medium='M', hard='H')
 

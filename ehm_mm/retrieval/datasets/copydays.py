@@ -1,6 +1,5 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """INRIA Copydays copy detection (Douze et al., 2009)."""
-import os
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
@@ -16,11 +15,6 @@ COPYDAYS_BLOCKS = (('original', 'strong') +
                          for q in (3, 5, 8, 10, 15, 20, 30, 50, 75)) +
                    tuple(f'crops/{c}'
                          for c in (10, 15, 20, 30, 40, 50, 60, 70, 80)))
-
-
-def _jpg_names(folder: str) -> List[str]:
-    """Sorted ``*.jpg`` file names of a folder."""
-    return sorted(n for n in os.listdir(folder) if n.lower().endswith('.jpg'))
 
 
 @DATASETS.register_module()
@@ -70,14 +64,9 @@ class Copydays(BaseRetrievalDataset):
 
     def _block_names(self, block: str) -> List[str]:
         """File names of one block, with a clear error when it is absent."""
-        folder = osp.join(self.data_root, block)
-        if not osp.isdir(folder):
-            raise self.missing(f'block folder {folder} not found (choose the '
-                               'blocks you have with query_blocks)')
-        names = _jpg_names(folder)
-        if not names:
-            raise self.missing(f'block folder {folder} holds no .jpg file')
-        return names
+        return self.jpg_names(
+            osp.join(self.data_root, block), 'block folder',
+            ' (choose the blocks you have with query_blocks)')
 
     def load_queries_and_database(self) -> Tuple[List[dict], List[dict]]:
         """List the originals and the query blocks.

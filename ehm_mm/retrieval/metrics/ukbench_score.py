@@ -5,10 +5,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from mmpretrain.registry import METRICS
 
-from ehm_mm.retrieval.ranking_metrics import ns_score
-from ehm_mm.retrieval.table import format_table
-
 from .base_retrieval_metric import BaseRetrievalMetric
+from .ranking_metrics import ns_score
+from .table import format_table
 
 
 @METRICS.register_module()

@@ -1,19 +1,15 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """UKBench (Nister & Stewenius, CVPR 2006)."""
-import os
-import os.path as osp
 import re
 from typing import List, Tuple
 
 from mmpretrain.registry import DATASETS
 
-from .base_retrieval_dataset import BaseRetrievalDataset
-
-_NAME = re.compile(r'^ukbench(\d{5})\.jpg$')
+from .base_retrieval_dataset import NamedImagesRetrievalDataset
 
 
 @DATASETS.register_module()
-class UKBench(BaseRetrievalDataset):
+class UKBench(NamedImagesRetrievalDataset):
     """UKBench (10200 images of 2550 objects, 4 views each).
 
     Images ``ukbench%05d.jpg`` come in groups of four consecutive numbers
@@ -27,7 +23,8 @@ class UKBench(BaseRetrievalDataset):
 
     Args:
         data_root (str): The dataset folder (e.g. ``data/ukbench``).
-        image_folder (str): Image sub-folder. Defaults to ``'full'``.
+        image_folder (str, optional): Image sub-folder. Defaults to None
+            (``'full'``).
         **kwargs: Arguments of :class:`BaseRetrievalDataset`.
     """
 
@@ -35,12 +32,10 @@ class UKBench(BaseRetrievalDataset):
     LAYOUT = ('  full/ukbench%05d.jpg   (00000 .. 4n-1; 4 consecutive '
               'images per object)\n'
               '(from https://archive.org/details/ukbench)')
+    IMAGE_FOLDER = 'full'
+    NAME_PATTERN = re.compile(r'ukbench(\d{5})\.jpg')
+    NAME_FORM = 'ukbench%05d.jpg'
     GROUP_SIZE = 4
-
-    def __init__(self, data_root: str, image_folder: str = 'full',
-                 **kwargs) -> None:
-        self.image_folder = image_folder
-        super().__init__(data_root=data_root, **kwargs)
 
     def load_queries_and_database(self) -> Tuple[List[dict], List[dict]]:
         """List the images and group them by four.
@@ -48,15 +43,8 @@ class UKBench(BaseRetrievalDataset):
         Returns:
             tuple[list[dict], list[dict]]: Queries and database items.
         """
-        folder = osp.join(self.data_root, self.image_folder)
-        if not osp.isdir(folder):
-            raise self.missing(f'image folder {folder} not found')
-        numbers = sorted(
-            int(m.group(1)) for m in map(_NAME.match, os.listdir(folder))
-            if m is not None)
-        if not numbers:
-            raise self.missing(f'image folder {folder} holds no '
-                               'ukbench%05d.jpg file')
+        paths, matches = self.named_images()
+        numbers = [int(match.group(1)) for match in matches]
         size = self.GROUP_SIZE
         if numbers != list(range(len(numbers))) or len(numbers) % size:
             absent = sorted(
@@ -66,18 +54,12 @@ class UKBench(BaseRetrievalDataset):
                 f'UKBench images must be numbered 0..4n-1 without gaps; '
                 f'found {len(numbers)} images, missing numbers '
                 f'{absent[:10]}')
-        database = [
-            dict(img_path=osp.join(folder, f'ukbench{n:05d}.jpg'))
-            for n in numbers
+        queries = [
+            dict(
+                img_path=paths[n],
+                db_idx=n,
+                retrieval_gt=dict(
+                    positives=list(range(n - n % size, n - n % size + size)),
+                    junk=[])) for n in numbers
         ]
-        queries = []
-        for n in numbers:
-            start = n - n % size
-            queries.append(
-                dict(
-                    img_path=database[n]['img_path'],
-                    db_idx=n,
-                    retrieval_gt=dict(
-                        positives=list(range(start, start + size)),
-                        junk=[])))
-        return queries, database
+        return queries, [dict(img_path=path) for path in paths]

@@ -9,9 +9,9 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from torch import Tensor
 
-from ehm_mm.retrieval.feature_extractor import FEATURE_FIELD
-from ehm_mm.retrieval.search import search
-from ehm_mm.retrieval.whitening import PCAWhitening
+from ..descriptors.feature_extractor import FEATURE_FIELD
+from ..search import search
+from ..whitening import PCAWhitening
 
 _ROLES = ('query_idx', 'db_idx', 'whiten_idx')
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from mmpretrain.registry import METRICS
 
-import ehm_mm  # noqa: F401
+import ehm_mm.retrieval  # noqa: F401  (registers the benchmarks)
 
 
 def _sample(feature, query_idx=-1, db_idx=-1, whiten_idx=-1, gt=None,
