@@ -1,5 +1,8 @@
-# EHM-MAE ViT-L/16, 300 epochs: ehm_mae_vit-b.py with the ViT-L model of
-# mmpretrain::mae/mae_vit-large-p16_8xb512-amp-coslr-300e_in1k.py.
-_base_ = './ehm_mae_vit-b.py'
+# EHM-MAE ViT-L/16, 300 epochs on ImageNet-1k (8 x 512 images per step):
+# mmpretrain's MAE recipe with what EHM adds (configs/_base_/ehm_mae.py).
+_base_ = [
+    'mmpretrain::mae/mae_vit-large-p16_8xb512-amp-coslr-300e_in1k.py',
+    './_base_/ehm_mae.py',
+]
 
-model = dict(backbone=dict(arch='l'), neck=dict(embed_dim=1024))
+model = _base_.ehm_mae_model

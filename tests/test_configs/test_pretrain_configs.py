@@ -2,9 +2,9 @@
 """The EHM-MAE pretraining configs change only what EHM needs.
 
 Each ``configs/ehm_mae_vit-{b,l}[_<E>e].py`` is compared with the matching
-mmpretrain MAE config: everything but the EHM model fields (and the
-``_scope_``-free ``collate_fn``) must be equal, so schedules, data and
-runtime stay mmpretrain's.
+mmpretrain MAE config: everything but the EHM model fields (and the EHM
+pieces of ``configs/_base_/ehm_mae.py``) must be equal, so schedules, data
+and runtime stay mmpretrain's.
 """
 import copy
 import os.path as osp
@@ -20,7 +20,7 @@ import ehm_mm  # noqa: F401
 
 CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
 EHM_MODEL_KEYS = ('masking', 'teacher', 'ema_momentum', 'attn_layers')
-EHM_TOP_KEYS = ('custom_imports', 'custom_hooks')
+EHM_TOP_KEYS = ('custom_imports', 'custom_hooks', 'ehm_mae_model')
 PAIRS = [(f'ehm_mae_vit-{arch}{suffix}.py',
           f'mmpretrain::mae/mae_vit-{name}-p16_8xb512-amp-coslr-{epochs}e'
           '_in1k.py') for arch, name in (('b', 'base'), ('l', 'large'))
@@ -59,6 +59,7 @@ def test_only_the_model_differs_from_mmpretrain(ours, theirs):
         imports=['ehm_mm'], allow_failed_imports=False)
     assert [h['type'] for h in a.pop('custom_hooks')
             ] == ['HierarchyVisualizationHook']
+    assert a.pop('ehm_mae_model')['type'] == 'EHMMAE'
     assert a == b
 
 

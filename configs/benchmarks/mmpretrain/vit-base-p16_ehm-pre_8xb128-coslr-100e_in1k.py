@@ -11,9 +11,6 @@ _base_ = 'mmpretrain::mae/benchmarks/vit-base-p16_8xb128-coslr-100e_in1k.py'
 # or as the PRETRAIN argument of tools/benchmarks/mmpretrain/dist_train.sh.
 # Expected key differences (logged by mmengine): the pretrained final norm
 # ``ln1`` is unused and ``ln2`` (norm of the pooled tokens) is new.
-model = dict(
-    backbone=dict(
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='pretrain/ehm_vit-base-p16_mmpretrain.pth',
-            prefix='backbone.')))
+model = dict(backbone=dict(init_cfg=dict(
+    type='Pretrained', prefix='backbone.',
+    checkpoint='pretrain/ehm_vit-base-p16_mmpretrain.pth')))

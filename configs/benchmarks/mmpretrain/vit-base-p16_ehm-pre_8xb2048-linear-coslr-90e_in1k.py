@@ -8,9 +8,6 @@ _base_ = ('mmpretrain::mae/benchmarks/'
 # The checkpoint: an EHM pretraining checkpoint or the output of
 # tools/model_converters/ehm2mmpretrain.py; every encoder weight is used.
 #   --cfg-options model.backbone.init_cfg.checkpoint=PATH
-model = dict(
-    backbone=dict(
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='pretrain/ehm_vit-base-p16_mmpretrain.pth',
-            prefix='backbone.')))
+model = dict(backbone=dict(init_cfg=dict(
+    type='Pretrained', prefix='backbone.',
+    checkpoint='pretrain/ehm_vit-base-p16_mmpretrain.pth')))

@@ -4,9 +4,6 @@
 _base_ = 'mmpretrain::mae/benchmarks/vit-large-p16_8xb128-coslr-50e_in1k.py'
 
 # See vit-base-p16_ehm-pre_8xb128-coslr-100e_in1k.py for the checkpoint.
-model = dict(
-    backbone=dict(
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='pretrain/ehm_vit-large-p16_mmpretrain.pth',
-            prefix='backbone.')))
+model = dict(backbone=dict(init_cfg=dict(
+    type='Pretrained', prefix='backbone.',
+    checkpoint='pretrain/ehm_vit-large-p16_mmpretrain.pth')))

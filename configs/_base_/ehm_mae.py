@@ -1,0 +1,31 @@
+# What EHM adds to an mmpretrain MAE recipe, in one place. A pretraining
+# config inherits the MAE recipe it follows and this file, then sets
+#   model = _base_.ehm_mae_model
+# so that schedules, data and runtime stay exactly mmpretrain's.
+custom_imports = dict(imports=['ehm_mm'], allow_failed_imports=False)
+
+# Merged into the recipe's MAE model: the encoder keeps MAEViT's arch and
+# state-dict keys.
+ehm_mae_model = dict(
+    type='EHMMAE',
+    # Same encoder as MAEViT (same state-dict keys); it takes its mask
+    # from the EHM generator instead of drawing it.
+    backbone=dict(type='EHMMAEViT'),
+    # mask_ratio is taken from the backbone (0.75).
+    masking=dict(
+        type='EvolvedHierarchicalMasking',
+        d_min=0.0,  # patch level at the start: MAE random masking
+        d_max=5.0,  # ~6-patch nodes of the 14 x 14 grid at the end
+        schedule='linear'),
+    teacher='ema',
+    ema_momentum=4e-5,  # teacher = (1 - m) * teacher + m * student
+    # Affinity from all encoder layers. The cost knob: e.g. [0, 1, 2, 3]
+    # (first 4 layers) measured 1.13x MAE's step time instead of 1.50x
+    # (ViT-B, CPU; see docs/en/benchmarks_and_results.md).
+    attn_layers=None)
+
+# Masks of 4 fixed training images every 10 epochs (and before training),
+# to every visualizer backend.
+custom_hooks = [
+    dict(type='HierarchyVisualizationHook', interval=10, num_images=4)
+]
