@@ -39,12 +39,7 @@ from ehm_mm.models.masking import (
     EvolvedHierarchicalMasking,
     attention_affinity,
 )
-from ehm_mm.visualization.hierarchy_drawing import (
-    draw_mask,
-    draw_partition,
-    put_title,
-    stack_rows,
-)
+from ehm_mm.visualization import hierarchy_figure
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -165,55 +160,6 @@ def affinity_fn(model: nn.Module, encoder: nn.Module,
     return lambda inputs: attention_affinity(source, inputs, layers=layers)
 
 
-def _row(panels: List[np.ndarray], gap: int = 4) -> np.ndarray:
-    """Panels side by side with white gaps."""
-    parts = []
-    for i, panel in enumerate(panels):
-        if i:
-            parts.append(np.full((panel.shape[0], gap, 3), 255, np.uint8))
-        parts.append(panel)
-    return np.concatenate(parts, axis=1)
-
-
-def _pad_width(rows: List[np.ndarray]) -> List[np.ndarray]:
-    width = max(row.shape[1] for row in rows)
-    return [
-        np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)),
-               constant_values=255) for row in rows
-    ]
-
-
-def draw_image(image: np.ndarray, ancestors: np.ndarray,
-               masks: List[Tuple[int, np.ndarray]],
-               panel_size: int) -> np.ndarray:
-    """The two-row figure of one image.
-
-    Args:
-        image (np.ndarray): ``[H, W, 3]`` uint8 RGB.
-        ancestors (np.ndarray): ``[L, h, w]`` node ids per level.
-        masks (List[Tuple[int, np.ndarray]]): ``(depth, [h, w] mask)``.
-        panel_size (int): Panel height in pixels.
-
-    Returns:
-        np.ndarray: The figure, uint8 RGB.
-    """
-    width = round(image.shape[1] * panel_size / image.shape[0])
-    big = np.asarray(Image.fromarray(image).resize((width, panel_size),
-                                                   Image.BICUBIC))
-    top = [put_title(big, 'input')]
-    for level, labels in enumerate(ancestors):
-        count = len(np.unique(labels))
-        top.append(put_title(draw_partition(big, labels),
-                             f'level {level}: {count} nodes'))
-        if count == 1:
-            break
-    bottom = [put_title(big, 'masks')]
-    for depth, mask in masks:
-        bottom.append(put_title(draw_mask(big, mask, ancestors[depth]),
-                                f'depth {depth}'))
-    return stack_rows(_pad_width([_row(top), _row(bottom)]))
-
-
 def main(argv: Optional[Sequence[str]] = None) -> List[str]:
     args = parse_args(argv)
     model, encoder = build_model(args)
@@ -241,7 +187,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[str]:
                 seen.add(depth)
                 masks.append(
                     (depth, out.mask[i].view(*grid).cpu().numpy()))
-        figure = draw_image(image, ancestors[i], masks, args.panel_size)
+        width = round(image.shape[1] * args.panel_size / image.shape[0])
+        big = np.asarray(Image.fromarray(image).resize(
+            (width, args.panel_size), Image.BICUBIC))
+        figure = hierarchy_figure(big, ancestors[i], masks)
         name = osp.splitext(osp.basename(path))[0]
         out_path = osp.join(args.out_dir, f'{name}_hierarchy.png')
         Image.fromarray(figure).save(out_path)

@@ -1,6 +1,6 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Backbone mixin: load a pretrained encoder with every key accounted for."""
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
 from torch import Tensor
@@ -20,26 +20,38 @@ class AccountedPretrainedMixin:
     ``init_weights``.
     """
 
+    #: Model weights a pretrained encoder cannot hold (regular expressions).
+    NEW_WEIGHTS: Tuple[str, ...] = ()
+    #: Pretrained weights the host does not use (regular expressions).
+    UNUSED_WEIGHTS: Tuple[str, ...] = ()
+
     checkpoint_source: str
-    allowed_missing: tuple
-    allowed_unexpected: tuple
+    allowed_missing: Tuple[str, ...]
+    allowed_unexpected: Tuple[str, ...]
     pretrained_report: Optional[KeyReport]
 
-    def _init_accounting(self, checkpoint_source: str,
-                         allowed_missing: Sequence[str],
-                         allowed_unexpected: Sequence[str]) -> None:
+    def _init_accounting(
+            self,
+            checkpoint_source: str,
+            allowed_missing: Optional[Sequence[str]] = None,
+            allowed_unexpected: Optional[Sequence[str]] = None) -> None:
         """Store the loading options.
 
         Args:
             checkpoint_source (str): ``'student'`` or ``'teacher'``.
-            allowed_missing (Sequence[str]): Regular expressions of model
-                weights the checkpoint may lack.
-            allowed_unexpected (Sequence[str]): Regular expressions of
-                checkpoint weights the model may ignore.
+            allowed_missing (Sequence[str], optional): Regular expressions
+                of model weights the checkpoint may lack. Defaults to None
+                (:attr:`NEW_WEIGHTS`).
+            allowed_unexpected (Sequence[str], optional): Regular
+                expressions of checkpoint weights the model may ignore.
+                Defaults to None (:attr:`UNUSED_WEIGHTS`).
         """
         self.checkpoint_source = checkpoint_source
-        self.allowed_missing = tuple(allowed_missing)
-        self.allowed_unexpected = tuple(allowed_unexpected)
+        self.allowed_missing = tuple(
+            self.NEW_WEIGHTS if allowed_missing is None else allowed_missing)
+        self.allowed_unexpected = tuple(
+            self.UNUSED_WEIGHTS
+            if allowed_unexpected is None else allowed_unexpected)
         self.pretrained_report = None
 
     def adapt_pretrained(self,

@@ -16,7 +16,7 @@ import os
 import os.path as osp
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from mmengine.registry import DefaultScope
@@ -27,6 +27,7 @@ from .encoder_checkpoint import (
     infer_vit_arch,
     load_encoder,
     mmpretrain_to_timm,
+    resize_vit_pos_embed,
 )
 from .key_accounting import KeyReport, account_keys, check_key_report
 
@@ -143,62 +144,72 @@ def _heads_for(embed_dims: int) -> int:
 
 _Check = Tuple[str, KeyReport, Tuple[str, ...], Tuple[str, ...]]
 
+#: Registry scope and backbone type that check each consumer's file.
+_CONSUMER_BACKBONES: Dict[str, Tuple[str, str]] = {
+    'mmpretrain': ('mmpretrain', 'VisionTransformer'),
+    'mmseg': ('mmseg', 'StrictMAE'),
+    'timm': ('mmdet', 'ViTDetBackbone'),
+}
 
-def _check_mmseg(path: str, arch: Dict[str, int],
-                 config: Optional[str]) -> _Check:
-    from mmseg.registry import MODELS
 
-    from .mmseg import StrictMAE
-    if config is not None:
-        cfg = _backbone_cfg_from_config(config, 'StrictMAE')
-    else:
-        cfg = dict(
-            type='StrictMAE',
-            img_size=arch['img_size'],
-            patch_size=arch['patch_size'],
-            in_channels=arch['in_channels'],
-            embed_dims=arch['embed_dims'],
-            num_layers=arch['num_layers'],
-            num_heads=_heads_for(arch['embed_dims']),
-            mlp_ratio=arch['feedforward_channels'] // arch['embed_dims'],
+def _default_backbone_cfg(consumer: str, arch: Dict[str, int]) -> dict:
+    """A consumer backbone with the checkpoint's own shape."""
+    embed_dims, num_layers = arch['embed_dims'], arch['num_layers']
+    vit = dict(
+        embed_dims=embed_dims,
+        num_layers=num_layers,
+        num_heads=_heads_for(embed_dims),
+        feedforward_channels=arch['feedforward_channels'])
+    cfg = dict(
+        type=_CONSUMER_BACKBONES[consumer][1],
+        img_size=arch['img_size'],
+        patch_size=arch['patch_size'],
+        in_channels=arch['in_channels'])
+    if consumer == 'mmseg':
+        cfg.update(
+            embed_dims=embed_dims,
+            num_layers=num_layers,
+            num_heads=vit['num_heads'],
+            mlp_ratio=vit['feedforward_channels'] // embed_dims,
             init_values=1.0,
             norm_cfg=dict(type='LN', eps=1e-6),
-            out_indices=[arch['num_layers'] - 1])
-    cfg['init_cfg'] = dict(type='Pretrained', checkpoint=path)
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        backbone: StrictMAE = MODELS.build(cfg)
-    backbone.init_weights()
-    return ('StrictMAE', backbone.pretrained_report, backbone.allowed_missing,
-            backbone.allowed_unexpected)
-
-
-def _check_timm(path: str, arch: Dict[str, int],
-                config: Optional[str]) -> _Check:
-    from mmdet.registry import MODELS
-
-    from .mmdet import ViTDetBackbone
-    if config is not None:
-        cfg = _backbone_cfg_from_config(config, 'ViTDetBackbone')
+            out_indices=[num_layers - 1])
+    elif consumer == 'timm':
+        vit['global_attn_indexes'] = list(range(2, num_layers, 3))
+        cfg.update(
+            arch=vit,
+            window_size=min(14, arch['img_size'] // arch['patch_size']))
     else:
-        num_layers = arch['num_layers']
-        grid = arch['img_size'] // arch['patch_size']
-        cfg = dict(
-            type='ViTDetBackbone',
-            arch=dict(
-                embed_dims=arch['embed_dims'],
-                num_layers=num_layers,
-                num_heads=_heads_for(arch['embed_dims']),
-                feedforward_channels=arch['feedforward_channels'],
-                global_attn_indexes=list(range(2, num_layers, 3))),
-            img_size=arch['img_size'],
-            patch_size=arch['patch_size'],
-            in_channels=arch['in_channels'],
-            window_size=min(14, grid))
-    cfg['init_cfg'] = dict(type='Pretrained', checkpoint=path)
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        backbone: ViTDetBackbone = MODELS.build(cfg)
+        cfg.update(arch=vit, out_type='cls_token', final_norm=True)
+    return cfg
+
+
+def _build_backbone(consumer: str, arch: Dict[str, int],
+                    config: Optional[str],
+                    init_cfg: Optional[dict] = None) -> nn.Module:
+    """Build the backbone of ``config`` (or a default one) in its scope."""
+    import importlib
+    scope, backbone_type = _CONSUMER_BACKBONES[consumer]
+    if scope != 'mmpretrain':  # registers StrictMAE / ViTDetBackbone
+        importlib.import_module(f'{__package__}.{scope}')
+    if config is not None:
+        cfg = _backbone_cfg_from_config(config, backbone_type)
+    else:
+        cfg = _default_backbone_cfg(consumer, arch)
+    if init_cfg is not None:
+        cfg['init_cfg'] = init_cfg
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        return registry.build(cfg)
+
+
+def _check_accounted(consumer: str, path: str, arch: Dict[str, int],
+                     config: Optional[str]) -> _Check:
+    """Load through an accounting backbone's own ``init_weights``."""
+    backbone = _build_backbone(consumer, arch, config,
+                               dict(type='Pretrained', checkpoint=path))
     backbone.init_weights()
-    return ('ViTDetBackbone', backbone.pretrained_report,
+    return (type(backbone).__name__, backbone.pretrained_report,
             backbone.allowed_missing, backbone.allowed_unexpected)
 
 
@@ -227,34 +238,12 @@ def mmpretrain_vit_allowed_keys(
 
 def _check_mmpretrain(path: str, arch: Dict[str, int],
                       config: Optional[str]) -> _Check:
+    """Account for what mmengine's ``Pretrained`` init would load."""
     from mmengine.runner.checkpoint import _load_checkpoint_with_prefix
-    from mmpretrain.models.utils import resize_pos_embed
-    from mmpretrain.registry import MODELS
-    if config is not None:
-        cfg = _backbone_cfg_from_config(config, 'VisionTransformer')
-    else:
-        cfg = dict(
-            type='VisionTransformer',
-            arch=dict(
-                embed_dims=arch['embed_dims'],
-                num_layers=arch['num_layers'],
-                num_heads=_heads_for(arch['embed_dims']),
-                feedforward_channels=arch['feedforward_channels']),
-            img_size=arch['img_size'],
-            patch_size=arch['patch_size'],
-            in_channels=arch['in_channels'],
-            out_type='cls_token',
-            final_norm=True)
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        backbone = MODELS.build(cfg)
+    backbone = _build_backbone('mmpretrain', arch, config)
     # What mmengine's ``Pretrained`` init with prefix "backbone." reads.
     state_dict = _load_checkpoint_with_prefix('backbone.', path, 'cpu')
-    if 'pos_embed' in state_dict and (state_dict['pos_embed'].shape !=
-                                      backbone.pos_embed.shape):
-        grid = int(round((state_dict['pos_embed'].shape[1] - 1)**0.5))
-        state_dict['pos_embed'] = resize_pos_embed(
-            state_dict['pos_embed'], (grid, grid), backbone.patch_resolution,
-            backbone.interpolate_mode, backbone.num_extra_tokens)
+    resize_vit_pos_embed(state_dict, backbone)
     allowed_missing, allowed_unexpected = mmpretrain_vit_allowed_keys(
         backbone)
     report = account_keys(backbone.state_dict(), state_dict)
@@ -263,11 +252,6 @@ def _check_mmpretrain(path: str, arch: Dict[str, int],
     return 'VisionTransformer', report, allowed_missing, allowed_unexpected
 
 
-_CHECKS: Dict[str, Callable] = {
-    'mmpretrain': _check_mmpretrain,
-    'mmseg': _check_mmseg,
-    'timm': _check_timm,
-}
 
 
 def convert_checkpoint(src: str,
@@ -315,8 +299,12 @@ def convert_checkpoint(src: str,
         os.makedirs(osp.dirname(dst), exist_ok=True)
     torch.save(checkpoint, dst)
     try:
-        checked_by, report, allowed_missing, allowed_unexpected = _CHECKS[
-            consumer](dst, infer_vit_arch(encoder.state_dict), config)
+        arch = infer_vit_arch(encoder.state_dict)
+        if consumer == 'mmpretrain':
+            check = _check_mmpretrain(dst, arch, config)
+        else:
+            check = _check_accounted(consumer, dst, arch, config)
+        checked_by, report, allowed_missing, allowed_unexpected = check
     except Exception:
         os.remove(dst)
         raise
@@ -330,17 +318,37 @@ def convert_checkpoint(src: str,
         allowed_unexpected=tuple(allowed_unexpected))
 
 
+#: What each converter script is for, the first line of its ``--help``.
+CONVERTER_TITLES: Dict[str, str] = {
+    'mmpretrain': 'mmpretrain fine-tuning / linear probing',
+    'mmseg': 'mmsegmentation (UPerNet ViT on ADE20K)',
+    'timm': 'the official-MAE / timm layout (ViTDet)',
+}
+
+_CONVERTER_HELP = """Convert an EHM checkpoint for {title}.
+
+Extracts the student encoder of an EHM checkpoint (or the EMA teacher with
+--source teacher), drops the decoder, mask token, head and the other encoder
+copy, writes the {consumer} layout ({layout}) and loads the result into the
+consumer's backbone, printing the loaded / missing / unexpected counts. The
+command fails (and writes nothing) if any key is unaccounted for.
+
+Example:
+    python tools/model_converters/ehm2{consumer}.py \\
+        work_dirs/ehm_pretrain/epoch_300.pth \\
+        pretrain/ehm_vit-base-p16_{consumer}.pth
+"""
+
+
 def converter_main(consumer: str,
-                   description: str,
                    argv: Optional[List[str]] = None) -> ConversionResult:
-    """The command line shared by ``tools/model_converters/ehm2*.py``.
+    """The command line of ``tools/model_converters/ehm2<consumer>.py``.
 
     ``SRC DST [--source student|teacher] [--config CFG]``: converts with
     :func:`convert_checkpoint` and prints the key accounting.
 
     Args:
         consumer (str): The target layout, a key of :data:`CONSUMERS`.
-        description (str): The script's help text.
         argv (List[str], optional): Arguments; None means ``sys.argv``.
             Defaults to None.
 
@@ -349,7 +357,10 @@ def converter_main(consumer: str,
     """
     import argparse
     parser = argparse.ArgumentParser(
-        description=description,
+        description=_CONVERTER_HELP.format(
+            title=CONVERTER_TITLES[consumer],
+            consumer=consumer,
+            layout=CONSUMERS[consumer]),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('src', help='EHM (or MAE) checkpoint to convert')
     parser.add_argument('dst', help='where to write the converted weights')

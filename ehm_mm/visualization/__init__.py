@@ -2,12 +2,17 @@
 from .hierarchy_drawing import (
     draw_mask,
     draw_partition,
+    hierarchy_figure,
     hierarchy_row,
     node_palette,
+    partition_panel,
+    put_title,
+    side_by_side,
     stack_rows,
 )
 
 __all__ = [
-    'draw_mask', 'draw_partition', 'hierarchy_row', 'node_palette',
+    'draw_mask', 'draw_partition', 'hierarchy_figure', 'hierarchy_row',
+    'node_palette', 'partition_panel', 'put_title', 'side_by_side',
     'stack_rows'
 ]

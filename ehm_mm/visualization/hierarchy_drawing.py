@@ -118,6 +118,24 @@ def put_title(panel: np.ndarray, text: str) -> np.ndarray:
     return panel
 
 
+def partition_panel(image: np.ndarray, ancestors: np.ndarray,
+                    level: int) -> np.ndarray:
+    """The partition at one level, titled with its node count.
+
+    Args:
+        image (numpy.ndarray): ``[H, W, 3]`` uint8 RGB image.
+        ancestors (numpy.ndarray): ``[L, h, w]`` ancestor ids per level.
+        level (int): The level to draw.
+
+    Returns:
+        numpy.ndarray: ``[H, W, 3]`` uint8 panel.
+    """
+    nodes = len(np.unique(ancestors[level]))
+    return put_title(
+        draw_partition(image, ancestors[level]),
+        f'level {level}: {nodes} nodes')
+
+
 def hierarchy_row(image: np.ndarray,
                   ancestors: np.ndarray,
                   mask: np.ndarray,
@@ -146,18 +164,44 @@ def hierarchy_row(image: np.ndarray,
     big = np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
     top = ancestors.shape[0] - 1
     panels = [put_title(big, 'input')]
-    for level in levels:
-        lvl = min(level, top)
-        nodes = len(np.unique(ancestors[lvl]))
-        panels.append(
-            put_title(
-                draw_partition(big, ancestors[lvl]),
-                f'level {lvl}: {nodes} nodes'))
+    panels += [
+        partition_panel(big, ancestors, min(level, top)) for level in levels
+    ]
     depth = min(int(depth), top)
     panels.append(
         put_title(
             draw_mask(big, mask, ancestors[depth]), f'mask, depth {depth}'))
-    return _concat(panels, axis=1)
+    return side_by_side(panels)
+
+
+def hierarchy_figure(image: np.ndarray, ancestors: np.ndarray,
+                     masks: Sequence[Tuple[int, np.ndarray]]) -> np.ndarray:
+    """Two rows for one image: every level of its tree, then masks.
+
+    The first row shows the image and the partition at every level up to
+    the first with a single node; the second the image and each mask with
+    the outlines of the nodes at its depth.
+
+    Args:
+        image (numpy.ndarray): ``[H, W, 3]`` uint8 RGB image at panel size.
+        ancestors (numpy.ndarray): ``[L, h, w]`` ancestor ids per level.
+        masks (Sequence[Tuple[int, numpy.ndarray]]): ``(depth, [h, w]
+            mask)`` pairs, nonzero = masked.
+
+    Returns:
+        numpy.ndarray: The figure, uint8 RGB.
+    """
+    top = [put_title(image, 'input')]
+    for level in range(ancestors.shape[0]):
+        top.append(partition_panel(image, ancestors, level))
+        if len(np.unique(ancestors[level])) == 1:
+            break
+    bottom = [put_title(image, 'masks')]
+    bottom += [
+        put_title(draw_mask(image, mask, ancestors[depth]), f'depth {depth}')
+        for depth, mask in masks
+    ]
+    return stack_rows([side_by_side(top), side_by_side(bottom)])
 
 
 def _concat(arrays: List[np.ndarray], axis: int, gap: int = 4) -> np.ndarray:
@@ -172,13 +216,30 @@ def _concat(arrays: List[np.ndarray], axis: int, gap: int = 4) -> np.ndarray:
     return np.concatenate(parts, axis=axis)
 
 
-def stack_rows(rows: List[np.ndarray]) -> np.ndarray:
-    """Stack rows of equal width vertically with white gaps.
+def side_by_side(panels: List[np.ndarray]) -> np.ndarray:
+    """Put panels of equal height side by side with white gaps.
 
     Args:
-        rows (list[numpy.ndarray]): ``[H_i, W, 3]`` uint8 rows.
+        panels (list[numpy.ndarray]): ``[H, W_i, 3]`` uint8 panels.
 
     Returns:
-        numpy.ndarray: The figure, uint8 RGB.
+        numpy.ndarray: The row, uint8 RGB.
     """
+    return _concat(panels, axis=1)
+
+
+def stack_rows(rows: List[np.ndarray]) -> np.ndarray:
+    """Stack rows vertically with white gaps, padding narrow rows white.
+
+    Args:
+        rows (list[numpy.ndarray]): ``[H_i, W_i, 3]`` uint8 rows.
+
+    Returns:
+        numpy.ndarray: The figure, uint8 RGB, as wide as the widest row.
+    """
+    width = max(row.shape[1] for row in rows)
+    rows = [
+        np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)),
+               constant_values=255) for row in rows
+    ]
     return _concat(rows, axis=0)

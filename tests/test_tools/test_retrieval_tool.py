@@ -96,7 +96,7 @@ def make_revisited(root: str, name: str) -> None:
 
 def make_copydays(root: str) -> None:
     """All 20 standard blocks; strong = crop + rescale + re-encode."""
-    from ehm_mm.datasets.retrieval import COPYDAYS_BLOCKS
+    from ehm_mm.retrieval.datasets import COPYDAYS_BLOCKS
     for s in range(NUM_SCENES):
         base = scene(s)
         name = f'2{s:03d}00.jpg'

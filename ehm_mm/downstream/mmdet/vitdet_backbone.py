@@ -118,14 +118,12 @@ class ViTDetBackbone(AccountedPretrainedMixin, ViTSAM):
             Defaults to ``'bicubic'``.
         layer_cfgs (dict | Sequence[dict]): Extra arguments for every (or
             each) block. Defaults to ``dict()``.
-        checkpoint_source (str): Encoder to take from an EHM checkpoint,
-            ``'student'`` or ``'teacher'``. Defaults to ``'student'``.
-        allowed_missing (Sequence[str], optional): Regular expressions for
-            model weights the checkpoint may lack. Defaults to None, i.e.
-            :attr:`NEW_WEIGHTS`.
-        allowed_unexpected (Sequence[str], optional): Regular expressions
-            for checkpoint weights the model may ignore. Defaults to None,
-            i.e. :attr:`UNUSED_WEIGHTS`.
+        checkpoint_source (str): ``'student'`` or ``'teacher'`` encoder of
+            an EHM checkpoint. Defaults to ``'student'``.
+        allowed_missing (Sequence[str], optional): New weights (regular
+            expressions); None means :attr:`NEW_WEIGHTS`. Defaults to None.
+        allowed_unexpected (Sequence[str], optional): Unused pretrained
+            weights; None means :attr:`UNUSED_WEIGHTS`. Defaults to None.
         init_cfg (dict, optional): Initialization config.
             Defaults to None.
     """
@@ -203,11 +201,8 @@ class ViTDetBackbone(AccountedPretrainedMixin, ViTSAM):
         if frozen_stages > 0:
             self._freeze_stages()
 
-        self._init_accounting(
-            checkpoint_source,
-            self.NEW_WEIGHTS if allowed_missing is None else allowed_missing,
-            self.UNUSED_WEIGHTS
-            if allowed_unexpected is None else allowed_unexpected)
+        self._init_accounting(checkpoint_source, allowed_missing,
+                              allowed_unexpected)
 
     def _grid_pos_embed(self, pos_embed: Tensor) -> Tensor:
         """Turn an MAE position embedding into this model's grid layout.
@@ -248,11 +243,7 @@ class ViTDetBackbone(AccountedPretrainedMixin, ViTSAM):
                          state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Put the pretrained position embedding on this backbone's grid.
 
-        Args:
-            state_dict (Dict[str, Tensor]): The pretrained encoder.
-
-        Returns:
-            Dict[str, Tensor]: The weights to load.
+        See :meth:`AccountedPretrainedMixin.adapt_pretrained`.
         """
         if 'pos_embed' in state_dict:
             with torch.no_grad():

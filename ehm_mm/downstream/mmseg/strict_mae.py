@@ -74,21 +74,16 @@ class StrictMAE(AccountedPretrainedMixin, MAE):
                  allowed_unexpected: Optional[Sequence[str]] = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        if allowed_unexpected is None:
-            allowed_unexpected = () if self.final_norm else self.FINAL_NORM
-        self._init_accounting(
-            checkpoint_source,
-            self.NEW_WEIGHTS if allowed_missing is None else allowed_missing,
-            allowed_unexpected)
+        if allowed_unexpected is None and not self.final_norm:
+            allowed_unexpected = self.FINAL_NORM
+        self._init_accounting(checkpoint_source, allowed_missing,
+                              allowed_unexpected)
 
     def adapt_pretrained(self,
                          state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """Resize the patch positions (mmseg's own bicubic resize, CLS kept).
+        """Resize the patch positions with mmseg's own bicubic resize.
 
-        Args:
-            state_dict (Dict[str, Tensor]): The pretrained encoder.
-
-        Returns:
-            Dict[str, Tensor]: The weights to load.
+        The CLS slot is kept; see
+        :meth:`AccountedPretrainedMixin.adapt_pretrained`.
         """
         return self.resize_abs_pos_embed(state_dict)
