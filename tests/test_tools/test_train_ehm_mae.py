@@ -14,6 +14,7 @@ from mmengine.runner import Runner
 from mmengine.visualization import Visualizer
 
 import ehm_mm  # noqa: F401
+from ehm_mm.utils import launch
 
 TINY = osp.join(
     osp.dirname(__file__), '..', 'data', 'configs', 'ehm_mae_tiny_cpu.py')
@@ -31,6 +32,8 @@ def trained(tmp_path_factory):
     # globals it creates are dropped afterwards so later tests start clean.
     cfg.experiment_name = f'ehm_e2e_{uuid.uuid4().hex[:8]}'
     cfg.randomness.deterministic = False
+    # What tools/train.py does for configs inheriting through `pkg::`.
+    launch.drop_collate_fn_scope(cfg)
     managed = (DefaultScope, MessageHub, MMLogger, Visualizer)
     before = {cls: set(cls._instance_dict) for cls in managed}
     try:
