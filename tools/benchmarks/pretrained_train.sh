@@ -14,9 +14,7 @@ if [[ $# -lt 3 ]]; then
   echo "usage: bash $0 CONFIG PRETRAIN GPUS [train.py options]" >&2
   exit 2
 fi
-CONFIG=$1
-PRETRAIN=$2
-GPUS=$3
+CONFIG=$1 PRETRAIN=$2 GPUS=$3
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS_DIR="$(cd "${BENCH_DIR}/.." && pwd)"
 if [[ ! -f "${CONFIG}" ]]; then

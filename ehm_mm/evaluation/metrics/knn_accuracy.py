@@ -98,9 +98,9 @@ class KNNAccuracy(BaseMetric):
         """Store the feature and label of each sample.
 
         Args:
-            data_batch (dict): The batch from the dataloader (unused).
-            data_samples (Sequence[dict]): Predictions with a feature and
-                ``gt_label``.
+            data_batch (dict): Unused; the predictions carry everything.
+            data_samples (Sequence[dict]): Predictions, each with the
+                ``feature_key`` field and ``gt_label``.
         """
         for sample in data_samples:
             for key in (self.feature_key, 'gt_label'):
