@@ -108,16 +108,19 @@ def build_model(args: argparse.Namespace) -> Tuple[nn.Module, nn.Module]:
     return model, encoder
 
 
-def find_masking(model: nn.Module,
-                 mask_ratio: Optional[float]) -> EvolvedHierarchicalMasking:
+def find_masking(model: nn.Module, mask_ratio: Optional[float],
+                 grid: Tuple[int, int]) -> EvolvedHierarchicalMasking:
     """The model's own mask generator, or a default one."""
     for module in model.modules():
         if isinstance(module, EvolvedHierarchicalMasking):
             if mask_ratio is None:
                 return module
             return EvolvedHierarchicalMasking(
-                mask_ratio=mask_ratio, hierarchy_cfg=module.hierarchy_cfg)
-    return EvolvedHierarchicalMasking(mask_ratio=mask_ratio or 0.75)
+                grid, mask_ratio=mask_ratio, d_max=0.0,
+                hierarchy_cfg=module.hierarchy_cfg)
+    # The depths are given explicitly here: the schedule is unused.
+    return EvolvedHierarchicalMasking(
+        grid, mask_ratio=mask_ratio or 0.75, d_max=0.0)
 
 
 def load_images(paths: Sequence[str],
@@ -163,8 +166,8 @@ def affinity_fn(model: nn.Module, encoder: nn.Module,
 def main(argv: Optional[Sequence[str]] = None) -> List[str]:
     args = parse_args(argv)
     model, encoder = build_model(args)
-    masking = find_masking(model, args.mask_ratio).to(args.device)
     grid = tuple(int(s) for s in encoder.patch_resolution)
+    masking = find_masking(model, args.mask_ratio, grid).to(args.device)
     patch = encoder.patch_embed.projection.kernel_size
     size = (grid[0] * patch[0], grid[1] * patch[1])
     images = load_images(args.images, size)
@@ -174,8 +177,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[str]:
     results = []
     for depth in args.depths:
         gen = torch.Generator(device=args.device).manual_seed(args.seed)
-        results.append(masking(affinity, grid, depth=depth, generator=gen))
-    tree = results[0].hierarchy
+        results.append(masking(affinity, depth=depth, generator=gen))
+    tree = masking.hierarchy(affinity)  # every level, to draw
     ancestors = tree.ancestors.view(len(images), -1, *grid).cpu().numpy()
     os.makedirs(args.out_dir, exist_ok=True)
     written = []

@@ -11,9 +11,11 @@ ehm_mae_model = dict(
     # Same encoder as MAEViT (same state-dict keys); it takes its mask
     # from the EHM generator instead of drawing it.
     backbone=dict(type='EHMMAEViT'),
-    # mask_ratio is taken from the backbone (0.75).
+    # The one owner of the mask ratio (the backbone's is unused); the
+    # patch grid comes from the backbone.
     masking=dict(
         type='EvolvedHierarchicalMasking',
+        mask_ratio=0.75,
         d_min=0.0,  # patch level at the start: MAE random masking
         d_max=5.0,  # ~6-patch nodes of the 14 x 14 grid at the end
         schedule='linear'),

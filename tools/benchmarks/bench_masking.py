@@ -1,34 +1,42 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-"""Throughput of EHM hierarchy + mask generation on the current device.
+"""Throughput and operator launches of EHM hierarchy + mask generation.
 
-Prints, for a batch of patch affinities (B = 256, N = 14 x 14 by default):
+Prints, for a batch of patch affinities (B = 256, N = 14 x 14 by default),
+masks cut at depth ``d`` (``--depth``, stochastically rounded per image):
 
-* images/s of ``EvolvedHierarchicalMasking`` (tree building + masks),
-* images/s of mmpretrain's ``MAEViT.random_masking`` in the same run,
+* operator launches per call (``torch.profiler`` count of top-level aten
+  operators, each about one kernel launch on a GPU; all aten events in
+  brackets) of ``build_hierarchy`` with the levels the masks use (static
+  shapes, the accelerator path), of the whole tree, and of the masking
+  module's forward;
+* images/s of ``EvolvedHierarchicalMasking`` (tree + masks) and of the tree
+  alone, and of mmpretrain's ``MAEViT.random_masking`` in the same run;
+* with ``--compile``, the same for ``hierarchy_cfg.compile=True``;
 * images/s of the teacher affinity (``attention_affinity`` of a ViT-B/16,
-  all 12 layers; the other per-step cost EHM adds, shown for reference),
-* the seconds per image of one mmpretrain MAE ViT-B/16 training step
-  (forward, backward, AdamW) and the fraction of it the masking costs.
+  all 12 layers) and the seconds of one mmpretrain MAE ViT-B/16 training
+  step (forward, backward, AdamW), and the fraction of it the masking costs.
 
 The affinities are cosine similarities of a spatially smoothed random
 feature map, a stand-in with the local coherence of attention maps.
 
 Example::
 
-    python tools/benchmarks/bench_masking.py
+    python tools/benchmarks/bench_masking.py --threads 1
     python tools/benchmarks/bench_masking.py --device cuda --step-batch 64
 """
 import argparse
+import math
 import time
-from typing import Callable
+from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmpretrain.models import MAEViT
 from mmpretrain.registry import MODELS
+from torch.profiler import ProfilerActivity, profile
 
 import ehm_mm  # noqa: F401  (registers EvolvedHierarchicalMasking)
-from ehm_mm.models.masking import attention_affinity
+from ehm_mm.models.masking import attention_affinity, build_hierarchy
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,6 +55,9 @@ def parse_args() -> argparse.Namespace:
                         help='timed calls per measurement (default 5)')
     parser.add_argument('--depth', type=float, default=2.5,
                         help='continuous masking depth d (default 2.5)')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time hierarchy_cfg.compile=True '
+                        '(torch.compile; CUDA graphs on CUDA)')
     parser.add_argument('--step-batch', type=int, default=None,
                         help='batch of the ViT-B MAE step (default 8 on '
                         'CPU, 128 on accelerators)')
@@ -84,6 +95,29 @@ def timed(fn: Callable[[], object], repeats: int,
     return sorted(times)[len(times) // 2]
 
 
+def operator_launches(fn: Callable[[], object]) -> Tuple[int, int]:
+    """aten operators one call runs: ``(top-level, all)``.
+
+    Top-level operators are those not called from inside another aten
+    operator, about one kernel launch each on a GPU (a CPU-measurable proxy
+    of the launch overhead).
+
+    Args:
+        fn (Callable): The call, already warmed up.
+
+    Returns:
+        Tuple[int, int]: The top-level and the total aten event counts.
+    """
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.events() if e.name.startswith('aten::')]
+    top = [
+        e for e in events if e.cpu_parent is None
+        or not e.cpu_parent.name.startswith('aten::')
+    ]
+    return len(top), len(events)
+
+
 def mae_vit_b_step(batch: int, repeats: int, device: torch.device) -> float:
     """Seconds of one mmpretrain MAE ViT-B/16 training step."""
     model = MODELS.build(
@@ -118,28 +152,65 @@ def main() -> None:
         'cuda' if torch.cuda.is_available() else 'cpu'))
     h, w = args.grid
     batch, num = args.batch_size, h * w
+    levels = math.ceil(args.depth)
     print(f'device: {device}, torch {torch.__version__}, '
           f'{torch.get_num_threads()} CPU threads')
-
     affinity = smooth_affinity(batch, h, w, device)
-    masking = MODELS.build(
-        dict(type='EvolvedHierarchicalMasking', mask_ratio=0.75,
-             d_min=args.depth, d_max=args.depth, schedule='constant'))
-    t_ehm = timed(lambda: masking(affinity, (h, w), progress=0.5),
-                  args.repeats, device)
-    t_tree = timed(lambda: ehm_mm.build_hierarchy(affinity, (h, w)),
-                   args.repeats, device)
+
+    def masking(**hierarchy_cfg):
+        return MODELS.build(
+            dict(type='EvolvedHierarchicalMasking', grid_size=(h, w),
+                 mask_ratio=0.75, d_min=args.depth, d_max=args.depth,
+                 schedule='constant', hierarchy_cfg=hierarchy_cfg))
+
+    static = masking(compact=False)
+    calls = {
+        'tree, static, levels used':
+        lambda: build_hierarchy(
+            affinity, (h, w), num_levels=levels, compact=False),
+        'whole tree, static (all levels)':
+        lambda: build_hierarchy(affinity, (h, w), compact=False),
+        'tree + masks, static (module)':
+        lambda: static(affinity, progress=0.5),
+    }
+    print(f'B = {batch}, grid {h}x{w} (N = {num}), depth d = {args.depth} '
+          f'({levels} levels used)')
+    print('operator launches per call (top-level aten ops [all aten ops]):')
+    for name, call in calls.items():
+        call()
+        top, total = operator_launches(call)
+        print(f'  {name:32}: {top:6d} [{total}]')
+    tree = build_hierarchy(affinity, (h, w))
+    counts = tree.num_nodes.float().mean(0).tolist()
+    print('mean node count per level: ' +
+          ' '.join(f'{c:.1f}' for c in counts))
+
+    default = masking()
+    t_ehm = timed(lambda: default(affinity, progress=0.5), args.repeats,
+                  device)
+    t_tree = timed(
+        lambda: build_hierarchy(affinity, (h, w), num_levels=levels),
+        args.repeats, device)
+    t_static = timed(calls['tree + masks, static (module)'], args.repeats,
+                     device)
     mae_tokens = torch.randn(batch, num, 768, device=device)
     t_random = timed(lambda: MAEViT.random_masking(None, mae_tokens, 0.75),
                      args.repeats, device)
-    tree = ehm_mm.build_hierarchy(affinity, (h, w))
-    counts = tree.num_nodes.float().mean(0).tolist()
-    print(f'B = {batch}, grid {h}x{w} (N = {num}), depth d = {args.depth}')
-    print('mean node count per level: ' +
-          ' '.join(f'{c:.1f}' for c in counts))
     print(f'EHM hierarchy + masks : {batch / t_ehm:10.0f} images/s '
           f'({t_ehm * 1e3:.1f} ms per batch; tree alone '
-          f'{t_tree * 1e3:.1f} ms)')
+          f'{t_tree * 1e3:.1f} ms; static shapes {t_static * 1e3:.1f} ms)')
+    if args.compile:
+        compiled = masking(compact=False, compile=True)
+        start = time.perf_counter()
+        compiled(affinity, progress=0.5)
+        first = time.perf_counter() - start
+        t_comp = timed(lambda: compiled(affinity, progress=0.5),
+                       args.repeats, device)
+        top, total = operator_launches(lambda: compiled(affinity,
+                                                        progress=0.5))
+        print(f'  compiled            : {batch / t_comp:10.0f} images/s '
+              f'({t_comp * 1e3:.1f} ms per batch; first call '
+              f'{first:.1f} s; {top} [{total}] aten ops per call)')
     print(f'MAE random_masking    : {batch / t_random:10.0f} images/s '
           f'({t_random * 1e3:.1f} ms per batch, with the token gather)')
     if args.skip_vit:

@@ -57,10 +57,10 @@ import ehm_mm  # noqa: F401  (registers EHMMAE and the masking)
 from ehm_mm.models.masking import (
     build_hierarchy,
     mask_nodes,
-    min_tree_height,
     stochastic_round,
 )
-from ehm_mm.models.masking.affinity import embed_tokens, resolve_layers
+from ehm_mm.models.masking.affinity import resolve_layers
+from ehm_mm.models.masking.hierarchy import min_tree_height
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_masking import timed  # noqa: E402
@@ -269,30 +269,40 @@ def make_step(model: nn.Module, images: torch.Tensor,
     return step
 
 
-def fused_forward(vit: nn.Module, images: torch.Tensor,
-                  depth: int) -> torch.Tensor:
+class _Stop(Exception):
+    """Ends a forward at a chosen module."""
+
+
+def _forward_until(vit: nn.Module, images: torch.Tensor,
+                   module: nn.Module) -> None:
+    """Inference forward of ``vit`` that stops after ``module`` ran."""
+
+    def stop(*args) -> None:
+        raise _Stop
+
+    handle = module.register_forward_hook(stop)
+    try:
+        with torch.inference_mode():
+            VisionTransformer.forward(vit, images)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+
+
+def fused_forward(vit: nn.Module, images: torch.Tensor, depth: int) -> None:
     """Inference forward of the first ``depth`` layers, fused attention."""
-    with torch.inference_mode():
-        tokens, _ = embed_tokens(vit, images)
-        for layer in vit.layers[:depth]:
-            tokens = layer(tokens)
-    return tokens
+    _forward_until(vit, images, vit.layers[depth - 1])
 
 
-def fused_prefix(vit: nn.Module, images: torch.Tensor,
-                 depth: int) -> torch.Tensor:
+def fused_prefix(vit: nn.Module, images: torch.Tensor, depth: int) -> None:
     """The network part of the teacher call, fused attention.
 
     Layers ``0 .. depth - 2`` and the deepest layer's pre-norm and qkv
     projection: what :func:`attention_affinity` runs besides the attention
     weights.
     """
-    with torch.inference_mode():
-        tokens, _ = embed_tokens(vit, images)
-        for layer in vit.layers[:depth - 1]:
-            tokens = layer(tokens)
-        last = vit.layers[depth - 1]
-        return last.attn.qkv(last.ln1(tokens))
+    _forward_until(vit, images, vit.layers[depth - 1].attn.qkv)
 
 
 def time_components(model: nn.Module, images: torch.Tensor,
@@ -341,10 +351,12 @@ def time_components(model: nn.Module, images: torch.Tensor,
         out['teacher_call'] = timed(
             lambda: model.teacher_affinity(images), repeats, device)
         affinity = model.teacher_affinity(images)
+    levels = math.ceil(masking.depth_at(progress))
     out['hierarchy'] = timed(
-        lambda: build_hierarchy(affinity, grid, **masking.hierarchy_cfg),
-        repeats, device)
-    hierarchy = build_hierarchy(affinity, grid, **masking.hierarchy_cfg)
+        lambda: build_hierarchy(affinity, grid, num_levels=levels,
+                                **masking.hierarchy_cfg), repeats, device)
+    hierarchy = build_hierarchy(affinity, grid, num_levels=levels,
+                                **masking.hierarchy_cfg)
     batch, num = affinity.shape[:2]
 
     def masks() -> None:

@@ -151,9 +151,11 @@ class HierarchyVisualizationHook(Hook):
         generator = torch.Generator(device=inputs.device)
         generator.manual_seed(self.seed)
         progress = model.current_progress()
-        masks = model.generate_masks(inputs, progress, generator=generator)
+        affinity = model.teacher_affinity(inputs)
+        masks = model.masking(affinity, progress=progress, generator=generator)
+        tree = model.masking.hierarchy(affinity)  # every level, to draw
         h, w = model.grid_size
-        ancestors = masks.hierarchy.ancestors.reshape(
+        ancestors = tree.ancestors.reshape(
             inputs.shape[0], -1, h, w).cpu().numpy()
         mask = masks.mask.reshape(-1, h, w).cpu().numpy()
         depth = masks.depth.cpu().numpy()

@@ -2,8 +2,9 @@
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-from mmpretrain.models import MAEViT, VisionTransformer
+from mmpretrain.models import MAEViT
 from mmpretrain.registry import MODELS
+from torch import Tensor
 
 
 @MODELS.register_module()
@@ -11,10 +12,11 @@ class EHMMAEViT(MAEViT):
     """MAE ViT whose token mask may be given from outside.
 
     mmpretrain's :class:`~mmpretrain.models.MAEViT` draws its random mask
-    inside ``forward``. This subclass also accepts a mask computed elsewhere
-    (for instance by ``EvolvedHierarchicalMasking`` from a teacher's
-    attention) and otherwise behaves exactly like ``MAEViT``; it adds no
-    parameters, so its state dict has exactly ``MAEViT``'s keys.
+    in ``random_masking``, called by its ``forward``. This subclass
+    overrides ``random_masking`` to use a mask given to ``forward`` (for
+    instance by ``EvolvedHierarchicalMasking`` from a teacher's attention)
+    and otherwise is exactly ``MAEViT``; it adds no parameters, so its
+    state dict has exactly ``MAEViT``'s keys.
 
     Args:
         arch (str | dict): Vision Transformer architecture. Defaults to
@@ -23,7 +25,8 @@ class EHMMAEViT(MAEViT):
             divisible by ``patch_size``. Defaults to 224.
         patch_size (int): The patch size. Defaults to 16.
         **kwargs: Other arguments of :class:`~mmpretrain.models.MAEViT`
-            (``mask_ratio``, ``drop_path_rate``, ``init_cfg``, ...).
+            (``mask_ratio`` of its own random masking, ``drop_path_rate``,
+            ``init_cfg``, ...).
     """
 
     def __init__(self,
@@ -50,47 +53,115 @@ class EHMMAEViT(MAEViT):
                              f'{mask_ratio}')
         super().__init__(
             arch=arch, img_size=img_size, patch_size=patch_size, **kwargs)
+        self._given = None  # (mask, ids_restore, ids_keep) during forward
 
-    def mask_tokens(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor,
-        ids_restore: Optional[torch.Tensor] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Keep the visible tokens of a given mask.
+    def random_masking(self,
+                       x: Tensor,
+                       mask_ratio: float = 0.75
+                       ) -> Tuple[Tensor, Tensor, Tensor]:
+        """MAE's random masking, or the mask given to :meth:`forward`.
 
         Args:
-            x (torch.Tensor): Patch tokens ``[B, N, C]``.
-            mask (torch.Tensor): ``[B, N]``, nonzero = masked; every image
-                must mask the same number of tokens.
-            ids_restore (torch.Tensor, optional): ``[B, N]`` as in
-                ``MAEViT.random_masking``: the position of each patch in the
-                shuffled order whose first ``N - num_masked`` entries are the
-                visible patches. Defaults to None, which means the visible
-                patches in raster order.
+            x (Tensor): Patch tokens ``[B, N, C]``.
+            mask_ratio (float): Ratio of MAE's random masking.
+                Defaults to 0.75.
 
         Returns:
-            Tuple[torch.Tensor, torch.Tensor]: The visible tokens
-            ``[B, N_keep, C]`` and ``ids_restore`` ``[B, N]``.
+            Tuple[Tensor, Tensor, Tensor]: The visible tokens
+            ``[B, N_keep, C]``, the mask ``[B, N]`` (float, 1 = masked) and
+            ``ids_restore`` ``[B, N]``.
         """
-        B, N, C = x.shape
-        if mask.shape != (B, N):
-            raise ValueError(f'mask must have shape {(B, N)} (batch, '
-                             f'patches), got {tuple(mask.shape)}')
-        if ids_restore is not None and ids_restore.shape != (B, N):
-            raise ValueError(f'ids_restore must have shape {(B, N)}, '
-                             f'got {tuple(ids_restore.shape)}')
+        if self._given is None:
+            return super().random_masking(x, mask_ratio)
+        mask, ids_restore, ids_keep = self._given
+        visible = x.gather(1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))
+        return visible, mask, ids_restore  # [B, N_keep, C]
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Union[bool, None, Tensor] = True,
+        ids_restore: Optional[Tensor] = None,
+        ids_keep: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Encode images, masking tokens as asked.
+
+        Args:
+            x (Tensor): Images ``[B, C, H, W]``.
+            mask (bool | Tensor | None): ``None`` or ``False`` runs the
+                plain ViT on all tokens (returns
+                ``VisionTransformer.forward``'s output). ``True`` draws
+                MAE's random mask with ``self.mask_ratio``. A ``[B, N]``
+                tensor (nonzero = masked) is used as the mask. Defaults to
+                True.
+            ids_restore (Tensor, optional): With a tensor ``mask``, the
+                position of each patch in the shuffled order whose first
+                ``N_keep`` entries are the visible patches, as in
+                ``MAEViT.random_masking``. Defaults to None, which means the
+                visible patches in raster order.
+            ids_keep (Tensor, optional): With ``mask`` and ``ids_restore``,
+                the visible patches ``[B, N_keep]`` (e.g.
+                ``MaskingResult.ids_keep``). The three are then trusted and
+                nothing is read from the device; without it the mask is
+                checked on the host (equal counts, order). Defaults to None.
+
+        Returns:
+            Tuple[Tensor, Tensor, Tensor]: As ``MAEViT.forward``: hidden
+            features of the CLS and visible tokens ``[B, 1 + N_keep, C]``,
+            the mask ``[B, N]`` (float, 1 = masked) and ``ids_restore``
+            ``[B, N]``.
+        """
+        if not isinstance(mask, Tensor):
+            if ids_restore is not None or ids_keep is not None:
+                raise ValueError(
+                    'ids_restore needs a mask tensor (so does ids_keep)')
+            if mask is None or mask is False:
+                return super(MAEViT, self).forward(x)
+            if mask is not True:
+                raise TypeError('mask must be a bool, None or a [B, N] '
+                                f'tensor, got {type(mask).__name__}')
+            return super().forward(x, mask=True)
+        self._given = self._check_mask(x.shape[0], mask, ids_restore,
+                                       ids_keep)
+        try:
+            return super().forward(x, mask=True)
+        finally:
+            self._given = None
+
+    def _check_mask(self, batch: int, mask: Tensor,
+                    ids_restore: Optional[Tensor],
+                    ids_keep: Optional[Tensor]
+                    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Shape-check a given mask; derive and check the order if needed.
+
+        Returns:
+            Tuple[Tensor, Tensor, Tensor]: ``mask`` (float), ``ids_restore``
+            and ``ids_keep``.
+        """
+        num = self.num_patches
+        for name, value in (('mask', mask), ('ids_restore', ids_restore)):
+            if value is not None and value.shape != (batch, num):
+                raise ValueError(f'{name} must have shape {(batch, num)} '
+                                 f'(batch, patches), got '
+                                 f'{tuple(value.shape)}')
+        if ids_keep is not None:
+            if ids_restore is None:
+                raise ValueError('ids_keep needs ids_restore')
+            if ids_keep.dim() != 2 or ids_keep.shape[0] != batch:
+                raise ValueError(f'ids_keep must be [{batch}, N_keep], got '
+                                 f'{tuple(ids_keep.shape)}')
+            return (mask != 0).float(), ids_restore, ids_keep
+        # Checked path: one host read for all the checks.
         masked = mask != 0
-        num_masked = masked.sum(dim=1)
+        num_masked = masked.sum(dim=1)  # [B]
         uneven = (num_masked != num_masked[0]).any()
         if ids_restore is None:
             misordered = torch.zeros_like(uneven)
         else:
             # visible first: exactly the visible patches sit before the
             # image's visible count in the shuffled order
-            num_visible = (N - num_masked)[:, None]
+            num_visible = (num - num_masked)[:, None]
             misordered = ((ids_restore < num_visible) == masked).any()
-        # One host read for all the checks (a device sync on accelerators).
         uneven, misordered, first = torch.stack(
             [uneven.long(), misordered.long(), num_masked[0]]).tolist()
         if uneven:
@@ -99,60 +170,10 @@ class EHMMAEViT(MAEViT):
         if misordered:
             raise ValueError('ids_restore does not put the visible patches '
                              'of mask first')
-        num_keep = N - first
         if ids_restore is None:
             # Stable sort: visible patches first, in raster order.
             ids_shuffle = torch.argsort(masked.byte(), dim=1, stable=True)
             ids_restore = torch.argsort(ids_shuffle, dim=1)
         else:
             ids_shuffle = torch.argsort(ids_restore, dim=1)
-        ids_keep = ids_shuffle[:, :num_keep]
-        x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, C))
-        return x, ids_restore
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        mask: Union[bool, None, torch.Tensor] = True,
-        ids_restore: Optional[torch.Tensor] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Encode images, masking tokens as asked.
-
-        Args:
-            x (torch.Tensor): Images ``[B, C, H, W]``.
-            mask (bool | torch.Tensor | None): ``None`` or ``False`` runs the
-                plain ViT on all tokens (returns
-                ``VisionTransformer.forward``'s output). ``True`` draws
-                MAE's random mask with ``self.mask_ratio``. A ``[B, N]``
-                tensor (nonzero = masked) is used as the mask. Defaults to
-                True.
-            ids_restore (torch.Tensor, optional): With a tensor ``mask``, the
-                token order to use, see :meth:`mask_tokens`. Defaults to
-                None.
-
-        Returns:
-            Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: As
-            ``MAEViT.forward``: hidden features of the CLS and visible
-            tokens ``[B, 1 + N_keep, C]``, the mask ``[B, N]`` (float,
-            1 = masked) and ``ids_restore`` ``[B, N]``.
-        """
-        if mask is None or mask is False:
-            return VisionTransformer.forward(self, x)
-        if mask is True:
-            if ids_restore is not None:
-                raise ValueError('ids_restore needs a mask tensor')
-            return super().forward(x, mask=True)
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError('mask must be a bool, None or a [B, N] tensor, '
-                            f'got {type(mask).__name__}')
-        B = x.shape[0]
-        x = self.patch_embed(x)[0]
-        # add pos embed w/o cls token
-        x = x + self.pos_embed[:, 1:, :]
-        x, ids_restore = self.mask_tokens(x, mask, ids_restore)
-        cls_token = self.cls_token + self.pos_embed[:, :1, :]
-        x = torch.cat((cls_token.expand(B, -1, -1), x), dim=1)
-        for layer in self.layers:
-            x = layer(x)
-        x = self.norm1(x)
-        return x, (mask != 0).float(), ids_restore
+        return masked.float(), ids_restore, ids_shuffle[:, :num - first]

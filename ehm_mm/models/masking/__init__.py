@@ -1,29 +1,24 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-"""Evolved Hierarchical Masking: affinity, hierarchy, depth and masks.
+"""Evolved Hierarchical Masking, in three files.
 
-Everything here but :class:`EvolvedHierarchicalMasking` (the registered
-mmpretrain module) and the affinity's fast path for mmpretrain's own
-transformer layers depends on torch only.
+* ``hierarchy.py``: Adaptive Hierarchy Establishment (AHE), the per-image
+  binary trees over the patches (torch only);
+* ``evolved_masking.py``: Evolved Mask Generation (EMG), the depth schedule,
+  node masking and the registered ``EvolvedHierarchicalMasking`` module;
+* ``affinity.py``: the patch affinity from a ViT teacher's attention.
 """
-from .affinity import attention_affinity, layer_attention, resolve_layers
-from .depth_schedule import SCHEDULES, DepthSchedule, stochastic_round
-from .evolved_masking import EvolvedHierarchicalMasking
-from .hierarchy import (
-    Hierarchy,
-    build_hierarchy,
-    check_affinity,
-    check_grid_size,
-    default_max_levels,
-    grid_edges,
-    min_tree_height,
-    nonfinite_images,
+from .affinity import attention_affinity
+from .evolved_masking import (
+    DepthSchedule,
+    EvolvedHierarchicalMasking,
+    MaskingResult,
+    mask_nodes,
+    stochastic_round,
 )
-from .node_masking import MaskingResult, mask_nodes, num_masked
+from .hierarchy import Hierarchy, build_hierarchy
 
 __all__ = [
-    'attention_affinity', 'layer_attention', 'resolve_layers', 'SCHEDULES',
-    'DepthSchedule', 'stochastic_round', 'EvolvedHierarchicalMasking',
-    'Hierarchy', 'build_hierarchy', 'check_affinity', 'check_grid_size',
-    'default_max_levels', 'grid_edges', 'min_tree_height',
-    'nonfinite_images', 'MaskingResult', 'mask_nodes', 'num_masked'
+    'attention_affinity', 'build_hierarchy', 'Hierarchy', 'DepthSchedule',
+    'EvolvedHierarchicalMasking', 'MaskingResult', 'mask_nodes',
+    'stochastic_round'
 ]

@@ -3,12 +3,12 @@
 
 Torch only. Every image of a batch gets its own binary tree, built by
 level-synchronous merging of 4-adjacent, similar nodes (design section 2,
-which is this project's reconstruction of the paper's AHE):
+this project's reconstruction of the paper's AHE):
 
 * level 0 holds the ``N`` patches; a merged node is adjacent to whatever its
   members touch on the patch grid;
 * node similarity is average linkage,
-  ``sum_{i in P, j in Q} S_ij / (|P| |Q|)``;
+  ``sum_{i in P, j in Q} S_ij / (|P| |Q|)``, symmetrised;
 * going up one level, every node proposes its most similar free neighbour,
   mutual proposals are matched, and this repeats for ``rounds`` rounds.
   Only pairs whose similarity is within ``tolerance`` (in units of the
@@ -17,14 +17,18 @@ which is this project's reconstruction of the paper's AHE):
   across a strong boundary;
 * each matched pair becomes one parent, an unmatched node is carried up.
 
-All images are processed together: node-by-node affinity sums live in one
+The batch is processed at once: node-by-node affinity sums live in one
 ``[B, K, K]`` tensor, the grid adjacency is one edge list shared by the
 batch, and the only Python loops run over levels and matching rounds.
-Parents sum their children's affinity rows by gathers in a fixed order (no
-atomic adds), so trees are deterministic on every device. On accelerators
-the shapes stay static and a call reads the device twice (the finiteness
-check and the final level count); on CPU, where reading a count costs
-nothing, node and edge dimensions shrink every level (``compact``).
+Parents sum their children's rows and columns by gathers in a fixed order
+(no atomic adds), so trees are deterministic on every device.
+
+Cost: asked for a fixed number of levels (``num_levels``, what mask
+generation does), the shapes are static and nothing is read back to the
+host, so a training step never waits for the device here. Without it,
+levels are added until every tree is one node and the level count is read
+on the host. On CPU, where a host read costs nothing, node and edge
+dimensions shrink every level (``compact``).
 """
 import math
 from dataclasses import dataclass
@@ -39,6 +43,7 @@ _PAIR_BITS = 32
 _PAIR_MASK = (1 << _PAIR_BITS) - 1
 # Two node ids must fit in those bits.
 _MAX_PATCHES = 1 << (_PAIR_BITS // 2)
+_NONE = torch.iinfo(torch.int64).min  # key of an edge that is not offered
 
 
 @dataclass
@@ -84,7 +89,7 @@ class Hierarchy:
         """Tensor: LongTensor ``[B]``, each tree's height.
 
         The index of the first level holding a single node, or ``L - 1``
-        when the levels stopped at ``max_levels`` before that.
+        when the levels stopped before that.
         """
         heights = (self.num_nodes > 1).sum(dim=1)
         return heights.clamp(max=self.num_levels - 1)
@@ -129,6 +134,9 @@ class Hierarchy:
             self.grid_size)
 
 
+# --------------------------------------------------------------------------
+# Validation (shapes and options only: nothing here reads the device)
+# --------------------------------------------------------------------------
 def check_grid_size(grid_size: Sequence[int],
                     num_patches: Optional[int] = None) -> Tuple[int, int]:
     """Validate a patch grid ``(h, w)``.
@@ -149,6 +157,9 @@ def check_grid_size(grid_size: Sequence[int],
     h, w = int(grid_size[0]), int(grid_size[1])
     if h < 1 or w < 1:
         raise ValueError(f'grid_size must be positive, got {(h, w)}')
+    if h * w > _MAX_PATCHES:
+        raise ValueError(f'grid_size {(h, w)} has {h * w} patches; at most '
+                         f'{_MAX_PATCHES} are supported')
     if num_patches is not None and h * w != num_patches:
         raise ValueError(f'grid_size {(h, w)} holds {h * w} patches but the '
                          f'affinity has N={num_patches}')
@@ -159,7 +170,7 @@ def check_affinity(affinity: Tensor,
                    grid_size: Sequence[int]) -> Tuple[int, int]:
     """Validate an affinity ``[B, N, N]`` against a grid ``(h, w)``.
 
-    Only shapes and dtype are checked here (no device sync); see
+    Only type and shape are checked (no device read); see
     :func:`nonfinite_images` for NaN / inf.
 
     Args:
@@ -180,25 +191,6 @@ def check_affinity(affinity: Tensor,
         raise ValueError('affinity must have shape [B, N, N] with B, N >= 1, '
                          f'got {list(affinity.shape)}')
     return check_grid_size(grid_size, affinity.shape[1])
-
-
-def nonfinite_images(affinity: Tensor) -> Tensor:
-    """Flag the images whose affinity holds NaN or inf.
-
-    A per-image sum screens the batch (NaN and inf propagate); only when it
-    is not finite are the entries checked one by one, so that a finite
-    affinity whose sum overflows is not flagged. Reads one flag on the host.
-
-    Args:
-        affinity (Tensor): The affinity ``[B, N, N]``.
-
-    Returns:
-        Tensor: BoolTensor ``[B]``, True where an entry is not finite.
-    """
-    suspect = ~torch.isfinite(affinity.sum((1, 2)))
-    if not bool(suspect.any()):
-        return suspect
-    return ~torch.isfinite(affinity).flatten(1).all(dim=1)
 
 
 def default_max_levels(num_patches: int) -> int:
@@ -238,6 +230,81 @@ def min_tree_height(num_patches: int,
     return height
 
 
+def _check_level_count(name: str, value: Optional[int]) -> None:
+    if value is not None and (isinstance(value, bool)
+                              or not isinstance(value, int) or value < 0):
+        raise ValueError(
+            f'{name} must be an int >= 0 or None, got {value!r}')
+
+
+# --------------------------------------------------------------------------
+# Per-image statistics
+# --------------------------------------------------------------------------
+def offdiagonal_stats(affinity: Tensor) -> Tuple[Tensor, Tensor]:
+    """Finiteness and spread of each image's off-diagonal affinities.
+
+    Two reductions over the affinity, no elementwise temporaries, no host
+    read.
+
+    Args:
+        affinity (Tensor): ``[B, N, N]`` float32.
+
+    Returns:
+        Tuple[Tensor, Tensor]: ``finite`` ``[B]`` bool (False where the
+        affinity holds NaN or inf, or overflows float32 when summed) and
+        ``std`` ``[B]`` float32, the standard deviation of the off-diagonal
+        entries (0 when ``N < 2``).
+    """
+    num = affinity.shape[1]
+    total = affinity.sum((1, 2)).double()  # [B]
+    total_sq = torch.linalg.vector_norm(affinity.flatten(1),
+                                        dim=1).double().square()  # [B]
+    finite = torch.isfinite(total) & torch.isfinite(total_sq)
+    count = num * num - num
+    if count < 2:
+        return finite, affinity.new_zeros(affinity.shape[0])
+    diag = affinity.diagonal(dim1=1, dim2=2).double()  # [B, N]
+    mean = (total - diag.sum(1)) / count
+    var = (total_sq - diag.square().sum(1)) / count - mean.square()
+    std = (var.clamp(min=0) * count / (count - 1)).sqrt()
+    return finite, std.float()
+
+
+def nonfinite_images(affinity: Tensor) -> Tensor:
+    """Flag the images whose affinity holds NaN or inf (one host read).
+
+    A per-image sum screens the batch (NaN and inf propagate); only when it
+    is not finite are the entries checked one by one, so that a finite
+    affinity whose sum overflows is not flagged.
+
+    Args:
+        affinity (Tensor): The affinity ``[B, N, N]``.
+
+    Returns:
+        Tensor: BoolTensor ``[B]``, True where an entry is not finite.
+    """
+    suspect = ~torch.isfinite(affinity.sum((1, 2)))
+    if not bool(suspect.any()):
+        return suspect
+    return ~torch.isfinite(affinity).flatten(1).all(dim=1)
+
+
+def _raise_if_not_finite(affinity: Tensor, finite: Tensor) -> None:
+    """Raise a ValueError naming the bad images (host reads)."""
+    if bool(finite.all()):
+        return
+    bad = nonfinite_images(affinity)
+    if bool(bad.any()):
+        raise ValueError('affinity holds NaN or inf for images '
+                         f'{bad.nonzero().flatten().tolist()}')
+    raise ValueError('affinity is too large: its sums overflow float32 for '
+                     f'images {(~finite).nonzero().flatten().tolist()}; '
+                     'rescale it')
+
+
+# --------------------------------------------------------------------------
+# One level: match, then merge
+# --------------------------------------------------------------------------
 def grid_edges(h: int, w: int,
                device: Optional[torch.device] = None) -> Tuple[Tensor, Tensor]:
     """List the 4-adjacency of an ``h x w`` patch grid in both directions.
@@ -258,35 +325,6 @@ def grid_edges(h: int, w: int,
     return torch.cat([src, dst]), torch.cat([dst, src])
 
 
-def _offdiagonal_stats(affinity: Tensor) -> Tuple[Tensor, Tensor]:
-    """Finiteness and spread of each image's off-diagonal affinities.
-
-    Two reductions over the affinity, no elementwise temporaries.
-
-    Args:
-        affinity (Tensor): ``[B, N, N]`` float32.
-
-    Returns:
-        Tuple[Tensor, Tensor]: ``finite`` ``[B]`` bool (False where the
-        affinity holds NaN or inf, or overflows float32 when summed) and
-        ``std`` ``[B]`` float32, the standard deviation of the off-diagonal
-        entries (0 when ``N < 2``).
-    """
-    num = affinity.shape[1]
-    total = affinity.sum((1, 2)).double()
-    total_sq = torch.linalg.vector_norm(affinity.flatten(1),
-                                        dim=1).double().square()
-    finite = torch.isfinite(total) & torch.isfinite(total_sq)
-    count = num * num - num
-    if count < 2:
-        return finite, affinity.new_zeros(affinity.shape[0])
-    diag = affinity.diagonal(dim1=1, dim2=2).double()
-    mean = (total - diag.sum(1)) / count
-    var = (total_sq - diag.square().sum(1)) / count - mean.square()
-    std = (var.clamp(min=0) * count / (count - 1)).sqrt()
-    return finite, std.float()
-
-
 def _order_key(values: Tensor) -> Tensor:
     """Map float32 values to int64 keys with the same order.
 
@@ -298,6 +336,115 @@ def _order_key(values: Tensor) -> Tensor:
     """
     bits = values.contiguous().view(torch.int32).to(torch.int64)
     return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+def _match(weights: Tensor, sizes: Tensor, u: Tensor, v: Tensor,
+           margin: Tensor, rounds: int) -> Tensor:
+    """Pair adjacent nodes of one level by rounds of mutual proposals.
+
+    Args:
+        weights (Tensor): ``[B, K, K]`` summed affinity between nodes.
+        sizes (Tensor): ``[B, K]`` node sizes (0 for unused slots).
+        u (Tensor): ``[B, E]`` directed edge sources (node ids); every
+            edge is listed in both directions.
+        v (Tensor): ``[B, E]`` directed edge targets (node ids).
+        margin (Tensor): ``[B, 1]`` the tolerated similarity loss.
+        rounds (int): Matching rounds.
+
+    Returns:
+        Tensor: ``partner`` ``[B, K]``, the matched node, or the node itself
+        when unmatched.
+    """
+    batch, num = sizes.shape
+    low, high = torch.minimum(u, v), torch.maximum(u, v)  # [B, E]
+    bits = max(1, (num - 1).bit_length())
+    # Symmetric average linkage, summed in a fixed order so that the value
+    # of a pair is bitwise the same in both directions.
+    flat = weights.flatten(1)  # [B, K * K]
+    sim = (flat.gather(1, low * num + high) + flat.gather(
+        1, high * num + low)) / (
+            2 * sizes.gather(1, low) * sizes.gather(1, high))  # [B, E]
+    valid = u != v  # [B, E], False inside a node
+    sim = sim.masked_fill(~valid, torch.finfo(sim.dtype).min)
+    best = sim.new_full((batch, num), torch.finfo(sim.dtype).min)
+    best = best.scatter_reduce(1, u, sim, 'amax')  # [B, K] best neighbour
+    floor = best - margin  # [B, K]
+    allowed = valid & (sim >= floor.gather(1, u)) & (sim >= floor.gather(1, v))
+    # One int64 key per edge: similarity first, then the smaller pair id, so
+    # that ties resolve the same way from both ends and the best allowed
+    # pair of an image is always a mutual proposal.
+    pair = (low << bits) | high  # fits in _PAIR_BITS for num <= 2**16
+    key = (_order_key(sim) << _PAIR_BITS) | (_PAIR_MASK - pair)  # [B, E]
+    key = key.masked_fill(~allowed, _NONE)
+    index = torch.arange(num, device=u.device).expand(batch, num)  # [B, K]
+    partner = index
+    for step in range(rounds):
+        if step > 0:  # matched nodes make and take no more offers
+            taken = partner != index  # [B, K]
+            key = key.masked_fill(taken.gather(1, u) | taken.gather(1, v),
+                                  _NONE)
+        offer = key.new_full((batch, num), _NONE)
+        offer = offer.scatter_reduce(1, u, key, 'amax')  # [B, K] best key
+        offer_pair = _PAIR_MASK - (offer & _PAIR_MASK)
+        offer_to = (offer_pair >> bits) + (offer_pair & ((1 << bits) - 1))
+        offer_to = offer_to - index  # [B, K] the other end of the pair
+        mutual = (offer != _NONE) & (
+            offer.gather(1, offer_to.clamp(0, num - 1)) == offer)
+        partner = torch.where(mutual, offer_to, partner)
+    return partner
+
+
+def _merge(weights: Tensor, sizes: Tensor, partner: Tensor,
+           compact: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Turn matched pairs into parents and sum their affinities.
+
+    A parent's row is ``row(child_a) + row(child_b)``, then its column the
+    same sum of the children's columns, always in this order, so that the
+    result is deterministic on every device (no atomic adds).
+
+    Args:
+        weights (Tensor): ``[B, K, K]`` summed affinity between nodes.
+        sizes (Tensor): ``[B, K]`` node sizes (0 for unused slots).
+        partner (Tensor): ``[B, K]`` matched node or the node itself.
+        compact (bool): Shrink ``K`` to the largest parent count (a host
+            read).
+
+    Returns:
+        Tuple[Tensor, Tensor, Tensor, Tensor]: ``parent`` ``[B, K]`` (each
+        node's parent id), parent ``weights`` ``[B, K', K']``, parent
+        ``sizes`` ``[B, K']`` and parent counts ``[B]``.
+    """
+    batch, num = sizes.shape
+    index = torch.arange(num, device=sizes.device).expand(batch, num)
+    first = torch.minimum(index, partner)  # [B, K] smaller id of the pair
+    is_root = (first == index) & (sizes > 0)  # [B, K] one per parent
+    new_id = is_root.cumsum(1) - 1  # [B, K] parent id of each root
+    parent = new_id.gather(1, first)  # [B, K]
+    count = is_root.sum(1)  # [B]
+    new_num = int(count.max()) if compact else num
+    # The children of every parent; an unmatched node is its own parent's
+    # both children, and its doubled sums are halved (exactly) below.
+    slot = torch.where(is_root, new_id, new_num)  # [B, K], new_num = drop
+    empty = index.new_zeros(batch, new_num + 1)
+    child_a = empty.scatter(1, slot, index)[:, :new_num]  # [B, K']
+    child_b = empty.scatter(1, slot, partner)[:, :new_num]  # [B, K']
+    used = torch.arange(new_num, device=sizes.device) < count[:, None]
+    scale = torch.where(child_a == child_b, 0.5, 1.0).to(weights.dtype)
+    scale = scale.masked_fill(~used, 0)  # [B, K']
+    offset = torch.arange(batch, device=sizes.device)[:, None] * num
+    flat = weights.reshape(batch * num, num)
+    rows = flat.index_select(0, (child_a + offset).flatten())
+    rows += flat.index_select(0, (child_b + offset).flatten())
+    rows = rows.view(batch, new_num, num)  # [B, K', K]
+    rows *= scale[:, :, None]
+    merged = rows.gather(2, child_a[:, None, :].expand(batch, new_num,
+                                                       new_num))
+    merged += rows.gather(2, child_b[:, None, :].expand(batch, new_num,
+                                                        new_num))
+    merged *= scale[:, None, :]  # [B, K', K']
+    # sizes are small integers: their float sums are exact in any order
+    sizes = sizes.new_zeros(batch, new_num).scatter_add_(1, parent, sizes)
+    return parent, merged, sizes, count
 
 
 def _compact_edges(u: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
@@ -323,127 +470,67 @@ def _compact_edges(u: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
     return out[0], out[1]
 
 
-def _match_level(weights: Tensor, sizes: Tensor, u: Tensor, v: Tensor,
-                 margin: Tensor, rounds: int) -> Tensor:
-    """Pair adjacent nodes of one level by rounds of mutual proposals.
+def _level(weights: Tensor, sizes: Tensor, u: Tensor, v: Tensor,
+           node: Tensor, margin: Tensor, rounds: int, compact: bool
+           ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One level up: match, merge, and relabel patches and edges.
 
     Args:
         weights (Tensor): ``[B, K, K]`` summed affinity between nodes.
-        sizes (Tensor): ``[B, K]`` node sizes (0 for unused slots).
-        u (Tensor): ``[B, E]`` directed edge sources (node ids); every
-            edge is listed in both directions.
-        v (Tensor): ``[B, E]`` directed edge targets (node ids).
+        sizes (Tensor): ``[B, K]`` node sizes.
+        u (Tensor): ``[B, E]`` edge sources.
+        v (Tensor): ``[B, E]`` edge targets.
+        node (Tensor): ``[B, N]`` each patch's node.
         margin (Tensor): ``[B, 1]`` the tolerated similarity loss.
         rounds (int): Matching rounds.
+        compact (bool): Shrink node and edge dimensions (host reads).
 
     Returns:
-        Tensor: ``partner`` ``[B, K]``, the matched node, or the node itself
-        when unmatched.
+        Tuple[Tensor, ...]: ``weights``, ``sizes``, ``u``, ``v``, ``node``
+        of the new level and its node counts ``[B]``.
     """
-    batch, num = sizes.shape
-    low, high = torch.minimum(u, v), torch.maximum(u, v)
-    bits = max(1, (num - 1).bit_length())
-    pair = (low << bits) | high  # fits in _PAIR_BITS for num <= 2**16
-    # Symmetric average linkage, summed in a fixed order so that the value
-    # of a pair is bitwise the same in both directions.
-    flat = weights.flatten(1)
-    sim = (flat.gather(1, low * num + high) +
-           flat.gather(1, high * num + low)) / (
-        2 * sizes.gather(1, low) * sizes.gather(1, high))
-    valid = u != v
-    neg_inf = torch.finfo(sim.dtype).min
-    sim = sim.masked_fill(~valid, neg_inf)
-    best = sim.new_full((batch, num), neg_inf)
-    best = best.scatter_reduce(1, u, sim, 'amax')  # best neighbour overall
-    floor = best - margin
-    allowed = valid & (sim >= floor.gather(1, u)) & (sim >= floor.gather(1, v))
-    # One int64 key per edge: similarity first, then the smaller pair id, so
-    # that ties resolve the same way from both ends and the best allowed
-    # pair of an image is always a mutual proposal.
-    key = (_order_key(sim) << _PAIR_BITS) | (_PAIR_MASK - pair)
-    none = torch.iinfo(torch.int64).min
-    key = key.masked_fill(~allowed, none)
-    index = torch.arange(num, device=u.device).expand(batch, num)
-    partner = index
-    for step in range(rounds):
-        if step > 0:
-            taken = partner != index
-            key = key.masked_fill(taken.gather(1, u) | taken.gather(1, v),
-                                  none)
-        offer = key.new_full((batch, num), none)
-        offer = offer.scatter_reduce(1, u, key, 'amax')
-        offer_pair = _PAIR_MASK - (offer & _PAIR_MASK)
-        offer_to = (offer_pair >> bits) + (offer_pair & ((1 << bits) - 1))
-        offer_to = offer_to - index
-        mutual = (offer != none) & (
-            offer.gather(1, offer_to.clamp(0, num - 1)) == offer)
-        partner = torch.where(mutual, offer_to, partner)
-    return partner
+    partner = _match(weights, sizes, u, v, margin, rounds)
+    parent, weights, sizes, count = _merge(weights, sizes, partner, compact)
+    node = parent.gather(1, node)  # [B, N]
+    u, v = parent.gather(1, u), parent.gather(1, v)  # [B, E]
+    if compact:
+        u, v = _compact_edges(u, v)
+    return weights, sizes, u, v, node, count
 
 
-def _merge(weights: Tensor, sizes: Tensor, partner: Tensor,
-           compact: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Turn matched pairs into parents and sum their affinities.
+_COMPILED = {}
 
-    Each parent's affinity row is the sum of its (one or two) children's
-    rows, gathered in a fixed order, so the result is deterministic on
-    every device (no atomic adds).
 
-    Args:
-        weights (Tensor): ``[B, K, K]`` summed affinity between nodes.
-        sizes (Tensor): ``[B, K]`` node sizes (0 for unused slots).
-        partner (Tensor): ``[B, K]`` matched node or the node itself.
-        compact (bool): Shrink ``K`` to the largest parent count.
+def _compiled_level(device: torch.device):
+    """``torch.compile`` of :func:`_level` for static shapes, per device.
 
-    Returns:
-        Tuple[Tensor, Tensor, Tensor, Tensor]: ``parent`` ``[B, K]`` (each
-        node's parent id), parent ``weights`` ``[B, K', K']``, parent
-        ``sizes`` ``[B, K']`` and parent counts ``[B]``.
+    CUDA graphs (``mode='reduce-overhead'``) on CUDA, the default inductor
+    mode elsewhere. Built on first use.
     """
-    batch, num = sizes.shape
-    index = torch.arange(num, device=sizes.device).expand(batch, num)
-    first = torch.minimum(index, partner)
-    is_root = (first == index) & (sizes > 0)
-    new_id = is_root.cumsum(1) - 1
-    parent = new_id.gather(1, first)
-    count = is_root.sum(1)
-    new_num = int(count.max()) if compact else num
-    # The children of every parent; an unmatched node is its own parent's
-    # both children, and its doubled sums are halved (exactly) below.
-    slot = torch.where(is_root, new_id, new_num)
-    empty = index.new_zeros(batch, new_num + 1)
-    child_a = empty.scatter(1, slot, index)[:, :new_num]
-    child_b = empty.scatter(1, slot, partner)[:, :new_num]
-    used = torch.arange(new_num, device=sizes.device) < count[:, None]
-    scale = torch.where(child_a == child_b, 0.5, 1.0).to(weights.dtype)
-    scale = scale.masked_fill(~used, 0)
-    offset = torch.arange(batch, device=sizes.device)[:, None] * num
-    flat = weights.reshape(batch * num, num)
-    rows = flat.index_select(0, (child_a + offset).flatten())
-    rows += flat.index_select(0, (child_b + offset).flatten())
-    rows = rows.view(batch, new_num, num)
-    rows *= scale[:, :, None]
-    cols_a = child_a[:, None, :].expand(batch, new_num, new_num)
-    cols_b = child_b[:, None, :].expand(batch, new_num, new_num)
-    merged = rows.gather(2, cols_a)
-    merged += rows.gather(2, cols_b)
-    merged *= scale[:, None, :]
-    # sizes are small integers: their float sums are exact in any order
-    sizes = sizes.new_zeros(batch, new_num).scatter_add_(1, parent, sizes)
-    return parent, merged, sizes, count
+    key = device.type
+    if key not in _COMPILED:
+        mode = 'reduce-overhead' if key == 'cuda' else None
+        _COMPILED[key] = torch.compile(
+            _level, fullgraph=True, dynamic=False, mode=mode)
+    return _COMPILED[key]
 
 
+# --------------------------------------------------------------------------
+# The builder
+# --------------------------------------------------------------------------
 def build_hierarchy(affinity: Tensor,
                     grid_size: Sequence[int],
                     rounds: int = 4,
                     tolerance: float = 1.0,
                     max_levels: Optional[int] = None,
-                    compact: Optional[bool] = None) -> Hierarchy:
+                    num_levels: Optional[int] = None,
+                    compact: Optional[bool] = None,
+                    check_finite: bool = True,
+                    compile: bool = False) -> Hierarchy:
     """Build one binary tree per image from a patch affinity.
 
-    The affinity is symmetrised (``(S + S^T) / 2``) and computed in float32,
-    so half-precision input is fine. Levels are added until every image is a
-    single node or ``max_levels`` merge levels are done.
+    The affinity is used in float32 (half precision input is fine) and
+    symmetrised in the similarity.
 
     Args:
         affinity (Tensor): Patch affinity ``[B, N, N]``, higher means more
@@ -460,87 +547,71 @@ def build_hierarchy(affinity: Tensor,
             accepts any neighbour. Defaults to 1.0.
         max_levels (int, optional): Cap on merge levels; None means
             ``2 * ceil(log2 N)``. Defaults to None.
+        num_levels (int, optional): Build exactly
+            ``min(num_levels, max_levels)`` merge levels, with static shapes
+            and no host read (a tree that is one node early keeps that
+            node). None adds levels until every image is one node, which
+            reads the level count on the host. Defaults to None.
         compact (bool, optional): Shrink the node dimension to the batch's
-            largest node count at every level. That reads the count on the
-            host, a device sync per level, so None turns it on for CPU
-            tensors only. Results do not depend on it. Defaults to None.
+            largest node count at every level, reading that count on the
+            host (free on CPU, a device sync elsewhere). None turns it on
+            for CPU tensors only. Results never depend on it.
+            Defaults to None.
+        check_finite (bool): Raise a ValueError naming the images whose
+            affinity holds NaN or inf or overflows float32 (host reads).
+            When False, such images get meaningless trees and the caller
+            must deal with them (see :func:`offdiagonal_stats`).
+            Defaults to True.
+        compile (bool): Run every level through ``torch.compile`` (static
+            shapes only, i.e. ``compact`` off; CUDA graphs on CUDA). The
+            first call compiles. Defaults to False.
 
     Returns:
         Hierarchy: ``ancestors`` ``[B, L, N]`` and ``num_nodes`` ``[B, L]``.
     """
     h, w = check_affinity(affinity, grid_size)
-    if not isinstance(rounds, int) or rounds < 1:
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f'rounds must be an int >= 1, got {rounds!r}')
     if not tolerance >= 0:
         raise ValueError(f'tolerance must be >= 0, got {tolerance!r}')
+    _check_level_count('max_levels', max_levels)
+    _check_level_count('num_levels', num_levels)
     num = h * w
-    if num > _MAX_PATCHES:
-        raise ValueError(f'grid_size {(h, w)} has {num} patches; at most '
-                         f'{_MAX_PATCHES} are supported')
-    if max_levels is None:
-        max_levels = default_max_levels(num)
-    if not isinstance(max_levels, int) or max_levels < 0:
-        raise ValueError(
-            f'max_levels must be an int >= 0 or None, got {max_levels!r}')
+    levels = default_max_levels(num) if max_levels is None else max_levels
+    if num_levels is not None:
+        levels = min(levels, num_levels)
     if compact is None:
         compact = affinity.device.type == 'cpu'
+    if compile and compact:
+        raise ValueError('compile needs static shapes: compact=False')
     with torch.no_grad():
-        return _build(affinity.detach().float(), h, w, rounds, tolerance,
-                      max_levels, compact)
-
-
-def _build(weights: Tensor, h: int, w: int, rounds: int, tolerance: float,
-           max_levels: int, compact: bool) -> Hierarchy:
-    """The level loop of :func:`build_hierarchy` on validated input.
-
-    Args:
-        weights (Tensor): float32 affinity ``[B, N, N]``.
-        h (int): Grid rows.
-        w (int): Grid columns.
-        rounds (int): Matching rounds per level.
-        tolerance (float): Tolerance in affinity standard deviations.
-        max_levels (int): Cap on merge levels.
-        compact (bool): Shrink node and edge dimensions per level.
-
-    Returns:
-        Hierarchy: The trees.
-    """
-    batch, num = weights.shape[:2]
-    finite, std = _offdiagonal_stats(weights)
-    if not bool(finite.all()):
-        bad = nonfinite_images(weights)
-        if bool(bad.any()):
-            raise ValueError('affinity holds NaN or inf for images '
-                             f'{bad.nonzero().flatten().tolist()}')
-        raise ValueError('affinity is too large: its sums overflow float32 '
-                         'for images '
-                         f'{(~finite).nonzero().flatten().tolist()}; '
-                         'rescale it')
-    if math.isinf(tolerance):
-        margin = torch.full_like(std, math.inf)[:, None]
-    else:
-        margin = (tolerance * std)[:, None]
-    src, dst = grid_edges(h, w, weights.device)
-    node = torch.arange(num, device=weights.device).expand(batch, num)
-    u, v = src.expand(batch, -1), dst.expand(batch, -1)
-    sizes = weights.new_ones(batch, num)
-    levels, counts = [node], [torch.full_like(node[:, 0], num)]
-    for _ in range(max_levels):
-        if compact and weights.shape[1] == 1:
-            break
-        partner = _match_level(weights, sizes, u, v, margin, rounds)
-        parent, weights, sizes, count = _merge(weights, sizes, partner,
-                                               compact)
-        node = parent.gather(1, node)
-        u, v = parent.gather(1, u), parent.gather(1, v)
-        if compact:
-            u, v = _compact_edges(u, v)
-        levels.append(node)
-        counts.append(count)
-    num_nodes = torch.stack(counts, dim=1)
-    # Drop the trailing levels on which every image is already one node
-    # (one host sync per call).
-    num_levels = 1 + int((num_nodes[:, :-1] > 1).any(dim=0).sum())
-    ancestors = torch.stack(levels[:num_levels], dim=1)
-    return Hierarchy(ancestors, num_nodes[:, :num_levels].contiguous(),
-                     (h, w))
+        weights = affinity.detach().float()
+        finite, std = offdiagonal_stats(weights)
+        if check_finite:
+            _raise_if_not_finite(weights, finite)
+        margin = (std * tolerance if math.isfinite(tolerance) else
+                  torch.full_like(std, math.inf))[:, None]  # [B, 1]
+        batch = weights.shape[0]
+        src, dst = grid_edges(h, w, weights.device)
+        u, v = src.expand(batch, -1), dst.expand(batch, -1)  # [B, E]
+        node = torch.arange(num, device=weights.device).expand(batch, num)
+        sizes = weights.new_ones(batch, num)  # [B, K]
+        step = _compiled_level(weights.device) if compile else _level
+        ancestors, counts = [node], [torch.full_like(node[:, 0], num)]
+        for _ in range(levels):
+            if compact and weights.shape[1] == 1:  # one node: a repeat
+                ancestors.append(node)
+                counts.append(counts[-1])
+                continue
+            weights, sizes, u, v, node, count = step(
+                weights, sizes, u, v, node, margin, rounds, compact)
+            ancestors.append(node)
+            counts.append(count)
+        num_nodes = torch.stack(counts, dim=1)  # [B, L]
+        if num_levels is None:
+            # Drop the trailing levels on which every image is already one
+            # node (a host read).
+            keep = 1 + int((num_nodes[:, :-1] > 1).any(dim=0).sum())
+            ancestors, num_nodes = ancestors[:keep], num_nodes[:, :keep]
+        return Hierarchy(
+            torch.stack(ancestors, dim=1), num_nodes.contiguous(), (h, w))

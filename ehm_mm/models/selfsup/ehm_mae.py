@@ -2,7 +2,9 @@
 """MAE pretraining with masks from Evolved Hierarchical Masking."""
 import contextlib
 import copy
+import hashlib
 import logging
+import random
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
@@ -15,7 +17,7 @@ from mmpretrain.structures import DataSample
 from torch import nn
 
 from ..backbones import EHMMAEViT
-from ..masking import attention_affinity, build_hierarchy
+from ..masking import MaskingResult, attention_affinity
 
 TEACHER_TYPES = ('ema', 'online')
 FEATURE_POOLS = ('avg', 'cls')
@@ -32,29 +34,116 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+def mask_seed(base_seed: int, rank: int, iteration: int,
+              stream: str) -> int:
+    """A 63-bit seed hashed from ``(base_seed, rank, iteration, stream)``.
+
+    Distinct inputs give unrelated seeds: rank ``r`` at iteration ``i``
+    never reuses another rank's or iteration's stream (a linear mix such as
+    ``iteration + 7919 * rank`` does, e.g. rank 1 at iteration 0 and rank 0
+    at iteration 7919).
+
+    Args:
+        base_seed (int): The run's seed (``torch.initial_seed()``).
+        rank (int): The process rank.
+        iteration (int): The training iteration.
+        stream (str): Which draw the seed is for (``'depth'``,
+            ``'noise'``).
+
+    Returns:
+        int: The seed, in ``[0, 2**63)``.
+    """
+    text = f'{int(base_seed)}/{int(rank)}/{int(iteration)}/{stream}'
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, 'little') & (2**63 - 1)
+
+
+class EMATeacher(ExponentialMovingAverage):
+    """mmengine's EMA with its step counter on the host.
+
+    ``ExponentialMovingAverage.update_parameters`` tests its ``steps``
+    buffer (a tensor) on every call, a device sync. This subclass keeps a
+    host copy of the count (restored from ``steps`` when a checkpoint is
+    loaded) and updates all parameters with one ``torch._foreach_lerp_``,
+    the same arithmetic as mmengine's per-tensor ``lerp_``. The state dict
+    is mmengine's: ``module.*`` and ``steps``.
+
+    Args:
+        model (nn.Module): The model to average.
+        momentum (float): ``teacher = (1 - m) * teacher + m * student``.
+    """
+
+    def __init__(self, model: nn.Module, momentum: float) -> None:
+        super().__init__(model, momentum=momentum)
+        self.num_updates = 0  # host copy of `steps`
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        """Copy (first call) or average the parameters of ``model``.
+
+        Args:
+            model (nn.Module): The student, with the same parameter names.
+        """
+        source = dict(model.named_parameters())
+        names = list(self.avg_parameters)
+        if self.num_updates == 0:
+            torch._foreach_copy_(
+                [self.avg_parameters[k].data for k in names],
+                [source[k].data for k in names])
+        elif self.num_updates % self.interval == 0:
+            names = [k for k in names
+                     if self.avg_parameters[k].dtype.is_floating_point]
+            torch._foreach_lerp_(
+                [self.avg_parameters[k].data for k in names],
+                [source[k].data.to(self.avg_parameters[k].device)
+                 for k in names], self.momentum)
+        buffers = list(self.module.buffers())
+        if buffers:
+            torch._foreach_copy_(
+                [b.data for b in buffers],
+                [b.data.to(a.device) for a, b in zip(buffers,
+                                                     model.buffers())])
+        self.steps.add_(1)
+        self.num_updates += 1
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
+                              **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + 'steps' in state_dict:  # one host read, at load time
+            self.num_updates = int(state_dict[prefix + 'steps'])
+
+
 @MODELS.register_module()
 class EHMMAE(MAE):
     """MAE whose masks evolve from patches to parts over training.
 
     One training step (:meth:`loss`):
 
-    1. read the training progress ``t = iter / max_iters`` from mmengine's
-       :class:`~mmengine.logging.MessageHub` (so epoch- and iteration-based
-       loops and resumed runs see the right value);
-    2. update the EMA teacher with the current student encoder;
-    3. without gradients, compute the patch affinity from the teacher's
-       attention (:func:`~ehm_mm.attention_affinity`), build the hierarchy
-       and draw masks at depth ``d(t)`` (``EvolvedHierarchicalMasking``);
-    4. encode the visible patches with the student, decode and take MAE's
+    1. update the EMA teacher with the current student encoder;
+    2. read the training progress ``t = iter / max_iters`` from mmengine's
+       :class:`~mmengine.logging.MessageHub` and draw each image's masking
+       depth on the host (``EvolvedHierarchicalMasking.draw_depths``);
+    3. unless every depth is 0 (MAE masks need no tree), compute the patch
+       affinity from the teacher's attention
+       (:func:`~ehm_mm.attention_affinity`) without gradients;
+    4. build the trees only as deep as the drawn depths and mask whole
+       nodes (``EvolvedHierarchicalMasking``);
+    5. encode the visible patches with the student, decode and take MAE's
        pixel loss, exactly as :class:`~mmpretrain.models.MAE`.
 
-    The returned dict holds ``loss`` and ``mask_depth`` (the batch's mean
-    masking depth, logged, not part of the loss).
+    Nothing in the step reads a device value back to the host: shapes are
+    static, the configuration is checked when the model is built, and the
+    teacher's step count lives on the host. The returned dict holds
+    ``loss``, ``mask_depth`` (the batch's mean masking depth) and
+    ``nonfinite_affinity`` (the number of images whose affinity held NaN or
+    inf and got MAE random masks instead; 0 normally), the last two logged,
+    not part of the loss.
 
-    The masks draw their random numbers from a generator seeded with
-    ``(torch.initial_seed(), rank, iter)`` for every iteration, not from the
-    global stream, so a resumed run draws the same masks as an uninterrupted
-    one (the runner seeds torch with ``randomness.seed``).
+    The random draws of every iteration come from seeds hashed from
+    ``(torch.initial_seed(), rank, iter)`` (:func:`mask_seed`), not from the
+    global stream, so a resumed run draws the same masks as an
+    uninterrupted one (the runner seeds torch with ``randomness.seed``) and
+    no two ranks or iterations share a stream.
 
     The teacher is updated at the start of every :meth:`loss` call with the
     student as the last optimizer step left it, i.e. once per iteration
@@ -69,26 +158,25 @@ class EHMMAE(MAE):
 
     Args:
         backbone (dict): Config of the encoder; must build an
-            :class:`~ehm_mm.models.EHMMAEViT`.
+            :class:`~ehm_mm.models.EHMMAEViT`. Its ``mask_ratio`` only
+            serves its own random masking, which EHM-MAE does not use.
         neck (dict): Config of the decoder (``MAEPretrainDecoder``).
         head (dict): Config of the loss head (``MAEPretrainHead``).
         masking (dict): Config of the mask generator
-            (``EvolvedHierarchicalMasking``). ``mask_ratio`` may be left
-            out to take ``backbone.mask_ratio``; when both are given they
-            must agree.
+            (``EvolvedHierarchicalMasking``), the one owner of the mask
+            ratio (default 0.75). Its ``grid_size`` is the encoder's patch
+            grid, filled in here.
         teacher (str): Where the affinity comes from: ``'ema'``, an EMA copy
-            of the encoder (mmengine's ``ExponentialMovingAverage``), or
-            ``'online'``, the student itself without gradients.
-            Defaults to ``'ema'``.
+            of the encoder (:class:`EMATeacher`, mmengine's
+            ``ExponentialMovingAverage``), or ``'online'``, the student
+            itself without gradients. Defaults to ``'ema'``.
         ema_momentum (float): EMA momentum in mmengine's convention,
             ``teacher = (1 - m) * teacher + m * student`` every iteration.
             Defaults to 4e-5.
         attn_layers (Sequence[int], optional): Encoder layers whose
             attention builds the affinity (negative values count from the
             end); the teacher only runs up to the deepest one, so this is
-            EHM's cost knob: for ViT-B/16 the EHM/MAE training-step time
-            is about 1.13 with the first 4 layers and 1.5 with all 12
-            (CPU, float32; ``tools/benchmarks/bench_train_step.py``).
+            EHM's cost knob (see ``docs/en/core_performance.md``).
             Defaults to None, which means all layers.
         feature_pool (str): Feature written by ``'predict'`` mode for
             evaluation: ``'avg'`` (mean of the patch tokens) or ``'cls'``
@@ -142,27 +230,20 @@ class EHMMAE(MAE):
                 f'its mask from outside), got {type(self.backbone).__name__}')
         self._check_decoder()
         masking = copy.deepcopy(dict(masking))
-        ratio = masking.setdefault('mask_ratio', self.backbone.mask_ratio)
-        if (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
-                or not 0 < ratio < 1):
-            raise ValueError('model.masking.mask_ratio must be in (0, 1), '
-                             f'got {ratio!r}')
-        if ratio != self.backbone.mask_ratio:
+        if masking.setdefault('grid_size', self.grid_size) != self.grid_size:
             raise ValueError(
-                f'model.masking.mask_ratio ({ratio}) differs from '
-                f'model.backbone.mask_ratio ({self.backbone.mask_ratio})')
-        self.masking = MODELS.build(masking)
+                f"model.masking.grid_size {masking['grid_size']} is not the "
+                f'encoder\'s patch grid {self.grid_size}; leave it out')
         try:
-            self.masking.check_num_levels(self.grid_size)
-        except ValueError as e:
-            raise ValueError(f'model.masking: {e}') from e
+            self.masking = MODELS.build(masking)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f'model.masking: {e}') from e
         self.attn_layers = self._check_attn_layers(attn_layers)
         self.teacher_type = teacher
         self.ema_momentum = ema_momentum
         self.feature_pool = feature_pool
         if teacher == 'ema':
-            self.teacher = ExponentialMovingAverage(
-                self.backbone, momentum=ema_momentum)
+            self.teacher = EMATeacher(self.backbone, ema_momentum)
             self.teacher.eval()
         else:
             self.teacher = None
@@ -250,13 +331,22 @@ class EHMMAE(MAE):
             return 0.0
         return min(max(cur_iter / max_iters, 0.0), 1.0)
 
-    def _mask_generator(self, device: torch.device) -> torch.Generator:
-        """A generator seeded from the base seed, the rank and the iter."""
+    def mask_seed(self, stream: str) -> int:
+        """This iteration's seed of one random stream (:func:`mask_seed`).
+
+        Args:
+            stream (str): ``'depth'`` or ``'noise'``.
+
+        Returns:
+            int: The seed.
+        """
         cur_iter = MessageHub.get_current_instance().get_info('iter') or 0
-        seed = (torch.initial_seed() * 1_000_003 + get_rank() * 7_919 +
-                int(cur_iter)) % (2**63)
+        return mask_seed(torch.initial_seed(), get_rank(), cur_iter, stream)
+
+    def _mask_generator(self, device: torch.device) -> torch.Generator:
+        """A generator on ``device`` seeded for this rank and iteration."""
         generator = torch.Generator(device=device)
-        generator.manual_seed(seed)
+        generator.manual_seed(self.mask_seed('noise'))
         return generator
 
     @torch.no_grad()
@@ -280,29 +370,35 @@ class EHMMAE(MAE):
     def generate_masks(self,
                        inputs: torch.Tensor,
                        progress: float,
-                       generator: Optional[torch.Generator] = None):
+                       generator: Optional[torch.Generator] = None,
+                       depth: Optional[List[int]] = None) -> MaskingResult:
         """Teacher affinity -> hierarchy -> masks at depth ``d(progress)``.
 
         Args:
             inputs (torch.Tensor): Normalised images ``[B, C, H, W]``.
             progress (float): Training progress in ``[0, 1]``.
             generator (torch.Generator, optional): Random source of the
-                masks. Defaults to None, which means the global one.
+                masks on the inputs' device. Defaults to None, which means
+                the global one.
+            depth (List[int], optional): Each image's depth, drawn on the
+                host (``masking.draw_depths``); the teacher is skipped when
+                all are 0. None draws them from ``generator`` on the device
+                after the patch values. Defaults to None.
 
         Returns:
             MaskingResult: ``mask``, ``ids_restore``, ``ids_keep``,
-            ``depth`` and ``hierarchy``.
+            ``depth``, ``hierarchy`` and ``nonfinite``.
         """
-        affinity = self.teacher_affinity(inputs)
-        return self.masking(
-            affinity,
-            grid_size=self.grid_size,
-            progress=progress,
-            generator=generator)
+        if depth is None:
+            return self.masking(
+                self.teacher_affinity(inputs), progress=progress,
+                generator=generator)
+        affinity = self.teacher_affinity(inputs) if max(depth) > 0 else None
+        return self.masking(affinity, depth=depth, generator=generator)
 
     def loss(self, inputs: torch.Tensor, data_samples: List[DataSample],
              **kwargs) -> Dict[str, torch.Tensor]:
-        """One EHM-MAE training step.
+        """One EHM-MAE training step (no device-to-host read).
 
         Args:
             inputs (torch.Tensor): Normalised images ``[B, C, H, W]``.
@@ -311,19 +407,26 @@ class EHMMAE(MAE):
             **kwargs: Unused.
 
         Returns:
-            Dict[str, torch.Tensor]: ``loss`` and ``mask_depth`` (the mean
-            depth of the batch's masks; not summed into the loss).
+            Dict[str, torch.Tensor]: ``loss``, ``mask_depth`` (the mean
+            depth of the batch's masks) and ``nonfinite_affinity``.
         """
         if self.teacher is not None:
             self.teacher.update_parameters(self.backbone)
         progress = self.current_progress()
+        depth = self.masking.draw_depths(
+            progress, inputs.shape[0], random.Random(self.mask_seed('depth')))
         masks = self.generate_masks(
-            inputs, progress, generator=self._mask_generator(inputs.device))
+            inputs, progress,
+            generator=self._mask_generator(inputs.device), depth=depth)
         latent, mask, ids_restore = self.backbone(
-            inputs, mask=masks.mask, ids_restore=masks.ids_restore)
+            inputs, mask=masks.mask, ids_restore=masks.ids_restore,
+            ids_keep=masks.ids_keep)
         pred = self.neck(latent, ids_restore)
         loss = self.head.loss(pred, inputs, mask)
-        return dict(loss=loss, mask_depth=masks.depth.float().mean())
+        nonfinite = (masks.nonfinite.sum() if masks.nonfinite is not None
+                     else masks.depth.new_zeros(()))
+        return dict(loss=loss, mask_depth=masks.depth.float().mean(),
+                    nonfinite_affinity=nonfinite.float())
 
     def extract_pooled_feat(self, inputs: torch.Tensor) -> torch.Tensor:
         """One feature vector per image from the student encoder.
@@ -366,9 +469,7 @@ class EHMMAE(MAE):
             List[DataSample]: The data samples with the two fields added.
         """
         features = self.extract_pooled_feat(inputs)
-        hierarchy = build_hierarchy(
-            self.teacher_affinity(inputs), self.grid_size,
-            **self.masking.hierarchy_cfg)
+        hierarchy = self.masking.hierarchy(self.teacher_affinity(inputs))
         h, w = self.grid_size
         ancestors = hierarchy.ancestors.reshape(inputs.shape[0], -1, h, w)
         if data_samples is None:

@@ -1,12 +1,17 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Tests of the evolved masking depth schedule."""
 import math
+import random
 
 import pytest
 import torch
 
 from ehm_mm import DepthSchedule
-from ehm_mm.models.masking.depth_schedule import SCHEDULES, stochastic_round
+from ehm_mm.models.masking.evolved_masking import (
+    SCHEDULES,
+    stochastic_round,
+    stochastic_round_host,
+)
 
 PROGRESS = [i / 200 for i in range(201)]
 
@@ -77,3 +82,16 @@ def test_integer_depth_draws_no_random_numbers():
     assert torch.equal(gen.get_state(), state)
     with pytest.raises(ValueError, match='depth'):
         stochastic_round(-0.5, 2)
+
+
+def test_host_rounding_has_the_right_mean_and_is_seeded():
+    depth = stochastic_round_host(2.3, 40000, random.Random(0))
+    assert set(depth) == {2, 3}
+    assert sum(depth) / len(depth) == pytest.approx(2.3, abs=0.01)
+    assert depth == stochastic_round_host(2.3, 40000, random.Random(0))
+    rng = random.Random(0)
+    state = rng.getstate()
+    assert stochastic_round_host(3.0, 4, rng) == [3] * 4
+    assert rng.getstate() == state  # an integer depth draws nothing
+    with pytest.raises(ValueError, match='depth'):
+        stochastic_round_host(math.nan, 2, rng)

@@ -12,7 +12,72 @@ from ehm_mm.models.masking.hierarchy import (
     default_max_levels,
     grid_edges,
     min_tree_height,
+    offdiagonal_stats,
 )
+
+
+def loop_hierarchy(affinity: torch.Tensor, h: int, w: int,
+                   margin: torch.Tensor, rounds: int,
+                   num_levels: int) -> torch.Tensor:
+    """One image, one node and one pair at a time: the builder's oracle.
+
+    The same rules as ``build_hierarchy`` written as plain loops over
+    Python containers; float32 sums follow its order (parent row =
+    ``row(a) + row(b)``, then the same for columns) so that every value,
+    and so every tie, is bitwise the same. Returns ancestors
+    ``[num_levels + 1, N]``.
+    """
+    f32 = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731
+    weights, sizes = affinity.float(), [1.0] * (h * w)
+    edges = [(r * w + c, r * w + c + 1) for r in range(h)
+             for c in range(w - 1)]
+    edges += [(r * w + c, r * w + c + w) for r in range(h - 1)
+              for c in range(w)]
+    node = list(range(h * w))
+    levels = [list(node)]
+    for _ in range(num_levels):
+        k = len(sizes)
+        pairs = {(min(a, b), max(a, b)) for a, b in edges if a != b}
+        sim = {(a, b): (weights[a, b] + weights[b, a]) /
+               (f32(2.0) * sizes[a] * sizes[b]) for a, b in pairs}
+        best = [f32(-math.inf)] * k
+        for (a, b), value in sim.items():
+            best[a], best[b] = max(best[a], value), max(best[b], value)
+        # a proposal's key: similarity, then the smaller pair (a, b)
+        allowed = [(float(value), -a, -b, a, b)
+                   for (a, b), value in sim.items()
+                   if value >= best[a] - margin and value >= best[b] - margin]
+        partner = list(range(k))
+        for _ in range(rounds):
+            offer = {}
+            for key in allowed:
+                a, b = key[3:]
+                if partner[a] == a and partner[b] == b:
+                    for p in (a, b):
+                        offer[p] = max(offer.get(p, key), key)
+            for p, key in offer.items():
+                q = key[3] + key[4] - p
+                if offer.get(q) == key:
+                    partner[p] = q
+        roots = [p for p in range(k) if partner[p] >= p]
+        parent = [roots.index(min(p, partner[p])) for p in range(k)]
+        kids = [(p, partner[p]) for p in roots]
+        rows = torch.stack([weights[a] + weights[b] if a != b else weights[a]
+                            for a, b in kids])
+        weights = torch.stack([rows[:, a] + rows[:, b] if a != b else
+                               rows[:, a] for a, b in kids], dim=1)
+        sizes = [sizes[a] + (sizes[b] if a != b else 0) for a, b in kids]
+        edges = [(parent[a], parent[b]) for a, b in edges]
+        node = [parent[n] for n in node]
+        levels.append(list(node))
+    return torch.tensor(levels)
+
+
+def _margins(affinity: torch.Tensor, tolerance: float) -> torch.Tensor:
+    _, std = offdiagonal_stats(affinity.float())
+    if math.isinf(tolerance):
+        return torch.full_like(std, math.inf)
+    return std * tolerance
 
 
 def _random_affinity(kind: str, batch: int, h: int, w: int, seed: int,
@@ -47,6 +112,63 @@ def test_every_level_is_a_binary_merge_of_connected_nodes(
     assert tree.ancestors.shape[0::2] == (batch, h * w)
     tree_checker(tree)
     assert bool((tree.heights >= min_tree_height(h * w)).all())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(1, 7),
+    w=st.integers(1, 7),
+    kind=st.sampled_from(['noise', 'constant', 'ties', 'smooth']),
+    rounds=st.integers(1, 4),
+    tolerance=st.sampled_from([0.0, 0.5, 1.0, math.inf]),
+    num_levels=st.sampled_from([None, 0, 1, 3, 20]),
+    compact=st.booleans(),
+    seed=st.integers(0, 2**16))
+def test_batched_builder_matches_the_per_image_loop(
+        h, w, kind, rounds, tolerance, num_levels, compact, seed,
+        smooth_affinity):
+    affinity = _random_affinity(kind, 2, h, w, seed, smooth_affinity)
+    tree = build_hierarchy(affinity, (h, w), rounds=rounds,
+                           tolerance=tolerance, num_levels=num_levels,
+                           compact=compact)
+    margins = _margins(affinity, tolerance)
+    for b in range(2):
+        expected = loop_hierarchy(affinity[b], h, w, margins[b], rounds,
+                                  tree.num_levels - 1)
+        assert torch.equal(tree.ancestors[b], expected)
+
+
+@pytest.mark.parametrize('kind', ['smooth', 'quadrants'])
+def test_batched_builder_matches_the_loop_on_a_14x14_grid(
+        kind, smooth_affinity, quadrant_affinity):
+    if kind == 'smooth':
+        affinity = smooth_affinity(2, 14, 14, seed=3)
+    else:
+        affinity = quadrant_affinity(2, noise=0.3, seed=1)[0]
+    tree = build_hierarchy(affinity, (14, 14), num_levels=5)
+    margins = _margins(affinity, 1.0)
+    for b in range(2):
+        assert torch.equal(
+            tree.ancestors[b],
+            loop_hierarchy(affinity[b], 14, 14, margins[b], 4, 5))
+
+
+def test_fixed_levels_are_a_prefix_of_the_whole_tree(smooth_affinity):
+    affinity = smooth_affinity(3, 5, 6, seed=4)
+    whole = build_hierarchy(affinity, (5, 6))
+    for levels in (0, 2, whole.num_levels - 1, whole.num_levels + 3):
+        for compact in (False, True):
+            tree = build_hierarchy(affinity, (5, 6), num_levels=levels,
+                                   compact=compact)
+            assert tree.num_levels == levels + 1  # static: always levels
+            top = min(tree.num_levels, whole.num_levels)
+            assert torch.equal(tree.ancestors[:, :top],
+                               whole.ancestors[:, :top])
+            assert torch.equal(tree.heights,
+                               whole.heights.clamp(max=levels))
+            # levels past a one-node tree repeat its last level
+            assert bool((tree.ancestors[:, top:] ==
+                         whole.ancestors[:, -1:]).all())
 
 
 def test_max_levels_caps_the_tree(smooth_affinity, tree_checker):
@@ -186,7 +308,8 @@ def test_overflowing_affinity_is_refused():
 
 @pytest.mark.parametrize('option', [
     dict(rounds=0), dict(rounds=1.5), dict(tolerance=-1.0),
-    dict(tolerance=math.nan), dict(max_levels=-1), dict(max_levels=2.0)
+    dict(tolerance=math.nan), dict(max_levels=-1), dict(max_levels=2.0),
+    dict(num_levels=-1), dict(num_levels=True)
 ])
 def test_bad_options_are_refused(option):
     with pytest.raises(ValueError, match=next(iter(option))):

@@ -112,3 +112,9 @@ def test_benchmark_prints_its_figures(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert 'EHM hierarchy + masks' in out and 'MAE random_masking' in out
     assert out.count('images/s') == 2
+    assert 'operator launches per call' in out
+    launches = [int(line.split(':')[1].split('[')[0])
+                for line in out.splitlines()
+                if 'static' in line and '[' in line]
+    assert len(launches) == 3 and all(n > 0 for n in launches)
+    assert launches[0] < launches[1]  # 3 levels < the whole tree

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from mmpretrain.models import MAEViT
 
 from ehm_mm import build_hierarchy
-from ehm_mm.models.masking.node_masking import mask_nodes, num_masked
+from ehm_mm.models.masking.evolved_masking import mask_nodes, num_masked
 
 
 def _identity(batch: int, num: int) -> torch.Tensor:

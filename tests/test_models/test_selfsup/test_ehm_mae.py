@@ -1,16 +1,21 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """EHMMAE: teacher, progress, masks from the hierarchy, checkpoint layout."""
 import copy
+import random
+from unittest import mock
 
 import pytest
 import torch
 from mmengine.logging import MessageHub
+from mmengine.model import ExponentialMovingAverage
 from mmengine.optim import build_optim_wrapper
 from mmpretrain.models import MAEViT
 from mmpretrain.registry import MODELS
 
 import ehm_mm  # noqa: F401
 from ehm_mm.models import EHMMAE, attention_affinity
+from ehm_mm.models.selfsup import ehm_mae
+from ehm_mm.models.selfsup.ehm_mae import mask_seed
 
 ARCH = dict(embed_dims=48, num_layers=2, num_heads=3, feedforward_channels=96)
 CFG = dict(
@@ -97,7 +102,8 @@ def test_training_step_updates_teacher_by_ema(hub):
             optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.5)))
     teacher_before = copy.deepcopy(model.teacher.module.state_dict())
     losses = model(_images(), mode='loss')
-    assert set(losses) == {'loss', 'mask_depth'}
+    assert set(losses) == {'loss', 'mask_depth', 'nonfinite_affinity'}
+    assert float(losses['nonfinite_affinity']) == 0
     optim.update_params(losses['loss'])
     # No gradient ever reaches the teacher; weight decay leaves it alone.
     for name, param in model.teacher.named_parameters():
@@ -183,9 +189,9 @@ def test_predict_writes_features_and_hierarchy():
 
 @pytest.mark.parametrize('changes, error, match', [
     (dict(masking=dict(mask_ratio=1.5)), ValueError,
-     r'model.masking.mask_ratio must be in \(0, 1\)'),
-    (dict(masking=dict(mask_ratio=0.5)), ValueError,
-     'differs from model.backbone.mask_ratio'),
+     r'model.masking: mask_ratio must be a number in \(0, 1\)'),
+    (dict(masking=dict(grid_size=(2, 2))), ValueError,
+     r'model.masking.grid_size \(2, 2\) is not the encoder'),
     (dict(backbone=dict(mask_ratio=0.0)), ValueError, 'mask_ratio'),
     (dict(backbone=dict(img_size=36)), ValueError, 'backbone.img_size'),
     (dict(masking=dict(d_max=5.)), ValueError, 'model.masking: d_max'),
@@ -199,3 +205,59 @@ def test_predict_writes_features_and_hierarchy():
 def test_config_mistakes_fail_at_build(changes, error, match):
     with pytest.raises(error, match=match):
         _build(**changes)
+
+
+def test_the_masking_module_owns_the_mask_ratio(hub):
+    model = _build(masking=dict(mask_ratio=0.5))  # backbone keeps 0.75
+    assert model.masking.grid_size == (4, 4)
+    masks = model.generate_masks(_images(), 0.5)
+    assert masks.mask.sum(1).tolist() == [8.0] * 4
+    latent, mask, _ = model.backbone(
+        _images(), mask=masks.mask, ids_restore=masks.ids_restore,
+        ids_keep=masks.ids_keep)
+    assert latent.shape == (4, 1 + 8, 48) and torch.equal(mask, masks.mask)
+
+
+def test_ema_update_is_bit_identical_to_mmengine(hub):
+    model = _build(ema_momentum=0.3)
+    reference = ExponentialMovingAverage(model.backbone, momentum=0.3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        model.teacher.update_parameters(model.backbone)
+        reference.update_parameters(model.backbone)
+        with torch.no_grad():
+            for param in model.backbone.parameters():
+                param.add_(torch.randn(param.shape, generator=gen))
+    assert model.teacher.num_updates == 4 and int(model.teacher.steps) == 4
+    for (name, value), ref in zip(model.teacher.state_dict().items(),
+                                  reference.state_dict().values()):
+        assert torch.equal(value, ref), name
+    # the host count comes back with a checkpoint
+    again = _build(ema_momentum=0.3)
+    again.load_state_dict(model.state_dict())
+    assert again.teacher.num_updates == 4
+
+
+def test_mask_seeds_are_hashed_from_seed_rank_and_iteration(hub):
+    # Issue 15 item 10: a linear mix such as ``iter + 7919 * rank`` gave
+    # rank 1 at iteration 0 the stream of rank 0 at iteration 7919.
+    seeds = {mask_seed(7, rank, it, 'noise')
+             for rank in range(4) for it in (0, 1, 7919, 7920, 15838)}
+    assert len(seeds) == 20
+    assert mask_seed(7, 1, 0, 'noise') == mask_seed(7, 1, 0, 'noise')
+    assert mask_seed(7, 1, 0, 'noise') != mask_seed(7, 1, 0, 'depth')
+    assert mask_seed(7, 1, 0, 'noise') != mask_seed(8, 1, 0, 'noise')
+    model = _build(masking=dict(d_min=1.5, d_max=1.5, schedule='constant'))
+    x = _images(8)
+
+    def masks(rank: int, iteration: int) -> torch.Tensor:
+        hub.update_info('iter', iteration)
+        with mock.patch.object(ehm_mae, 'get_rank', return_value=rank):
+            return model.generate_masks(
+                x, 0.5, generator=model._mask_generator(x.device),
+                depth=model.masking.draw_depths(
+                    0.5, 8, random.Random(model.mask_seed('depth')))).mask
+
+    assert torch.equal(masks(1, 0), masks(1, 0))
+    assert not torch.equal(masks(1, 0), masks(0, 7919))
+    assert not torch.equal(masks(1, 5), masks(0, 5))

@@ -1,0 +1,178 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
+"""The EHM-MAE training step reads nothing back from the device.
+
+On an accelerator a host read of a device value (``.item()``, ``bool()``,
+``.tolist()``, ``nonzero`` ...) waits for every queued kernel. On CPU such
+reads cost nothing, so a device-independent guard counts them instead: a
+``TorchDispatchMode`` sees every aten op (``_local_scalar_dense`` is what
+``item``, ``bool``, ``int`` and ``float`` call; ``nonzero``,
+``masked_select``, ``unique`` ... have data-dependent shapes), and
+``Tensor.tolist`` / ``Tensor.numpy`` are patched (they bypass dispatch).
+The step is run with ``compact=False``, the static-shape path that
+accelerators take (CPU shrinks the tree per level, reading counts, which
+is free there). On CUDA the step also runs under
+``torch.cuda.set_sync_debug_mode('error')``.
+"""
+import contextlib
+import copy
+from typing import Iterator, List
+from unittest import mock
+
+import pytest
+import torch
+from mmengine.logging import MessageHub
+from mmpretrain.registry import MODELS
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import ehm_mm  # noqa: F401
+from ehm_mm import build_hierarchy
+
+# aten ops whose result needs the device's data on the host
+SYNC_OPS = ('_local_scalar_dense', 'nonzero', 'masked_select', 'unique',
+            '_unique', '_unique2', 'unique_consecutive', 'unique_dim',
+            'repeat_interleave', 'equal', 'allclose', 'is_nonzero')
+
+
+class _CountSyncs(TorchDispatchMode):
+
+    def __init__(self, found: List[str]) -> None:
+        super().__init__()
+        self.found = found
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in SYNC_OPS:
+            self.found.append(f'aten.{name}')
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def host_reads() -> Iterator[List[str]]:
+    """Collect the names of host reads made in the block."""
+    found: List[str] = []
+    originals = {name: getattr(torch.Tensor, name)
+                 for name in ('tolist', 'numpy')}
+
+    def patched(name):
+
+        def read(self, *args, **kwargs):
+            found.append(f'Tensor.{name}')
+            return originals[name](self, *args, **kwargs)
+
+        return read
+
+    with contextlib.ExitStack() as stack:
+        for name in originals:
+            stack.enter_context(
+                mock.patch.object(torch.Tensor, name, patched(name)))
+        stack.enter_context(_CountSyncs(found))
+        yield found
+
+
+def test_the_guard_sees_host_reads():
+    x = torch.arange(6.)
+    with host_reads() as found:
+        x.sum().item()
+        bool(x[0] > 1)
+        int(x[1])
+        x.tolist()
+        x.nonzero()
+        if (x > 2).any():
+            pass
+    assert found == ['aten._local_scalar_dense'] * 3 + [
+        'Tensor.tolist', 'aten.nonzero', 'aten._local_scalar_dense'
+    ]
+
+
+CFG = dict(
+    type='EHMMAE',
+    backbone=dict(
+        type='EHMMAEViT',
+        arch=dict(embed_dims=48, num_layers=2, num_heads=3,
+                  feedforward_channels=96),
+        img_size=32, patch_size=8),
+    neck=dict(type='MAEPretrainDecoder', num_patches=16, patch_size=8,
+              in_chans=3, embed_dim=48, decoder_embed_dim=32,
+              decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.),
+    head=dict(type='MAEPretrainHead', norm_pix=True, patch_size=8,
+              loss=dict(type='PixelReconstructionLoss', criterion='L2')),
+    masking=dict(type='EvolvedHierarchicalMasking', d_min=0., d_max=3.,
+                 hierarchy_cfg=dict(compact=False)),
+    teacher='ema',
+    ema_momentum=0.25)
+
+
+@pytest.fixture
+def hub():
+    hub = MessageHub.get_instance('test_no_host_sync')
+    hub.update_info('max_iters', 10)
+    yield hub
+    MessageHub._instance_dict.pop('test_no_host_sync')
+
+
+def _model(device: str, **changes) -> torch.nn.Module:
+    cfg = copy.deepcopy(CFG)
+    cfg.update(changes)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model.to(device).train()
+
+
+@pytest.mark.parametrize('teacher', ['ema', 'online'])
+def test_training_step_makes_no_host_read(teacher, hub):
+    model = _model('cpu', teacher=teacher)
+    images = torch.randn(4, 3, 32, 32)
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    # iter 0: depth 0 (no tree, no teacher); then up to depth 3
+    for it in (0, 1, 5, 10):
+        hub.update_info('iter', it)
+        with host_reads() as found:
+            losses = model.loss(images, [])
+        assert found == [], (it, found)
+        optim.zero_grad()
+        losses['loss'].backward()
+        optim.step()
+    assert float(losses['mask_depth']) > 0
+
+
+def test_the_step_skips_the_teacher_when_every_depth_is_zero(hub):
+    model = _model('cpu')
+    images = torch.randn(4, 3, 32, 32)
+    with mock.patch.object(model, 'teacher_affinity',
+                           wraps=model.teacher_affinity) as teacher:
+        hub.update_info('iter', 0)  # d = 0
+        model.loss(images, [])
+        assert teacher.call_count == 0
+        hub.update_info('iter', 5)  # d = 1.5
+        model.loss(images, [])
+        assert teacher.call_count == 1
+
+
+def test_fixed_level_trees_make_no_host_read():
+    affinity = torch.randn(3, 36, 36)
+    with host_reads() as found:
+        build_hierarchy(affinity, (6, 6), num_levels=3, compact=False,
+                        check_finite=False)
+    assert found == []
+    with host_reads() as found:  # the whole tree reads its level count
+        build_hierarchy(affinity, (6, 6), compact=False)
+    assert found
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_training_step_does_not_synchronize(hub):
+    model = _model('cuda', masking=dict(
+        type='EvolvedHierarchicalMasking', d_min=0., d_max=3.))
+    images = torch.randn(4, 3, 32, 32, device='cuda')
+    for it in (0, 5, 10):
+        hub.update_info('iter', it)
+        model.loss(images, [])  # warm-up: allocations, pinned buffers
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode('error')
+        try:
+            with torch.autocast('cuda', dtype=torch.bfloat16):
+                model.loss(images, [])
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
