@@ -35,7 +35,6 @@ from .hierarchy import (
     check_affinity,
     check_grid_size,
     min_tree_height,
-    offdiagonal_stats,
 )
 
 # --------------------------------------------------------------------------
@@ -597,7 +596,9 @@ class EvolvedHierarchicalMasking(BaseModule):
             return build_hierarchy(
                 affinity, self.grid_size, num_levels=levels,
                 check_finite=True, **self.hierarchy_cfg), None
-        finite, _ = offdiagonal_stats(affinity.detach().float())  # [B]
+        # NaN and inf propagate into the sum, as does a float32 overflow
+        finite = torch.isfinite(
+            affinity.detach().sum((1, 2), dtype=torch.float32))  # [B]
         affinity = affinity.masked_fill(~finite[:, None, None], 0)
         return build_hierarchy(
             affinity, self.grid_size, num_levels=levels, check_finite=False,

@@ -555,7 +555,7 @@ def build_hierarchy(affinity: Tensor,
         compact (bool, optional): Shrink the node dimension to the batch's
             largest node count at every level, reading that count on the
             host (free on CPU, a device sync elsewhere). None turns it on
-            for CPU tensors only. Results never depend on it.
+            for CPU tensors without ``compile``. Results never depend on it.
             Defaults to None.
         check_finite (bool): Raise a ValueError naming the images whose
             affinity holds NaN or inf or overflows float32 (host reads).
@@ -581,7 +581,7 @@ def build_hierarchy(affinity: Tensor,
     if num_levels is not None:
         levels = min(levels, num_levels)
     if compact is None:
-        compact = affinity.device.type == 'cpu'
+        compact = affinity.device.type == 'cpu' and not compile
     if compile and compact:
         raise ValueError('compile needs static shapes: compact=False')
     with torch.no_grad():

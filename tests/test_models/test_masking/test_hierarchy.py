@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ehm_mm import Hierarchy, build_hierarchy
+from ehm_mm.models.masking import hierarchy as hierarchy_module
 from ehm_mm.models.masking.hierarchy import (
     default_max_levels,
     grid_edges,
@@ -331,3 +332,20 @@ def test_cuda_matches_cpu(smooth_affinity, tree_checker):
             levels = min(cpu.num_levels, gpu.num_levels)
             same = gpu.ancestors[:, :levels].cpu() == cpu.ancestors[:, :levels]
             assert float(same.float().mean()) > 0.95
+
+
+def test_compiled_levels_trace_whole_and_give_the_same_trees(
+        smooth_affinity, monkeypatch):
+    # fullgraph=True fails on any graph break, e.g. a host read creeping
+    # into a level; aot_eager traces like inductor without its C++ build.
+    compiled = torch.compile(
+        hierarchy_module._level, fullgraph=True, dynamic=False,
+        backend='aot_eager')
+    monkeypatch.setitem(hierarchy_module._COMPILED, 'cpu', compiled)
+    affinity = smooth_affinity(3, 6, 7, seed=6)
+    tree = build_hierarchy(affinity, (6, 7), num_levels=4, compile=True)
+    eager = build_hierarchy(affinity, (6, 7), num_levels=4, compact=False)
+    assert torch.equal(tree.ancestors, eager.ancestors)
+    assert torch.equal(tree.num_nodes, eager.num_nodes)
+    with pytest.raises(ValueError, match='compile needs static shapes'):
+        build_hierarchy(affinity, (6, 7), compile=True, compact=True)
