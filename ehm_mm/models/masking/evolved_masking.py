@@ -596,10 +596,11 @@ class EvolvedHierarchicalMasking(BaseModule):
             return build_hierarchy(
                 affinity, self.grid_size, num_levels=levels,
                 check_finite=True, **self.hierarchy_cfg), None
-        # NaN and inf propagate into the sum, as does a float32 overflow
+        # NaN and inf propagate into the sum, as does a float32 overflow.
+        # A bad image's tree is meaningless but every image's tree depends
+        # on its own affinity only, and bad images are masked at depth 0.
         finite = torch.isfinite(
             affinity.detach().sum((1, 2), dtype=torch.float32))  # [B]
-        affinity = affinity.masked_fill(~finite[:, None, None], 0)
         return build_hierarchy(
             affinity, self.grid_size, num_levels=levels, check_finite=False,
             **self.hierarchy_cfg), ~finite
