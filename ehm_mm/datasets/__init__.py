@@ -1,3 +1,6 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 from .synthetic_shapes import SyntheticShapes  # noqa: F401
-from .transforms import LoadObjectMask  # noqa: F401
+from .transforms import (  # noqa: F401
+    EvolvedHierarchicalMaskGenerator,
+    LoadObjectMask,
+)

@@ -1,4 +1,13 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
+from .evolved_hierarchical_mask_generator import (
+    EvolvedHierarchicalMaskGenerator,
+    SharedProgress,
+    cue_affinity,
+    patch_cues,
+)
 from .load_object_mask import LoadObjectMask
 
-__all__ = ['LoadObjectMask']
+__all__ = [
+    'LoadObjectMask', 'EvolvedHierarchicalMaskGenerator', 'SharedProgress',
+    'cue_affinity', 'patch_cues'
+]

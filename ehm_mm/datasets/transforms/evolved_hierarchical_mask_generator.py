@@ -1,0 +1,530 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
+"""EHM masks made in the data pipeline, from the image's own patch cues.
+
+Dataloader workers do not have the model being trained, so this transform
+builds the hierarchy from low-level cues of the image itself (the "low-level
+cues first" end of EHM): per mask patch, its mean colour and a texture
+statistic; the affinity of two patches is minus the squared distance of
+their cue vectors. The tree builder, the depth schedule and the node masking
+are the ones the model-side ``EvolvedHierarchicalMasking`` uses.
+
+The depth follows training progress. The progress lives in a one-element
+tensor in shared memory (:class:`SharedProgress`), created with the
+transform in the main process, so every dataloader worker sees the same
+storage whether workers are forked or spawned, persistent or not.
+:class:`~ehm_mm.engine.hooks.MaskProgressHook` writes it from the runner.
+"""
+import math
+import time
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from mmcv.transforms import BaseTransform
+from mmengine.dataset import default_collate
+from mmengine.registry import FUNCTIONS
+from mmpretrain.registry import TRANSFORMS
+from torch import Tensor
+from torch.utils.data import get_worker_info
+
+from ehm_mm.models.masking import (
+    DepthSchedule,
+    build_hierarchy,
+    mask_nodes,
+    stochastic_round,
+)
+
+_UNSET = -1.0
+
+
+class SharedProgress:
+    """Training progress ``t`` in ``[0, 1]`` shared with dataloader workers.
+
+    One float64 in shared memory: the main process writes it, every worker
+    reads the same storage (forked workers inherit the mapping; spawned
+    workers receive a handle to it when the dataset is pickled). A negative
+    value means "not set yet".
+
+    Args:
+        progress (float, optional): Initial progress; None leaves it unset.
+            Defaults to None.
+    """
+
+    def __init__(self, progress: Optional[float] = None) -> None:
+        self._value = torch.full((1, ), _UNSET, dtype=torch.float64)
+        self._value.share_memory_()
+        if progress is not None:
+            self.set(progress)
+
+    @staticmethod
+    def check(progress: float) -> float:
+        """Validate a progress value.
+
+        Args:
+            progress (float): Must be a number in ``[0, 1]``.
+
+        Returns:
+            float: The value as a Python float.
+        """
+        if (isinstance(progress, bool)
+                or not isinstance(progress, (int, float))
+                or not 0.0 <= progress <= 1.0):
+            raise ValueError(
+                f'progress must be a number in [0, 1], got {progress!r}')
+        return float(progress)
+
+    def set(self, progress: float) -> None:
+        """Write the progress.
+
+        Args:
+            progress (float): Training progress in ``[0, 1]``.
+        """
+        self._value.fill_(self.check(progress))
+
+    def get(self) -> Optional[float]:
+        """Read the progress.
+
+        Returns:
+            float, optional: The progress, None when it was never set.
+        """
+        value = float(self._value[0])
+        return None if value < 0 else value
+
+    @property
+    def is_shared(self) -> bool:
+        """bool: Whether the value lives in shared memory."""
+        return self._value.is_shared()
+
+
+def patch_cues(img: Union[np.ndarray, Tensor], patch_size: int) -> Tensor:
+    """Low-level cues per patch: mean colour and gradient texture.
+
+    For each ``patch_size`` x ``patch_size`` patch (row-major): the mean of
+    every channel and the mean absolute horizontal and vertical differences
+    of the channel-mean intensity inside the patch, all on a 0-1 scale.
+
+    Args:
+        img (np.ndarray | Tensor): Image ``[H, W, C]`` or a batch of them
+            ``[B, H, W, C]`` (``uint8`` 0-255 or float 0-255), ``H`` and
+            ``W`` multiples of ``patch_size``.
+        patch_size (int): Patch side in pixels.
+
+    Returns:
+        Tensor: float32 ``[N, C + 2]`` (``[B, N, C + 2]`` for a batch),
+        ``N = (H / p) * (W / p)``; columns are the ``C`` mean colours, then
+        horizontal and vertical texture.
+    """
+    x = torch.as_tensor(np.ascontiguousarray(img)).float().div_(255.0)
+    *batch, height, width, channels = x.shape
+    p = patch_size
+    gh, gw = height // p, width // p
+    x = x.view(*batch, gh, p, gw, p, channels)
+    first = len(batch)  # the gh axis
+    rows, cols = first + 1, first + 3
+    colour = x.mean(dim=(rows, cols))  # [..., gh, gw, C]
+    grey = x.mean(dim=-1)  # [..., gh, p, gw, p]
+    tex_x = (grey[..., 1:] - grey[..., :-1]).abs().mean(dim=(rows, cols))
+    tex_y = (grey.narrow(rows, 1, p - 1) - grey.narrow(rows, 0, p - 1)
+             ).abs().mean(dim=(rows, cols))
+    cues = torch.cat([colour, tex_x[..., None], tex_y[..., None]], dim=-1)
+    return cues.reshape(*batch, gh * gw, channels + 2)
+
+
+def cue_affinity(cues: Tensor,
+                 colour_weight: float = 1.0,
+                 texture_weight: float = 1.0) -> Tensor:
+    """Patch affinity: minus the squared distance of weighted cue vectors.
+
+    With average linkage (what the tree builder uses), the similarity of
+    two nodes is then minus the mean squared distance between their
+    patches, ``-(|mu_P - mu_Q|^2 + var_P + var_Q)``: nodes merge when their
+    mean cues agree and each is homogeneous.
+
+    Args:
+        cues (Tensor): ``[..., N, C + 2]`` from :func:`patch_cues` (a
+            leading batch dimension is fine).
+        colour_weight (float): Scale of the colour columns. Defaults to 1.
+        texture_weight (float): Scale of the two texture columns.
+            Defaults to 1.
+
+    Returns:
+        Tensor: float32 ``[..., N, N]``, symmetric, 0 on the diagonal.
+    """
+    weights = cues.new_full((cues.shape[-1], ), colour_weight)
+    weights[-2:] = texture_weight
+    feats = cues * weights  # [..., N, D]
+    return -torch.cdist(feats, feats).square()
+
+
+@dataclass
+class MaskRequest:
+    """What one image's mask needs; the tree is cut later, maybe batched.
+
+    Args:
+        img (np.ndarray, optional): The image ``[H, W, C]`` as the
+            transform saw it; None at depth 0 (no tree needed).
+        noise (Tensor): float32 ``[N]``, the per-patch uniform values.
+        depth (int): The drawn depth.
+        spec (tuple): ``(patch_size, grid_size, scale,
+            num_masking_patches, colour_weight, texture_weight, hierarchy
+            options)``; requests cut together must agree.
+    """
+
+    img: Optional[np.ndarray]
+    noise: Tensor
+    depth: int
+    spec: tuple
+
+
+def cut_masks(requests: Sequence[MaskRequest]) -> List[Tuple[np.ndarray,
+                                                            int]]:
+    """Build the trees of a batch of requests at once and cut the masks.
+
+    One :func:`patch_cues` and one :func:`build_hierarchy` call for the
+    whole batch, as deep as its deepest request (lower levels do not depend
+    on how many are built, and every image's tree is its own), so the masks
+    are exactly those the requests would get one by one.
+
+    Args:
+        requests (Sequence[MaskRequest]): One per image, same ``spec``.
+
+    Returns:
+        List[Tuple[np.ndarray, int]]: Per image the int64 mask at token
+        resolution (1 = masked) and the depth it was cut from (the drawn
+        depth, lowered to the tree's height if the tree ends earlier).
+    """
+    spec = requests[0].spec
+    if any(r.spec != spec for r in requests):
+        raise ValueError('cannot cut masks of different mask generators '
+                         'together; use one EvolvedHierarchicalMaskGenerator '
+                         'per pipeline')
+    patch, grid_size, scale, num_masked, colour, texture, options = spec
+    batch, num = len(requests), grid_size[0] * grid_size[1]
+    noise = torch.stack([r.noise for r in requests])  # [B, N]
+    depth = torch.tensor([r.depth for r in requests])  # [B]
+    deepest = int(depth.max())
+    if deepest == 0:
+        nodes = torch.arange(num).expand(batch, num)
+    else:
+        deep = [i for i, r in enumerate(requests) if r.depth > 0]
+        cues = patch_cues(np.stack([requests[i].img for i in deep]), patch)
+        if len(deep) < batch:  # depth-0 images only use level 0
+            cues = cues.new_zeros(batch, *cues.shape[1:]).index_copy_(
+                0, torch.tensor(deep), cues)  # [B, N, D]
+        affinity = cue_affinity(cues, colour, texture)  # [B, N, N]
+        hierarchy = build_hierarchy(
+            affinity, grid_size, max_levels=deepest, **dict(options))
+        depth = torch.minimum(depth, hierarchy.heights)
+        nodes = hierarchy.ancestors.gather(
+            1, depth[:, None, None].expand(batch, 1, num)).squeeze(1)
+    mask = mask_nodes(nodes, num_masked / num, noise=noise)[0]  # [B, N]
+    mask = mask.to(torch.int64).view(batch, *grid_size).numpy()
+    mask = mask.repeat(scale, axis=1).repeat(scale, axis=2)
+    return [(m, int(d)) for m, d in zip(mask, depth)]
+
+
+@FUNCTIONS.register_module()
+def evolved_mask_collate(data_batch: Sequence) -> Any:
+    """``default_collate``, then the batch's masks in one tree-building call.
+
+    For ``EvolvedHierarchicalMaskGenerator(batched=True)``, whose
+    ``mask_request`` reaches the data samples through
+    ``PackInputs(algorithm_keys=['mask_request'])``. Sets each sample's
+    ``mask`` (as the generator does unbatched) and ``mask_depth``, and drops
+    the request. Runs in the dataloader worker.
+
+    Args:
+        data_batch (Sequence): The packed samples.
+
+    Returns:
+        Any: The collated batch, ``data_samples`` with their masks.
+    """
+    batch = default_collate(data_batch)
+    samples = batch.get('data_samples') if isinstance(batch, dict) else None
+    if not samples or any('mask_request' not in s for s in samples):
+        raise ValueError(
+            'evolved_mask_collate needs every data sample to carry a '
+            'mask_request: use EvolvedHierarchicalMaskGenerator(batched=True)'
+            " and PackInputs(algorithm_keys=['mask_request'])")
+    masks = cut_masks([s.mask_request for s in samples])
+    for sample, (mask, depth) in zip(samples, masks):
+        del sample.mask_request
+        sample.set_mask(torch.from_numpy(mask))
+        sample.set_field(depth, 'mask_depth')
+    return batch
+
+
+def _pair(value: Union[int, Sequence[int]], name: str) -> Tuple[int, int]:
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        value = (value, value)
+    if (not isinstance(value, Sequence) or len(value) != 2 or not all(
+            isinstance(v, Integral) and not isinstance(v, bool) and v > 0
+            for v in value)):
+        raise ValueError(f'{name} must be a positive int or a pair of them, '
+                         f'got {value!r}')
+    return int(value[0]), int(value[1])
+
+
+@TRANSFORMS.register_module()
+class EvolvedHierarchicalMaskGenerator(BaseTransform):
+    """EHM masks from the image's own patch cues, depth by training progress.
+
+    A drop-in replacement for mmpretrain's ``SimMIMMaskGenerator`` (and,
+    with ``mask_patch_size == model_patch_size``, ``BEiTMaskGenerator``):
+    same output key and conventions, ``results['mask']`` an int ``ndarray``
+    at the model's token resolution, 1 = masked, every mask patch expanded
+    to ``scale x scale`` tokens (``scale = mask_patch_size //
+    model_patch_size``).
+
+    Per image:
+
+    1. cues of every ``mask_patch_size`` patch (:func:`patch_cues`) and
+       their affinity (:func:`cue_affinity`);
+    2. the masking depth: ``d(t)`` of the :class:`DepthSchedule` at the
+       current progress ``t``, stochastically rounded;
+    3. the tree, built only up to that depth (levels are built bottom-up,
+       so the lower levels do not depend on how many are built), and whole
+       nodes of that depth masked in random order, exactly
+       ``num_masking_patches`` (or ``round(mask_ratio * N)``) mask patches.
+       Depth 0 is uniform random masking of mask patches, i.e.
+       ``SimMIMMaskGenerator`` when ``round == ceil`` for its ratio.
+
+    **Progress.** ``t`` is read from a :class:`SharedProgress` that
+    :class:`~ehm_mm.engine.hooks.MaskProgressHook` writes from the runner
+    (``iter / max_iters``, also after ``--resume``). A worker that finds no
+    progress yet waits up to ``progress_timeout`` seconds for the hook
+    (mmengine's ``IterBasedTrainLoop`` starts its workers before any hook
+    runs), then raises. Outside training give ``progress`` explicitly.
+
+    Random draws come from the global torch generator, which PyTorch and
+    mmengine seed per worker.
+
+    **Required Keys:** ``img`` (``[H, W, C]``, ``H x W == input_size``; put
+    the transform after the crop and flip).
+
+    **Added Keys:** ``mask`` (int64 ``ndarray`` ``[H / model_patch_size,
+    W / model_patch_size]``), ``mask_depth`` (int, the level the mask was
+    cut from) and ``mask_progress`` (float, the ``t`` it used).
+
+    **Batched** (``batched=True``): instead of ``mask`` the transform adds
+    ``mask_request`` (its draws and a copy of the image, a
+    :class:`MaskRequest`); pass it on with
+    ``PackInputs(algorithm_keys=['mask_request'])`` and collate with
+    ``evolved_mask_collate``, which builds the trees of the whole batch in
+    one call (in the worker) and sets the same masks the unbatched
+    transform would.
+
+    Args:
+        input_size (int | tuple[int, int]): Image size ``H`` (x ``W``).
+            Defaults to 192.
+        mask_patch_size (int): Side of a mask patch (a tree leaf) in
+            pixels. Defaults to 32.
+        model_patch_size (int): Side of a model token in pixels.
+            Defaults to 4.
+        mask_ratio (float): Fraction of mask patches masked, in
+            ``(0, 1)``; ``round(mask_ratio * N)`` are masked. Defaults to
+            0.6.
+        num_masking_patches (int, optional): Mask exactly this many mask
+            patches instead of using ``mask_ratio`` (BEiT's convention).
+            Defaults to None.
+        d_min (float): Depth at the start of training. Defaults to 0.
+        d_max (float): Depth at the end of training. Defaults to 3.
+        schedule (str): ``'linear'``, ``'cosine'``, ``'sqrt'``, ``'step'``
+            or ``'constant'``. Defaults to 'linear'.
+        num_steps (int, optional): Stages of the ``'step'`` schedule.
+            Defaults to None.
+        hierarchy_cfg (dict, optional): Keyword options of
+            ``build_hierarchy`` (``rounds``, ``tolerance``).
+            Defaults to None.
+        colour_weight (float): Weight of the mean-colour cues.
+            Defaults to 1.
+        texture_weight (float): Weight of the gradient-texture cues.
+            Defaults to 1.
+        progress (float, optional): A fixed progress for use outside
+            training (e.g. to look at masks); the hook overwrites it.
+            Defaults to None.
+        progress_timeout (float): Seconds a worker waits for the first
+            progress. Defaults to 600.
+        batched (bool): Leave the trees to ``evolved_mask_collate``.
+            Defaults to False.
+    """
+
+    def __init__(self,
+                 input_size: Union[int, Sequence[int]] = 192,
+                 mask_patch_size: int = 32,
+                 model_patch_size: int = 4,
+                 mask_ratio: float = 0.6,
+                 num_masking_patches: Optional[int] = None,
+                 d_min: float = 0.,
+                 d_max: float = 3.,
+                 schedule: str = 'linear',
+                 num_steps: Optional[int] = None,
+                 hierarchy_cfg: Optional[dict] = None,
+                 colour_weight: float = 1.0,
+                 texture_weight: float = 1.0,
+                 progress: Optional[float] = None,
+                 progress_timeout: float = 600.,
+                 batched: bool = False) -> None:
+        self.input_size = _pair(input_size, 'input_size')
+        self.mask_patch_size = _pair(mask_patch_size, 'mask_patch_size')[0]
+        self.model_patch_size = _pair(model_patch_size, 'model_patch_size')[0]
+        if self.mask_patch_size % self.model_patch_size:
+            raise ValueError(
+                f'mask_patch_size ({self.mask_patch_size}) must be a multiple'
+                f' of model_patch_size ({self.model_patch_size})')
+        if any(s % self.mask_patch_size for s in self.input_size):
+            raise ValueError(
+                f'input_size {self.input_size} must be a multiple of '
+                f'mask_patch_size ({self.mask_patch_size})')
+        self.grid_size = tuple(s // self.mask_patch_size
+                               for s in self.input_size)
+        self.scale = self.mask_patch_size // self.model_patch_size
+        num = self.grid_size[0] * self.grid_size[1]
+        if num < 2:
+            raise ValueError(f'the mask grid {self.grid_size} needs at least '
+                             'two mask patches')
+        if num_masking_patches is None:
+            if (isinstance(mask_ratio, bool)
+                    or not isinstance(mask_ratio, (int, float))
+                    or not 0 < mask_ratio < 1):
+                raise ValueError(
+                    f'mask_ratio must be in (0, 1), got {mask_ratio!r}')
+            num_masking_patches = int(round(mask_ratio * num))
+        if (isinstance(num_masking_patches, bool)
+                or not isinstance(num_masking_patches, Integral)
+                or not 0 < num_masking_patches < num):
+            raise ValueError(
+                f'the masked count must be in [1, {num - 1}] for the '
+                f'{self.grid_size[0]}x{self.grid_size[1]} mask grid, got '
+                f'{num_masking_patches!r} (mask_ratio={mask_ratio!r})')
+        self.num_masking_patches = int(num_masking_patches)
+        self.depth_schedule = DepthSchedule(d_min, d_max, schedule, num_steps)
+        height = math.ceil(math.log2(num))
+        if self.depth_schedule.max_depth > height:
+            raise ValueError(
+                f'd_max={d_max:g} (depth {self.depth_schedule.max_depth}) is '
+                f'beyond the height {height} of trees over the '
+                f'{self.grid_size[0]}x{self.grid_size[1]} mask grid; lower '
+                'd_max or use smaller mask patches')
+        self.hierarchy_cfg = dict(hierarchy_cfg or {})
+        if 'max_levels' in self.hierarchy_cfg:
+            raise ValueError('hierarchy_cfg.max_levels is set by the depth; '
+                             'leave it out')
+        # Fail at build time on bad options.
+        build_hierarchy(torch.eye(4)[None], (2, 2), **self.hierarchy_cfg)
+        self.colour_weight = float(colour_weight)
+        self.texture_weight = float(texture_weight)
+        if not (self.colour_weight >= 0 and self.texture_weight >= 0):
+            raise ValueError('colour_weight and texture_weight must be >= 0')
+        if not progress_timeout > 0:
+            raise ValueError(
+                f'progress_timeout must be > 0, got {progress_timeout!r}')
+        self.progress_timeout = float(progress_timeout)
+        self.progress = SharedProgress(progress)
+        self.batched = bool(batched)
+
+    @property
+    def num_patches(self) -> int:
+        """int: Mask patches per image ``N`` (tree leaves)."""
+        return self.grid_size[0] * self.grid_size[1]
+
+    def set_progress(self, progress: float) -> None:
+        """Set the training progress the workers use.
+
+        Args:
+            progress (float): ``iter / max_iters`` in ``[0, 1]``.
+        """
+        self.progress.set(progress)
+
+    def current_progress(self) -> float:
+        """The progress to use now, waiting for the hook in a worker.
+
+        Returns:
+            float: Progress in ``[0, 1]``.
+
+        Raises:
+            RuntimeError: If no progress was set (in the main process at
+                once; in a worker after ``progress_timeout`` seconds).
+        """
+        progress = self.progress.get()
+        if progress is not None:
+            return progress
+        if get_worker_info() is not None:
+            deadline = time.monotonic() + self.progress_timeout
+            while progress is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+                progress = self.progress.get()
+            if progress is not None:
+                return progress
+        raise RuntimeError(
+            f'{type(self).__name__}: no training progress was set'
+            + (f' within {self.progress_timeout:g} s'
+               if get_worker_info() is not None else '') +
+            '. Add custom_hooks=[dict(type="MaskProgressHook")] to the '
+            'config, or give progress=... when using the transform outside '
+            'training.')
+
+    def request(self, img: np.ndarray, progress: float) -> MaskRequest:
+        """Draw one image's patch values and depth.
+
+        Random draws, in order: ``torch.rand(N)`` (the patch values, MAE's
+        draw) and, when ``d(t)`` is not an integer, one for the rounding.
+
+        Args:
+            img (np.ndarray): ``[H, W, C]``.
+            progress (float): Training progress in ``[0, 1]``.
+
+        Returns:
+            MaskRequest: What :func:`cut_masks` needs.
+        """
+        noise = torch.rand(self.num_patches)
+        depth = int(stochastic_round(self.depth_schedule(progress), 1)[0])
+        spec = (self.mask_patch_size, self.grid_size, self.scale,
+                self.num_masking_patches,
+                self.colour_weight, self.texture_weight,
+                tuple(sorted(self.hierarchy_cfg.items())))
+        # a copy: later transforms may change the image in place
+        return MaskRequest(img.copy() if depth > 0 else None, noise, depth,
+                           spec)
+
+    def transform(self, results: dict) -> dict:
+        """Add the mask of one image (or, batched, its request).
+
+        Args:
+            results (dict): Result dict with ``img``.
+
+        Returns:
+            dict: ``results`` with ``mask``, ``mask_depth`` and
+            ``mask_progress`` added; with ``batched=True`` ``mask_request``
+            (and the drawn ``mask_depth``) instead of ``mask``.
+        """
+        img = results['img']
+        if (not isinstance(img, np.ndarray) or img.ndim != 3
+                or tuple(img.shape[:2]) != self.input_size):
+            shape = getattr(img, 'shape', type(img).__name__)
+            raise ValueError(
+                f'{type(self).__name__} needs results["img"] as an [H, W, C]'
+                f' array of size {self.input_size}, got {shape}; put it '
+                'after the crop to input_size')
+        progress = self.current_progress()
+        request = self.request(img, progress)
+        if self.batched:
+            results.update(mask_request=request, mask_depth=request.depth,
+                           mask_progress=progress)
+            return results
+        mask, depth = cut_masks([request])[0]
+        results.update(mask=mask, mask_depth=depth, mask_progress=progress)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(input_size={self.input_size}, '
+                f'mask_patch_size={self.mask_patch_size}, '
+                f'model_patch_size={self.model_patch_size}, '
+                f'num_masking_patches={self.num_masking_patches}, '
+                f'depth_schedule={self.depth_schedule!r}, '
+                f'hierarchy_cfg={self.hierarchy_cfg}, '
+                f'colour_weight={self.colour_weight}, '
+                f'texture_weight={self.texture_weight}, '
+                f'batched={self.batched})')

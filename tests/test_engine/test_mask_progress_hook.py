@@ -1,0 +1,162 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
+"""MaskProgressHook: the depth a worker uses follows the runner, resume too.
+
+A recording model stores, for every training iteration, the progress each
+sample's mask was made with (``mask_progress``, packed by ``PackInputs``).
+The data come from 2 persistent workers of an ``IterBasedTrainLoop``,
+which starts its workers before any hook runs.
+"""
+import uuid
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import ConcatDataset
+from mmengine.logging import MessageHub, MMLogger
+from mmengine.model import BaseModel
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+from mmengine.visualization import Visualizer
+from mmpretrain.datasets import CustomDataset
+from mmpretrain.registry import MODELS
+
+import ehm_mm  # noqa: F401
+from ehm_mm.engine.hooks import MaskProgressHook, find_mask_generators
+
+MAX_ITERS = 8
+NUM_WORKERS = 2
+IN_FLIGHT = NUM_WORKERS * 2  # prefetch_factor 2
+
+
+@MODELS.register_module(force=True)
+class ProgressRecorder(BaseModel):
+    """Records ``(iter, [mask_progress of each sample])`` per step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.records = []
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        cur_iter = MessageHub.get_current_instance().get_info('iter')
+        self.records.append(
+            (cur_iter, [s.mask_progress for s in data_samples]))
+        return dict(loss=(self.weight - 1).square().sum())
+
+
+def pipeline(**generator):
+    return [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=(32, 32)),
+        dict(
+            type='EvolvedHierarchicalMaskGenerator', input_size=32,
+            mask_patch_size=8, model_patch_size=8, mask_ratio=0.5,
+            d_max=2.0, **generator),
+        dict(type='PackInputs', algorithm_keys=['mask_progress']),
+    ]
+
+
+def make_cfg(image_folder: str, work_dir: str, **kwargs) -> Config:
+    return Config(
+        dict(
+            model=dict(type='ProgressRecorder'),
+            work_dir=work_dir,
+            experiment_name=f'progress_{uuid.uuid4().hex[:8]}',
+            default_scope='mmpretrain',
+            train_dataloader=dict(
+                batch_size=2,
+                num_workers=NUM_WORKERS,
+                persistent_workers=True,
+                sampler=dict(type='InfiniteSampler', shuffle=False),
+                collate_fn=dict(type='default_collate'),
+                dataset=dict(
+                    type='CustomDataset', data_root=image_folder,
+                    with_label=False, pipeline=pipeline())),
+            train_cfg=dict(type='IterBasedTrainLoop', max_iters=MAX_ITERS),
+            optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+            custom_hooks=[dict(type='MaskProgressHook')],
+            default_hooks=dict(
+                checkpoint=dict(
+                    type='CheckpointHook', interval=4, by_epoch=False),
+                logger=dict(type='LoggerHook', interval=1)),
+            log_processor=dict(by_epoch=False),
+            randomness=dict(seed=0),
+            **kwargs))
+
+
+def train(cfg: Config) -> Runner:
+    """Train, then drop the mmengine globals the runner made current."""
+    managed = (DefaultScope, MessageHub, MMLogger, Visualizer)
+    before = {cls: set(cls._instance_dict) for cls in managed}
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        # stop the persistent workers now, not at some later collection
+        runner.train_loop.dataloader_iterator._iterator._shutdown_workers()
+    finally:
+        for cls, names in before.items():
+            for name in list(cls._instance_dict):
+                if name not in names:
+                    cls._instance_dict.pop(name)
+    return runner
+
+
+def check_records(records, first_iter):
+    iters = [cur_iter for cur_iter, _ in records]
+    assert iters == list(range(first_iter, MAX_ITERS))
+    # the first batch of a (re)started run: exactly the runner's progress
+    assert set(records[0][1]) == {first_iter / MAX_ITERS}
+    for cur_iter, progress in records:
+        for value in progress:
+            # made at most IN_FLIGHT batches ahead, never from the future,
+            # never from before the (re)start
+            assert max(first_iter, cur_iter - IN_FLIGHT) / MAX_ITERS \
+                <= value <= cur_iter / MAX_ITERS
+
+
+def test_progress_reaches_persistent_workers_and_survives_resume(
+        image_folder, tmp_path):
+    work_dir = str(tmp_path / 'work')
+    straight = train(make_cfg(image_folder, work_dir))
+    check_records(straight.model.records, 0)
+    # the progress moves during the run (not stuck at the start)
+    assert straight.model.records[-1][1][0] > 0
+
+    resumed = train(
+        make_cfg(image_folder, work_dir, resume=True,
+                 load_from=f'{work_dir}/iter_4.pth'))
+    check_records(resumed.model.records, 4)
+
+
+def test_hook_finds_generators_in_wrapped_datasets(image_folder):
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        datasets = [
+            CustomDataset(data_root=image_folder, with_label=False,
+                          pipeline=pipeline()),
+            CustomDataset(data_root=image_folder, with_label=False,
+                          pipeline=[dict(type='RandomApply',
+                                         transforms=pipeline()[2:3])])
+        ]
+    found = find_mask_generators(ConcatDataset(datasets))
+    assert len(found) == 2
+    runner = SimpleNamespace(
+        train_dataloader=SimpleNamespace(dataset=ConcatDataset(datasets)),
+        iter=3, max_iters=12)
+    hook = MaskProgressHook()
+    hook.before_train(runner)
+    assert [g.progress.get() for g in hook._generators] == [0.25, 0.25]
+    hook.after_train_iter(runner, batch_idx=3)
+    assert [g.progress.get() for g in hook._generators] == [1 / 3, 1 / 3]
+
+
+def test_hook_without_generator_is_an_error(image_folder):
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        dataset = CustomDataset(data_root=image_folder, with_label=False,
+                                pipeline=[dict(type='LoadImageFromFile')])
+    runner = SimpleNamespace(
+        train_dataloader=SimpleNamespace(dataset=dataset), iter=0,
+        max_iters=4)
+    with pytest.raises(RuntimeError, match='no EvolvedHierarchicalMask'):
+        MaskProgressHook().before_train(runner)
+    MaskProgressHook(required=False).before_train(runner)
