@@ -1,4 +1,5 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 from .ehm_mae import EHMMAE
+from .pipeline_mask_mae import PipelineMaskMAE
 
-__all__ = ['EHMMAE']
+__all__ = ['EHMMAE', 'PipelineMaskMAE']

@@ -1,0 +1,264 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
+"""EHM for pipeline-masked MIM: SimMIM (Swin), MaskFeat and MAE configs.
+
+Every shipped config is compared with the mmpretrain config it inherits
+(only the model, the mask step of the pipeline and the hooks may differ),
+trained in a tiny version for 2 iterations on CPU, and its checkpoint is
+loaded by the matching fine-tuning config with every key accounted for.
+"""
+import copy
+import os.path as osp
+import uuid
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.hub import get_config
+from mmengine.logging import MessageHub, MMLogger
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+from mmengine.visualization import Visualizer
+from mmpretrain.registry import MODELS
+from PIL import Image
+
+import ehm_mm  # noqa: F401
+from ehm_mm.downstream import account_keys, load_encoder
+
+CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
+SIMMIM = 'mmpretrain::simmim/simmim_swin-base-w6_8xb256-amp-coslr-100e_in1k-192px.py'  # noqa: E501
+MAE = 'mmpretrain::mae/mae_vit-base-p16_8xb512-amp-coslr-300e_in1k.py'
+MASKFEAT = 'mmpretrain::maskfeat/maskfeat_vit-base-p16_8xb256-amp-coslr-300e_in1k.py'  # noqa: E501
+CONFIGS = {
+    'simmim-swin-pix':
+    ('simmim/simmim_swin-base-w6_ehm-pix_8xb256-amp-coslr-100e_in1k-192px.py',
+     SIMMIM),
+    'maskfeat-vit-pix':
+    ('maskfeat/maskfeat_vit-base-p16_ehm-pix_8xb256-amp-coslr-300e_in1k.py',
+     MASKFEAT),
+    'mae-vit-pix':
+    ('mae/mae_vit-base-p16_ehm-pix_8xb512-amp-coslr-300e_in1k.py', MAE),
+}
+MASK_STEPS = ('SimMIMMaskGenerator', 'BEiTMaskGenerator',
+              'EvolvedHierarchicalMaskGenerator')
+TINY_SWIN = dict(
+    backbone=dict(
+        arch=dict(_delete_=True, embed_dims=16, depths=[1, 1, 1, 1],
+                  num_heads=[1, 1, 2, 2]),
+        img_size=128,
+        stage_cfgs=dict(block_cfgs=dict(window_size=4))))
+TINY_VIT_ARCH = dict(
+    _delete_=True,
+    embed_dims=32,
+    num_layers=2,
+    num_heads=2,
+    feedforward_channels=64)
+# name: (model changes, image size, mask generator changes)
+TINY = {
+    'simmim-swin-pix': (dict(**TINY_SWIN, neck=dict(in_channels=128)), 128,
+                        dict(d_max=2.0)),
+    # MaskFeat's HOG target needs a 14 x 14 patch grid: 112 px, patch 8,
+    # one 8 px HOG cell per patch (3 channels x 9 bins = 27 targets).
+    'maskfeat-vit-pix': (dict(
+        backbone=dict(arch=TINY_VIT_ARCH, img_size=112, patch_size=8),
+        neck=dict(in_channels=32, out_channels=27)), 112,
+        dict(mask_patch_size=8, model_patch_size=8)),
+    'mae-vit-pix': (dict(
+        backbone=dict(arch=TINY_VIT_ARCH, img_size=32, patch_size=8),
+        neck=dict(num_patches=16, patch_size=8, embed_dim=32,
+                  decoder_embed_dim=32, decoder_depth=1,
+                  decoder_num_heads=2),
+        head=dict(patch_size=8)), 32,
+        dict(mask_patch_size=8, model_patch_size=8, d_max=2.0)),
+}
+
+
+def plain(cfg: Config) -> dict:
+    """The config as plain dicts, without mmengine's ``_scope_`` tags."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != '_scope_'}
+        if isinstance(value, (list, tuple)):
+            return type(value)(strip(v) for v in value)
+        return value
+
+    return strip(cfg.to_dict())
+
+
+def load(name: str) -> Config:
+    return Config.fromfile(osp.join(CONFIG_DIR, CONFIGS[name][0]))
+
+
+@pytest.mark.parametrize('name', list(CONFIGS))
+def test_only_masking_differs_from_mmpretrain(name):
+    ours, theirs = plain(load(name)), plain(get_config(CONFIGS[name][1]))
+    assert ours.pop('custom_imports') == dict(
+        imports=['ehm_mm'], allow_failed_imports=False)
+    model_a, model_b = ours.pop('model'), theirs.pop('model')
+    hooks = [h['type'] for h in ours.pop('custom_hooks', [])]
+    steps_a = ours['train_dataloader']['dataset'].pop('pipeline')
+    steps_b = theirs['train_dataloader']['dataset'].pop('pipeline')
+    assert ours.pop('train_pipeline') == steps_a
+    assert theirs.pop('train_pipeline') == steps_b
+    generators = [s for s in steps_a if s['type'] in MASK_STEPS]
+    if name == 'mae-vit-pix':  # MAE taking the masks from the data
+        assert model_a.pop('type') == 'PipelineMaskMAE'
+        assert model_b.pop('type') == 'MAE'
+        assert model_a['backbone'].pop('type') == 'EHMMAEViT'
+        assert model_b['backbone'].pop('type') == 'MAEViT'
+    assert model_a == model_b and hooks == ['MaskProgressHook']
+    assert [g['type'] for g in generators] == [
+        'EvolvedHierarchicalMaskGenerator']
+    # the rest of the pipeline is mmpretrain's
+    rest_a = [s for s in steps_a if s['type'] not in MASK_STEPS]
+    rest_b = [s for s in steps_b if s['type'] not in MASK_STEPS]
+    loader_a, loader_b = ours.pop('train_dataloader'), theirs.pop(
+        'train_dataloader')
+    loader_b.pop('collate_fn')
+    # batched: the trees of a batch are built in the collate function
+    assert generators[0]['batched'] is True
+    assert rest_a[-1] == dict(type='PackInputs',
+                              algorithm_keys=['mask_request'])
+    rest_a[-1] = dict(type='PackInputs')
+    assert loader_a.pop('collate_fn') == dict(type='evolved_mask_collate')
+    assert rest_a == rest_b
+    assert loader_a == loader_b
+    assert ours == theirs
+
+
+def test_pixel_generators_fit_their_models():
+    swin = load('simmim-swin-pix').train_pipeline[3]
+    assert (swin.input_size, swin.mask_patch_size,
+            swin.model_patch_size) == (192, 32, 4)
+    maskfeat = load('maskfeat-vit-pix').train_pipeline[3]
+    assert (maskfeat.input_size, maskfeat.mask_patch_size,
+            maskfeat.num_masking_patches) == (224, 16, 78)
+
+
+def tiny_cfg(name: str, data_root: str, work_dir: str) -> Config:
+    model, size, generator = copy.deepcopy(TINY[name])
+    cfg = load(name)
+    cfg.merge_from_dict(dict(model=model))
+    steps = copy.deepcopy(cfg.train_pipeline)
+    for step in steps:
+        if step.type == 'RandomResizedCrop':
+            step.scale = size
+        if step.type == 'EvolvedHierarchicalMaskGenerator':
+            step.update(input_size=size, **generator)
+    cfg.train_dataloader = ConfigDict(
+        batch_size=2,
+        num_workers=0,
+        persistent_workers=False,
+        sampler=dict(type='DefaultSampler', shuffle=True),
+        collate_fn=copy.deepcopy(cfg.train_dataloader.collate_fn),
+        dataset=dict(
+            type='CustomDataset', data_root=data_root, with_label=False,
+            pipeline=steps))
+    cfg.merge_from_dict(
+        dict(
+            optim_wrapper=dict(type='OptimWrapper'),
+            param_scheduler=[],
+            train_cfg=dict(
+                _delete_=True, type='IterBasedTrainLoop', max_iters=2),
+            default_hooks=dict(
+                logger=dict(interval=1),
+                checkpoint=dict(by_epoch=False, interval=2)),
+            log_processor=dict(by_epoch=False),
+            auto_scale_lr=dict(enable=False),
+            randomness=dict(seed=0),
+            experiment_name=f'tiny_{uuid.uuid4().hex[:8]}',
+            work_dir=work_dir))
+    cfg.optim_wrapper.pop('loss_scale', None)
+    return cfg
+
+
+def train(cfg: Config) -> Runner:
+    """Train, then drop the mmengine globals the runner made current."""
+    managed = (DefaultScope, MessageHub, MMLogger, Visualizer)
+    before = {cls: set(cls._instance_dict) for cls in managed}
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+    finally:
+        for cls, names in before.items():
+            for name in list(cls._instance_dict):
+                if name not in names:
+                    cls._instance_dict.pop(name)
+    return runner
+
+
+@pytest.fixture(scope='module')
+def checkpoints(tmp_path_factory) -> dict:
+    """Train every tiny config for 2 iterations; their checkpoints."""
+    root = tmp_path_factory.mktemp('ehm_simmim')
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        array = rng.integers(0, 255, size=(120, 136, 3), dtype=np.uint8)
+        Image.fromarray(array).save(root / f'img_{i}.png')
+    paths, logs = {}, {}
+    for name in CONFIGS:
+        work_dir = str(root / name)
+        runner = train(tiny_cfg(name, str(root), work_dir))
+        assert runner.iter == 2
+        logs[name] = runner.message_hub.log_scalars
+        paths[name] = osp.join(work_dir, 'iter_2.pth')
+        assert osp.isfile(paths[name])
+    return paths, logs
+
+
+@pytest.mark.parametrize('name', list(CONFIGS))
+def test_tiny_versions_train(name, checkpoints):
+    _, logs = checkpoints
+    loss = logs[name]['train/loss'].current()
+    assert np.isfinite(loss)
+    state = torch.load(checkpoints[0][name], map_location='cpu')
+    assert 'teacher' not in {k.split('.')[0] for k in state['state_dict']}
+
+
+FINETUNE = {
+    'swin':
+    'simmim/benchmarks/swin-base-w6_ehm-pre_8xb256-coslr-100e_in1k-192px.py',
+    'vit':
+    'maskfeat/benchmarks/vit-base-p16_ehm-pre_8xb256-coslr-100e_in1k.py',
+    'mae':
+    'benchmarks/mmpretrain/vit-base-p16_ehm-pre_8xb128-coslr-100e_in1k.py',
+}
+
+
+@pytest.mark.parametrize('name, finetune, backbone', [
+    ('simmim-swin-pix', 'swin', TINY_SWIN['backbone']),
+    ('maskfeat-vit-pix', 'vit',
+     dict(arch=TINY_VIT_ARCH, img_size=112, patch_size=8)),
+    ('mae-vit-pix', 'mae',
+     dict(arch=TINY_VIT_ARCH, img_size=32, patch_size=8)),
+])
+def test_finetune_config_loads_every_key(name, finetune, backbone,
+                                         checkpoints):
+    path = checkpoints[0][name]
+    cfg = Config.fromfile(osp.join(CONFIG_DIR, FINETUNE[finetune]))
+    assert cfg.model.backbone.init_cfg.prefix == 'backbone.'
+    cfg.merge_from_dict(
+        dict(
+            model=dict(
+                backbone=dict(**copy.deepcopy(backbone),
+                              init_cfg=dict(checkpoint=path)),
+                head=dict(num_classes=2, in_channels=128 if finetune ==
+                          'swin' else 32))))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    encoder = load_encoder(path).state_dict
+    report = account_keys(model.backbone.state_dict(), encoder)
+    assert report.mismatched == []
+    if finetune == 'swin':
+        assert report.missing == [] and report.unexpected == ['mask_token']
+    elif finetune == 'mae':
+        assert report.missing == ['ln2.weight', 'ln2.bias']
+        assert report.unexpected == ['ln1.weight', 'ln1.bias']
+    else:  # fine-tuning pools the tokens: new ln2, unused final ln1
+        assert report.missing == ['ln2.weight', 'ln2.bias']
+        assert report.unexpected == ['mask_token', 'ln1.weight', 'ln1.bias']
+    state = model.backbone.state_dict()
+    for key in report.loaded:
+        assert torch.equal(state[key], encoder[key]), key
