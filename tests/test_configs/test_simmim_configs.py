@@ -1,5 +1,5 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-"""EHM for pipeline-masked MIM: SimMIM (Swin), MaskFeat and MAE configs.
+"""EHM for pipeline-masked MIM: SimMIM (Swin, ViT) and MaskFeat configs.
 
 Every shipped config is compared with the mmpretrain config it inherits
 (only the model, the mask step of the pipeline and the hooks may differ),
@@ -33,6 +33,11 @@ CONFIGS = {
     'simmim-swin-pix':
     ('simmim/simmim_swin-base-w6_ehm-pix_8xb256-amp-coslr-100e_in1k-192px.py',
      SIMMIM),
+    'ehm-simmim-swin':
+    ('simmim/ehm-simmim_swin-base-w6_8xb256-amp-coslr-100e_in1k-192px.py',
+     SIMMIM),
+    'ehm-simmim-vit':
+    ('simmim/ehm-simmim_vit-base-p16_8xb256-amp-coslr-100e_in1k.py', SIMMIM),
     'maskfeat-vit-pix':
     ('maskfeat/maskfeat_vit-base-p16_ehm-pix_8xb256-amp-coslr-300e_in1k.py',
      MASKFEAT),
@@ -57,6 +62,14 @@ TINY_VIT_ARCH = dict(
 TINY = {
     'simmim-swin-pix': (dict(**TINY_SWIN, neck=dict(in_channels=128)), 128,
                         dict(d_max=2.0)),
+    'ehm-simmim-swin': (dict(**TINY_SWIN, neck=dict(in_channels=128),
+                             masking=dict(d_max=2.0)), 128, None),
+    'ehm-simmim-vit': (dict(
+        backbone=dict(arch=TINY_VIT_ARCH, img_size=64, patch_size=8),
+        neck=dict(in_channels=32, encoder_stride=8),
+        head=dict(patch_size=8),
+        mask_patch_size=8,
+        masking=dict(d_max=3.0)), 64, None),
     # MaskFeat's HOG target needs a 14 x 14 patch grid: 112 px, patch 8,
     # one 8 px HOG cell per patch (3 channels x 9 bins = 27 targets).
     'maskfeat-vit-pix': (dict(
@@ -107,24 +120,66 @@ def test_only_masking_differs_from_mmpretrain(name):
         assert model_b.pop('type') == 'MAE'
         assert model_a['backbone'].pop('type') == 'EHMMAEViT'
         assert model_b['backbone'].pop('type') == 'MAEViT'
-    assert model_a == model_b and hooks == ['MaskProgressHook']
-    assert [g['type'] for g in generators] == [
-        'EvolvedHierarchicalMaskGenerator']
-    # the rest of the pipeline is mmpretrain's
+    if name.endswith('-pix'):  # the transform arm: same model
+        assert model_a == model_b and hooks == ['MaskProgressHook']
+        assert [g['type'] for g in generators] == [
+            'EvolvedHierarchicalMaskGenerator']
+    else:  # the teacher arm: no mask step, EHMSimMIM
+        assert model_a.pop('type') == 'EHMSimMIM' and not generators
+        assert model_b.pop('type') == 'SimMIM'
+        assert hooks == []
+        for key in ('masking', 'mask_patch_size', 'affinity', 'attn_layers',
+                    'teacher', 'ema_momentum'):
+            model_a.pop(key, None)
+        if name == 'ehm-simmim-vit':
+            assert model_a.pop('backbone')['type'] == 'MaskFeatViT'
+            model_b.pop('backbone')
+            # the no-decay keys name ViT's parameters instead of Swin's
+            optim_a, optim_b = ours.pop('optim_wrapper'), theirs.pop(
+                'optim_wrapper')
+            keys_a = optim_a['paramwise_cfg'].pop('custom_keys')
+            optim_b['paramwise_cfg'].pop('custom_keys')
+            assert optim_a == optim_b
+            assert set(keys_a) == {'ln', 'bias', 'pos_embed', 'cls_token',
+                                   'mask_token'}
+            assert model_a.pop('neck') == dict(
+                type='SimMIMLinearDecoder', in_channels=768,
+                encoder_stride=16)
+            assert model_a.pop('head')['patch_size'] == 16
+            model_b.pop('neck'), model_b.pop('head')
+        assert model_a == model_b
+    # the rest of the pipeline is mmpretrain's (crop size for ViT 224 px)
     rest_a = [s for s in steps_a if s['type'] not in MASK_STEPS]
     rest_b = [s for s in steps_b if s['type'] not in MASK_STEPS]
+    if name == 'ehm-simmim-vit':
+        rest_b[1]['scale'] = 224
     loader_a, loader_b = ours.pop('train_dataloader'), theirs.pop(
         'train_dataloader')
     loader_b.pop('collate_fn')
-    # batched: the trees of a batch are built in the collate function
-    assert generators[0]['batched'] is True
-    assert rest_a[-1] == dict(type='PackInputs',
-                              algorithm_keys=['mask_request'])
-    rest_a[-1] = dict(type='PackInputs')
-    assert loader_a.pop('collate_fn') == dict(type='evolved_mask_collate')
+    if name.endswith('-pix'):  # batched: trees of a batch in the collate
+        assert generators[0]['batched'] is True
+        assert rest_a[-1] == dict(type='PackInputs',
+                                  algorithm_keys=['mask_request'])
+        rest_a[-1] = dict(type='PackInputs')
+        assert loader_a.pop('collate_fn') == dict(
+            type='evolved_mask_collate')
+    else:
+        assert loader_a.pop('collate_fn') == dict(type='default_collate')
     assert rest_a == rest_b
     assert loader_a == loader_b
     assert ours == theirs
+
+
+@pytest.mark.parametrize('name, grids', [
+    ('ehm-simmim-swin', ((48, 48), (6, 6))),
+    ('ehm-simmim-vit', ((14, 14), (14, 14))),
+])
+def test_full_size_models_build(name, grids):
+    cfg = load(name)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg.model)
+    assert (model.token_grid, model.mask_grid) == grids
+    assert not any(p.requires_grad for p in model.teacher.parameters())
 
 
 def test_pixel_generators_fit_their_models():
@@ -212,8 +267,17 @@ def test_tiny_versions_train(name, checkpoints):
     _, logs = checkpoints
     loss = logs[name]['train/loss'].current()
     assert np.isfinite(loss)
+    if not name.endswith('-pix'):
+        # the last of 2 iterations: d(1/2) = d_max / 2 (Swin 1, ViT 1.5,
+        # stochastically rounded per image)
+        depth = logs[name]['train/mask_depth'].current()
+        assert depth == 1.0 if 'swin' in name else depth in (1.0, 1.5, 2.0)
     state = torch.load(checkpoints[0][name], map_location='cpu')
-    assert 'teacher' not in {k.split('.')[0] for k in state['state_dict']}
+    groups = {k.split('.')[0] for k in state['state_dict']}
+    if name.endswith('-pix'):
+        assert 'teacher' not in groups
+    else:
+        assert 'teacher' in groups
 
 
 FINETUNE = {
@@ -228,6 +292,9 @@ FINETUNE = {
 
 @pytest.mark.parametrize('name, finetune, backbone', [
     ('simmim-swin-pix', 'swin', TINY_SWIN['backbone']),
+    ('ehm-simmim-swin', 'swin', TINY_SWIN['backbone']),
+    ('ehm-simmim-vit', 'vit',
+     dict(arch=TINY_VIT_ARCH, img_size=64, patch_size=8)),
     ('maskfeat-vit-pix', 'vit',
      dict(arch=TINY_VIT_ARCH, img_size=112, patch_size=8)),
     ('mae-vit-pix', 'mae',

@@ -1,5 +1,6 @@
 # ImageNet-1K fine-tuning of an EHM-pretrained ViT-B/16 from MaskFeat (HOG
-# targets, configs/maskfeat/*_ehm-pix_*.py), 100 epochs. Everything but the
+# targets, configs/maskfeat/*_ehm-pix_*.py) or EHM-SimMIM ViT
+# (configs/simmim/ehm-simmim_vit-*.py), 100 epochs. Everything but the
 # checkpoint is mmpretrain's MaskFeat benchmark (AdamW lr 8e-3, layer decay
 # 0.65, average-pooled head).
 _base_ = 'mmpretrain::maskfeat/benchmarks/vit-base-p16_8xb256-coslr-100e_in1k.py'  # noqa: E501

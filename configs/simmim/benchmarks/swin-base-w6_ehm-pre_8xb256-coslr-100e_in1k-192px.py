@@ -3,13 +3,13 @@
 # benchmark (AdamW lr 5e-3, layer decay 0.9, drop path 0.1).
 _base_ = 'mmpretrain::simmim/benchmarks/swin-base-w6_8xb256-coslr-100e_in1k-192px.py'  # noqa: E501
 
-# The checkpoint: a SimMIM-with-EHM-transform
-# (configs/simmim/simmim_swin-*_ehm-pix_*.py) pretraining checkpoint; its
-# encoder ``backbone.*`` is read.
+# The checkpoint: an EHM-SimMIM (configs/simmim/ehm-simmim_swin-*.py) or a
+# SimMIM-with-EHM-transform (configs/simmim/simmim_swin-*_ehm-pix_*.py)
+# pretraining checkpoint; its student encoder ``backbone.*`` is read.
 # Set it with --cfg-options model.backbone.init_cfg.checkpoint=PATH.
 # Key accounting (tested): every Swin weight is loaded; the only unused
-# pretrained key is ``mask_token``; the decoder and head are outside the
-# ``backbone.`` prefix.
+# pretrained key is ``mask_token``; the EMA teacher, decoder and head are
+# outside the ``backbone.`` prefix.
 model = dict(
     backbone=dict(
         init_cfg=dict(

@@ -14,7 +14,7 @@ from mmpretrain.registry import MODELS
 
 import ehm_mm  # noqa: F401
 from ehm_mm.models import EHMMAE, attention_affinity
-from ehm_mm.models.selfsup import ehm_mae
+from ehm_mm.models.selfsup import ema_teacher
 from ehm_mm.models.selfsup.ehm_mae import mask_seed
 
 ARCH = dict(embed_dims=48, num_layers=2, num_heads=3, feedforward_channels=96)
@@ -252,7 +252,7 @@ def test_mask_seeds_are_hashed_from_seed_rank_and_iteration(hub):
 
     def masks(rank: int, iteration: int) -> torch.Tensor:
         hub.update_info('iter', iteration)
-        with mock.patch.object(ehm_mae, 'get_rank', return_value=rank):
+        with mock.patch.object(ema_teacher, 'get_rank', return_value=rank):
             return model.generate_masks(
                 x, 0.5, generator=model._mask_generator(x.device),
                 depth=model.masking.draw_depths(

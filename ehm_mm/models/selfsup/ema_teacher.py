@@ -1,0 +1,234 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
+"""What EHM self-supervisors share: the EMA teacher, progress, mask seeds.
+
+``EHMMAE`` and ``EHMSimMIM`` make their masks from a teacher encoder in the
+training step; :class:`EMATeacherMixin` holds the parts that do not depend
+on the algorithm.
+"""
+import contextlib
+import hashlib
+import logging
+from typing import Iterator, Optional
+
+import torch
+from mmengine.dist import get_rank
+from mmengine.logging import MessageHub, print_log
+from mmengine.model import ExponentialMovingAverage
+from torch import nn
+
+TEACHER_TYPES = ('ema', 'online')
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Put ``module`` in eval mode for a block, then restore its mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def mask_seed(base_seed: int, rank: int, iteration: int,
+              stream: str) -> int:
+    """A 63-bit seed hashed from ``(base_seed, rank, iteration, stream)``.
+
+    Distinct inputs give unrelated seeds: rank ``r`` at iteration ``i``
+    never reuses another rank's or iteration's stream (a linear mix such as
+    ``iteration + 7919 * rank`` does, e.g. rank 1 at iteration 0 and rank 0
+    at iteration 7919).
+
+    Args:
+        base_seed (int): The run's seed (``torch.initial_seed()``).
+        rank (int): The process rank.
+        iteration (int): The training iteration.
+        stream (str): Which draw the seed is for (``'depth'``,
+            ``'noise'``).
+
+    Returns:
+        int: The seed, in ``[0, 2**63)``.
+    """
+    text = f'{int(base_seed)}/{int(rank)}/{int(iteration)}/{stream}'
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, 'little') & (2**63 - 1)
+
+
+class EMATeacher(ExponentialMovingAverage):
+    """mmengine's EMA with its step counter on the host.
+
+    ``ExponentialMovingAverage.update_parameters`` tests its ``steps``
+    buffer (a tensor) on every call, a device sync. This subclass keeps a
+    host copy of the count (restored from ``steps`` when a checkpoint is
+    loaded) and updates all parameters with one ``torch._foreach_lerp_``,
+    the same arithmetic as mmengine's per-tensor ``lerp_``. The state dict
+    is mmengine's: ``module.*`` and ``steps``.
+
+    Args:
+        model (nn.Module): The model to average.
+        momentum (float): ``teacher = (1 - m) * teacher + m * student``.
+    """
+
+    def __init__(self, model: nn.Module, momentum: float) -> None:
+        super().__init__(model, momentum=momentum)
+        self.num_updates = 0  # host copy of `steps`
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        """Copy (first call) or average the parameters of ``model``.
+
+        Args:
+            model (nn.Module): The student, with the same parameter names.
+        """
+        source = dict(model.named_parameters())
+        names = list(self.avg_parameters)
+        if self.num_updates == 0:
+            torch._foreach_copy_(
+                [self.avg_parameters[k].data for k in names],
+                [source[k].data for k in names])
+        elif self.num_updates % self.interval == 0:
+            names = [k for k in names
+                     if self.avg_parameters[k].dtype.is_floating_point]
+            torch._foreach_lerp_(
+                [self.avg_parameters[k].data for k in names],
+                [source[k].data.to(self.avg_parameters[k].device)
+                 for k in names], self.momentum)
+        buffers = list(self.module.buffers())
+        if buffers:
+            torch._foreach_copy_(
+                [b.data for b in buffers],
+                [b.data.to(a.device) for a, b in zip(buffers,
+                                                     model.buffers())])
+        self.steps.add_(1)
+        self.num_updates += 1
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
+                              **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + 'steps' in state_dict:  # one host read, at load time
+            self.num_updates = int(state_dict[prefix + 'steps'])
+
+
+class EMATeacherMixin:
+    """EMA teacher of ``self.backbone``, training progress and mask seeds.
+
+    For a :class:`~mmpretrain.models.BaseSelfSupervisor` subclass whose
+    masks come from a teacher encoder (put the mixin first in the bases):
+
+    * :meth:`init_teacher` validates the options and makes ``self.teacher``,
+      an :class:`EMATeacher` copy of the backbone (``'ema'``), or None to
+      use the student itself without gradients (``'online'``); the teacher
+      has no gradients, so neither the optimizer nor DDP touches it, and it
+      stays in eval mode (:meth:`train`); :meth:`init_weights` starts it as
+      a copy of the initialised student;
+    * :meth:`update_teacher`, called once per training step before the
+      masks are made, with the student as the last optimizer step left it
+      (the first update copies the student);
+    * :meth:`current_progress` reads ``iter / max_iters`` from mmengine's
+      ``MessageHub``, so epoch- and iteration-based loops and resumed runs
+      see the right value;
+    * :meth:`mask_seed` / :meth:`_mask_generator`: this iteration's seeds
+      (:func:`mask_seed`), so a resumed run draws the masks an
+      uninterrupted one would and no two ranks share a stream.
+    """
+
+    backbone: nn.Module
+    teacher: Optional[EMATeacher]
+
+    def init_teacher(self, teacher: str, ema_momentum: float) -> None:
+        """Validate the options and build the teacher.
+
+        Args:
+            teacher (str): ``'ema'`` or ``'online'``.
+            ema_momentum (float): EMA momentum in mmengine's convention,
+                ``teacher = (1 - m) * teacher + m * student`` per step, in
+                ``(0, 1)``.
+        """
+        if teacher not in TEACHER_TYPES:
+            raise ValueError(f'model.teacher must be one of {TEACHER_TYPES}, '
+                             f'got {teacher!r}')
+        if isinstance(ema_momentum, bool) or not 0 < ema_momentum < 1:
+            raise ValueError('model.ema_momentum must be in (0, 1), got '
+                             f'{ema_momentum!r}')
+        self.teacher_type = teacher
+        self.ema_momentum = ema_momentum
+        if teacher == 'ema':
+            self.teacher = EMATeacher(self.backbone, ema_momentum)
+            self.teacher.eval()
+        else:
+            self.teacher = None
+        self._warned_no_progress = False
+
+    def teacher_encoder(self) -> nn.Module:
+        """The encoder the masks come from: the EMA copy or the student.
+
+        Returns:
+            nn.Module: ``teacher.module`` or ``backbone``; run it under
+            :func:`eval_mode` and without gradients.
+        """
+        return self.backbone if self.teacher is None else self.teacher.module
+
+    def update_teacher(self) -> None:
+        """One EMA step towards the student (nothing for ``'online'``)."""
+        if self.teacher is not None:
+            self.teacher.update_parameters(self.backbone)
+
+    def train(self, mode: bool = True):
+        """Set train/eval mode; the EMA teacher always stays in eval mode.
+
+        Args:
+            mode (bool): Training mode. Defaults to True.
+
+        Returns:
+            nn.Module: self.
+        """
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """Initialize the weights, then start the teacher as a copy."""
+        super().init_weights()
+        if self.teacher is not None:
+            self.teacher.module.load_state_dict(self.backbone.state_dict())
+
+    def current_progress(self) -> float:
+        """Training progress ``iter / max_iters`` from the message hub.
+
+        Returns:
+            float: Progress in ``[0, 1]``; 0 (with a one-time warning) when
+            the hub holds no training loop information, e.g. outside a
+            runner.
+        """
+        hub = MessageHub.get_current_instance()
+        cur_iter = hub.get_info('iter')
+        max_iters = hub.get_info('max_iters')
+        if cur_iter is None or not max_iters:
+            if not self._warned_no_progress:
+                print_log(
+                    f'{type(self).__name__}: no `iter` / `max_iters` in the '
+                    'MessageHub (not run by a Runner?); using progress 0.',
+                    logger='current',
+                    level=logging.WARNING)
+                self._warned_no_progress = True
+            return 0.0
+        return min(max(cur_iter / max_iters, 0.0), 1.0)
+
+    def mask_seed(self, stream: str) -> int:
+        """This iteration's seed of one random stream (:func:`mask_seed`).
+
+        Args:
+            stream (str): ``'depth'`` or ``'noise'``.
+
+        Returns:
+            int: The seed.
+        """
+        cur_iter = MessageHub.get_current_instance().get_info('iter') or 0
+        return mask_seed(torch.initial_seed(), get_rank(), cur_iter, stream)
+
+    def _mask_generator(self, device: torch.device) -> torch.Generator:
+        """A generator on ``device`` seeded for this rank and iteration."""
+        generator = torch.Generator(device=device)
+        generator.manual_seed(self.mask_seed('noise'))
+        return generator
