@@ -1,8 +1,11 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Packaging for ehm_mm (Evolved Hierarchical Masking for OpenMMLab).
 
-The heavy stack (torch, mmcv with compiled ops, mmengine, mmpretrain, mmseg,
-mmdet) is installed by ``tools/install.sh``; see the README.
+The stack is installed by ``tools/install.sh`` in one of two profiles
+(``--profile pretrain``: torch, mmengine, mmpretrain, mmcv-lite;
+``--profile full``: mmcv with compiled ops, mmseg, mmdet as well). mmcv is
+not a requirement here: it is either ``mmcv-lite`` or ``mmcv`` built with
+ops, which pip cannot express; the installer picks one.
 """
 import os.path as osp
 
@@ -44,8 +47,10 @@ setup(
     packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
     include_package_data=True,
     python_requires='>=3.8',
-    install_requires=read_requirements('runtime.txt'),
-    extras_require=dict(tests=read_requirements('tests.txt')),
+    install_requires=read_requirements('pretrain.txt'),
+    extras_require=dict(
+        downstream=read_requirements('downstream.txt'),
+        tests=read_requirements('tests.txt')),
     license='Apache License 2.0',
     zip_safe=False,
 )
