@@ -70,16 +70,18 @@ if [[ "${PROFILE}" == "full" ]]; then
                  "${REPO_ROOT}/requirements/tests.txt")
 fi
 
-ehm_mm_here() {
-  (cd / && "${PY}" -c 'import os, sys, ehm_mm
-sys.exit(os.path.dirname(os.path.dirname(os.path.abspath(ehm_mm.__file__))) != sys.argv[1])' \
-    "${REPO_ROOT}") 2>/dev/null
+# REPORT: the profile found, a line of versions, where ehm_mm imports from.
+read_report() {
+  REPORT="$(stack report)" || fail "$1: ehm_mm/utils/stack.py report"
+  HAVE="$(sed -n 1p <<< "${REPORT}")"
+  VERSIONS="$(sed -n 2p <<< "${REPORT}")"
+  EHM_MM_AT="$(sed -n 3p <<< "${REPORT}")"
 }
 install_ehm_mm() {
-  if ehm_mm_here; then
+  if [[ "${EHM_MM_AT}" == "${REPO_ROOT}" ]]; then
     step "ehm_mm: imports from ${REPO_ROOT}"
   else
-    step "ehm_mm (editable)"
+    step "ehm_mm (editable; ehm_mm imported from: ${EHM_MM_AT})"
     "${PIP[@]}" install -q --no-deps --no-build-isolation -e "${REPO_ROOT}" \
       || fail "install ehm_mm"
   fi
@@ -99,30 +101,13 @@ for other in ('mmcv-lite', 'mmcv-full'):
     raise AssertionError(other + ' is installed too')
 PYEOF
 }
-report() {
-  (cd / && "${PY}" - <<'PYEOF') || fail "verify: import the stack and ehm_mm"
-import importlib
-import importlib.metadata as md
-names = ('torch', 'torchvision', 'mmengine', 'mmcv', 'mmpretrain', 'mmseg',
-         'mmdet')
-found = []
-for name in names:
-    try:
-        found.append(f'{name} {importlib.import_module(name).__version__}')
-    except ImportError:
-        pass
-import ehm_mm  # noqa: E402,F401
-dists = [d for d in ('mmcv', 'mmcv-lite', 'mmcv-full')
-         if any(True for _ in md.distributions(name=d))]
-print('[ehm_mm install] ' + ', '.join(found) + ' (mmcv distribution: '
-      + ', '.join(dists) + ')')
-PYEOF
-}
 
 # ------------------------------------------- use an installed stack as it is
 HAVE="none"
+EHM_MM_AT="none"
 if [[ -x "${PY}" ]]; then
-  HAVE="$(stack profile 2>/dev/null || echo none)"
+  read_report "find the installed stack"
+  step "found: ${HAVE} (${VERSIONS}); ehm_mm: ${EHM_MM_AT}"
 fi
 if [[ "${HAVE}" == "full" || ( "${PROFILE}" == "pretrain" && "${HAVE}" == "pretrain" ) ]]; then
   step "the ${HAVE} stack is installed: using it as it is (profile ${PROFILE} requested)"
@@ -138,12 +123,15 @@ if [[ "${HAVE}" == "full" || ( "${PROFILE}" == "pretrain" && "${HAVE}" == "pretr
     step "missing requirements: ${MISSING[*]}"
     "${PIP[@]}" install -q "${MISSING[@]}" || fail "install ${MISSING[*]}"
   fi
-  install_ehm_mm
-  report
-  step "done in ${SECONDS} s"
+  if [[ "${EHM_MM_AT}" != "${REPO_ROOT}" ]]; then
+    install_ehm_mm
+    read_report "verify"
+    [[ "${EHM_MM_AT}" == "${REPO_ROOT}" ]] || fail "verify: ehm_mm imports from ${EHM_MM_AT}, not ${REPO_ROOT}"
+  fi
+  step "done in ${SECONDS} s (profile ${HAVE}, used as it was)"
   exit 0
 fi
-step "installing the ${PROFILE} profile (found: ${HAVE})"
+step "installing the ${PROFILE} profile"
 
 # --------------------------------------------------------- build tooling
 TOOLING=("pip" "setuptools>=77.0.3,<81" "wheel")
@@ -216,7 +204,7 @@ install_ehm_mm
 
 # ----------------------------------------------------------------- verify
 step "verifying the ${PROFILE} stack"
-HAVE="$(stack profile)" || fail "verify: ehm_mm/utils/stack.py profile"
+read_report "verify"
 if [[ "${PROFILE}" == "full" ]]; then
   mmcv_full_ok || fail "verify: mmcv ${MMCV_VERSION} (the only mmcv distribution) with compiled ops (mmcv.ops.nms) is not importable"
   [[ "${HAVE}" == "full" ]] || fail "verify: the full stack does not import (found: ${HAVE})"
@@ -224,5 +212,6 @@ else
   [[ "${HAVE}" == "pretrain" || "${HAVE}" == "full" ]] \
     || fail "verify: torch, torchvision, mmengine, mmcv, mmpretrain do not import"
 fi
-report
+[[ "${EHM_MM_AT}" == "${REPO_ROOT}" ]] || fail "verify: ehm_mm imports from ${EHM_MM_AT}, not ${REPO_ROOT}"
+step "${VERSIONS}"
 step "done in ${SECONDS} s (profile ${PROFILE})"

@@ -14,6 +14,7 @@ from mmengine.config import Config
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import ehm_mm  # noqa: E402,F401  (registers modules, fixes torch.load)
 from ehm_mm.utils import launch  # noqa: E402
+from ehm_mm.utils.stack import check_config_stack  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -32,6 +33,7 @@ def main() -> None:
     args = parse_args()
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+    check_config_stack(args.config)  # mmseg/mmdet config without them?
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     launch.set_default_work_dir(cfg, args.config, args.work_dir)

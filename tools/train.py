@@ -15,6 +15,7 @@ from mmengine.config import Config
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import ehm_mm  # noqa: E402,F401  (registers modules, fixes torch.load)
 from ehm_mm.utils import launch  # noqa: E402
+from ehm_mm.utils.stack import check_config_stack  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -97,6 +98,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def main() -> None:
     """Build the runner from the config and train."""
     args = parse_args()
+    # A downstream config on the "pretrain" install profile: say what to
+    # install before mmengine fails to parse an mmseg/mmdet base config.
+    check_config_stack(args.config)
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
     runner = launch.build_runner(cfg, args.launcher)

@@ -15,6 +15,7 @@ instead, before anything is built. The module uses the standard library
 only, so ``tools/install.sh`` runs it as a script before mmengine exists::
 
     python ehm_mm/utils/stack.py profile     # prints full, pretrain or none
+    python ehm_mm/utils/stack.py report      # profile, versions, ehm_mm
     python ehm_mm/utils/stack.py mmcv-dists  # installed mmcv distributions
     python ehm_mm/utils/stack.py config CONFIG         # can CONFIG run here?
     python ehm_mm/utils/stack.py requirements FILE...  # what is missing
@@ -119,6 +120,42 @@ def installed_profile() -> Optional[str]:
         except ImportError:
             return 'pretrain'
     return 'full'
+
+
+def describe_stack() -> str:
+    """One line naming the installed stack's versions and mmcv build.
+
+    Returns:
+        str: e.g. ``'torch 2.14.1, ..., mmpretrain 1.2.0 (mmcv-lite 2.1.0)'``.
+    """
+    found = []
+    for name in ('torch', 'torchvision', 'mmengine', 'mmcv', 'mmpretrain',
+                 'mmseg', 'mmdet'):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        found.append(f'{name} {getattr(module, "__version__", "?")}')
+    dists = mmcv_distributions()
+    return (', '.join(found) or 'nothing installed') + (
+        f' ({", ".join(dists)})' if dists else '')
+
+
+def ehm_mm_location() -> str:
+    """Import ``ehm_mm`` and say where it comes from.
+
+    Returns:
+        str: The directory that holds the imported ``ehm_mm`` package (the
+        repository for an editable install), ``'none'`` when it is not
+        installed, or ``'error: ...'`` when importing it fails.
+    """
+    if not module_available('ehm_mm'):
+        return 'none'
+    try:
+        module = importlib.import_module('ehm_mm')
+    except Exception as e:  # reported, not raised: the installer decides
+        return f'error: {type(e).__name__}: {e}'.replace('\n', ' ')
+    return osp.dirname(osp.dirname(osp.abspath(module.__file__)))
 
 
 def _local_base_files(tree: ast.Module, filename: str) -> List[str]:
@@ -232,14 +269,12 @@ def check_config_stack(config_path: str) -> None:
     have = ', '.join(dists) if dists else 'no mmcv distribution'
     needs = ' and '.join(FULL_ONLY_PACKAGES[name] for name in sorted(packages))
     raise StackError(
-        f'{config_path} is a downstream config: it needs {needs} with '
-        f'mmcv built with its compiled ops, the "full" install profile. '
-        f'This environment ({sys.prefix}; {have}) lacks: '
-        f'{", ".join(missing)}. This is the "pretrain" profile '
-        f'(enough for pretraining and the demo). Install the full stack '
+        f'{config_path} needs {needs} and mmcv built with its compiled ops '
+        f'(the "full" install profile). This environment ({sys.prefix}; '
+        f'{have}) lacks: {", ".join(missing)}.\nInstall the full stack '
         f'with\n    {INSTALL_FULL}\n(it replaces mmcv-lite with mmcv '
-        f'built with ops: about 20 minutes of compiling the first time, '
-        f'then seconds), or see docs/en/get_started.md.')
+        f'built with its ops: about 20 minutes of compiling on 2 cores the '
+        f'first time).')
 
 
 def requirement_actions(paths: List[str]) -> List[str]:
@@ -288,15 +323,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         'query',
-        choices=['profile', 'mmcv-dists', 'config', 'requirements'],
+        choices=['profile', 'report', 'mmcv-dists', 'config', 'requirements'],
         help='profile: print the installed profile (full, pretrain or '
-        'none); mmcv-dists: print the installed mmcv distributions; '
+        'none); report: the profile, a line of versions and where ehm_mm '
+        'imports from (or none), one per line; mmcv-dists: print the '
+        'installed mmcv distributions; '
         'config: check that the config FILE can run here; requirements: '
         'print what to install (or keep) for the requirement FILEs')
     parser.add_argument('files', nargs='*', metavar='FILE')
     args = parser.parse_args(argv)
     if args.query == 'profile':
         print(installed_profile() or 'none')
+    elif args.query == 'report':
+        print(installed_profile() or 'none')
+        print(describe_stack())
+        print(ehm_mm_location())
     elif args.query == 'mmcv-dists':
         print('\n'.join(mmcv_distributions()))
     elif args.query == 'requirements':
