@@ -28,6 +28,7 @@ import importlib.util
 import os.path as osp
 import re
 import sys
+import warnings
 from typing import List, Optional, Set
 
 #: Packages only the ``full`` profile has: module name -> distribution name.
@@ -44,7 +45,8 @@ INSTALL_FULL = 'bash tools/install.sh --profile full'
 # A config string that names a full-only package: a scope ('mmdet'), a
 # scoped type or base ('mmdet.X', 'mmdet::X') or ehm_mm's downstream
 # modules ('ehm_mm.downstream.mmdet').
-_PACKAGE_REF = re.compile(r'^(?:ehm_mm\.downstream\.)?(mmseg|mmdet)(?:$|\.|::)')
+_PACKAGE_REF = re.compile(
+    r'^(?:ehm_mm\.downstream\.)?(mmseg|mmdet)(?:$|\.|::)')
 
 
 class StackError(RuntimeError):
@@ -332,6 +334,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         'print what to install (or keep) for the requirement FILEs')
     parser.add_argument('files', nargs='*', metavar='FILE')
     args = parser.parse_args(argv)
+    # mmcv-lite warns on import that its compiled ops are missing: the
+    # profile says so already.
+    warnings.filterwarnings('ignore', message='Fail to import')
     if args.query == 'profile':
         print(installed_profile() or 'none')
     elif args.query == 'report':
