@@ -4,9 +4,10 @@
 The ``pretrain`` install profile has mmcv-lite instead of mmcv with ops
 and no mmseg / mmdet. mmcv-lite is mmcv's own source built without the
 compiled extension, so this environment is reproduced here by running the
-tools in a subprocess that cannot import ``mmseg``, ``mmdet`` or
-``mmcv._ext`` (a ``sitecustomize`` blocks them; an attempt raises
-``ModuleNotFoundError`` just as there). CI also installs the real profile
+tools in a subprocess whose import system does not see ``mmseg``, ``mmdet``
+or ``mmcv._ext`` (a ``sitecustomize`` wraps the path finder: an import
+raises ``ModuleNotFoundError`` and ``find_spec`` returns None, as when the
+files are not there). CI also installs the real profile
 into a fresh virtualenv and runs the same checks
 (``tests/test_stack/pretrain_profile_ci.sh``).
 """
@@ -24,21 +25,24 @@ REPO_ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 BLOCKED = ('mmseg', 'mmdet', 'mmcv._ext')
 SITECUSTOMIZE = f'''
 import sys
+from importlib.machinery import PathFinder
 
 BLOCKED = {BLOCKED!r}
 
 
 class _PretrainProfile:
-    """Refuse what the pretrain profile does not install."""
+    """The path finder, blind to what the pretrain profile lacks."""
 
     def find_spec(self, name, path=None, target=None):
         if any(name == b or name.startswith(b + '.') for b in BLOCKED):
-            raise ModuleNotFoundError(
-                f'No module named {{name!r}} (pretrain profile)', name=name)
-        return None
+            return None  # as if the files were not there
+        return PathFinder.find_spec(name, path, target)
+
+    def __getattr__(self, attr):
+        return getattr(PathFinder, attr)
 
 
-sys.meta_path.insert(0, _PretrainProfile())
+sys.meta_path[sys.meta_path.index(PathFinder)] = _PretrainProfile()
 '''
 
 # The demo config, a few iterations on fewer images (2 per epoch).
@@ -78,27 +82,36 @@ def test_the_profile_is_pretrain(run_pretrain_profile):
     proc = run_pretrain_profile(['ehm_mm/utils/stack.py', 'report'])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == 'pretrain'
-    proc = run_pretrain_profile(['-c', 'import mmdet'])
-    assert 'pretrain profile' in proc.stderr
+    proc = run_pretrain_profile([
+        '-c', 'import importlib.util as u, pkgutil; '
+        "print(u.find_spec('mmseg'), pkgutil.find_loader('mmcv._ext')); "
+        'import mmdet'
+    ])
+    assert proc.stdout.split() == ['None', 'None']
+    assert "No module named 'mmdet'" in proc.stderr
 
 
-@pytest.mark.parametrize('config', [
-    'configs/benchmarks/mmseg/'
-    'ehm-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
-    'configs/benchmarks/mmdet/'
-    'vitdet_mask-rcnn_vit-b-ehm_16xb4-lsj-100e_coco.py',
-])
 def test_downstream_config_says_what_to_install(run_pretrain_profile,
-                                                 config, tmp_path):
+                                                 tmp_path):
+    mmdet_cfg = ('configs/benchmarks/mmdet/'
+                 'vitdet_mask-rcnn_vit-b-ehm_16xb4-lsj-100e_coco.py')
     proc = run_pretrain_profile(
-        ['tools/train.py', config, '--work-dir', str(tmp_path)])
+        ['tools/train.py', mmdet_cfg, '--work-dir', str(tmp_path)])
     assert proc.returncode != 0
     assert 'StackError' in proc.stderr
     assert INSTALL_FULL in proc.stderr
-    assert "mmcv's compiled ops (mmcv._ext)" in proc.stderr
-    # It failed before mmengine parsed the config or imported mmseg/mmdet.
-    assert 'pretrain profile' not in proc.stderr
+    assert "mmdet (module mmdet), mmcv's compiled ops (mmcv._ext)" in (
+        proc.stderr)
+    # It failed before mmengine parsed the config or imported mmdet.
     assert 'ModuleNotFoundError' not in proc.stderr
+    assert not os.listdir(tmp_path)
+
+    mmseg_cfg = ('configs/benchmarks/mmseg/'
+                 'ehm-base_upernet_8xb2-amp-160k_ade20k-512x512.py')
+    proc = run_pretrain_profile(['ehm_mm/utils/stack.py', 'config', mmseg_cfg])
+    assert proc.returncode == 1
+    assert 'mmsegmentation (module mmseg)' in proc.stderr
+    assert INSTALL_FULL in proc.stderr
 
 
 def test_demo_config_trains(run_pretrain_profile, tmp_path):
