@@ -19,9 +19,10 @@ done
 # slower than one thread; on an idle machine all cores are faster.
 if [[ -z "${OMP_NUM_THREADS:-}" ]]; then
   LOAD="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)"
-  if awk -v load="${LOAD}" -v cores="$(nproc)" 'BEGIN { exit !(load >= cores - 0.5) }'; then
+  CORES="$(nproc)"
+  if awk -v load="${LOAD}" -v cores="${CORES}" 'BEGIN { exit !(load >= cores - 0.5) }'; then
     export OMP_NUM_THREADS=1
-    echo "[ehm_mm demo] load average ${LOAD} on $(nproc) cores: OMP_NUM_THREADS=1 (set it to override)"
+    echo "[ehm_mm demo] load average ${LOAD} on ${CORES} cores: OMP_NUM_THREADS=1 (set it to override)"
   fi
 fi
 "${EHM_PYTHON}" tools/train.py configs/ehm_mae_vit-tiny_demo.py \
