@@ -57,7 +57,7 @@ def parse_args() -> argparse.Namespace:
                         help='continuous masking depth d (default 2.5)')
     parser.add_argument('--compile', action='store_true',
                         help='also time hierarchy_cfg.compile=True '
-                        '(torch.compile; CUDA graphs on CUDA)')
+                        '(torch.compile of every tree level)')
     parser.add_argument('--step-batch', type=int, default=None,
                         help='batch of the ViT-B MAE step (default 8 on '
                         'CPU, 128 on accelerators)')

@@ -504,15 +504,16 @@ _COMPILED = {}
 def _compiled_level(device: torch.device):
     """``torch.compile`` of :func:`_level` for static shapes, per device.
 
-    CUDA graphs (``mode='reduce-overhead'``) on CUDA, the default inductor
-    mode elsewhere. Built on first use.
+    Inductor fuses a level's elementwise and gather work into a few
+    (Triton, on CUDA) kernels. CUDA graphs (``mode='reduce-overhead'``) are
+    not used: every level feeds the next one and the trees keep every
+    level's output, which a graph replay would overwrite. Built on first
+    use.
     """
-    key = device.type
-    if key not in _COMPILED:
-        mode = 'reduce-overhead' if key == 'cuda' else None
-        _COMPILED[key] = torch.compile(
-            _level, fullgraph=True, dynamic=False, mode=mode)
-    return _COMPILED[key]
+    if device.type not in _COMPILED:
+        _COMPILED[device.type] = torch.compile(
+            _level, fullgraph=True, dynamic=False)
+    return _COMPILED[device.type]
 
 
 # --------------------------------------------------------------------------
@@ -563,8 +564,8 @@ def build_hierarchy(affinity: Tensor,
             must deal with them (see :func:`offdiagonal_stats`).
             Defaults to True.
         compile (bool): Run every level through ``torch.compile`` (static
-            shapes only, i.e. ``compact`` off; CUDA graphs on CUDA). The
-            first call compiles. Defaults to False.
+            shapes only, i.e. ``compact`` off). The first call compiles.
+            Defaults to False.
 
     Returns:
         Hierarchy: ``ancestors`` ``[B, L, N]`` and ``num_nodes`` ``[B, L]``.
