@@ -154,24 +154,16 @@ class ViTDetBackbone(AccountedPretrainedMixin, ViTSAM):
                  init_cfg: Optional[dict] = None) -> None:
         if isinstance(out_indices, int):
             out_indices = [out_indices]
+        # ViTSAM without its neck (out_channels=0), all tokens out, always
+        # an absolute position embedding; freezing happens below.
         super().__init__(
-            arch=arch,
-            img_size=img_size,
-            patch_size=patch_size,
-            in_channels=in_channels,
-            out_channels=0,
-            out_indices=list(out_indices),
-            out_type='raw',
-            drop_rate=drop_rate,
-            drop_path_rate=drop_path_rate,
-            qkv_bias=qkv_bias,
-            use_abs_pos=True,
-            use_rel_pos=use_rel_pos,
-            window_size=window_size,
-            norm_cfg=norm_cfg,
-            frozen_stages=-1,
-            interpolate_mode=interpolate_mode,
-            init_cfg=init_cfg)
+            arch=arch, img_size=img_size, patch_size=patch_size,
+            in_channels=in_channels, out_channels=0,
+            out_indices=list(out_indices), out_type='raw',
+            drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+            qkv_bias=qkv_bias, use_abs_pos=True, use_rel_pos=use_rel_pos,
+            window_size=window_size, norm_cfg=norm_cfg, frozen_stages=-1,
+            interpolate_mode=interpolate_mode, init_cfg=init_cfg)
         # ViTSAM hard-wires its layer class; rebuild the blocks with the
         # same settings and stochastic depth on the attention branch too.
         if isinstance(layer_cfgs, dict):
