@@ -125,7 +125,9 @@ train_cfg = dict(
 
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=5, max_keep_ckpts=1))
+    # Write to a temporary file, fsync, rename; delete old ones afterwards.
+    checkpoint=dict(
+        type='AtomicCheckpointHook', interval=5, max_keep_ckpts=1))
 custom_hooks = [
     dict(type='EvaluationSummaryHook'),
     dict(type='HierarchyVisualizationHook', interval=4, num_images=4)

@@ -1,5 +1,6 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 from .hooks import (  # noqa: F401
+    AtomicCheckpointHook,
     EvaluationSummaryHook,
     HierarchyVisualizationHook,
     MaskProgressHook,

@@ -108,7 +108,7 @@ train_cfg = dict(
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
     checkpoint=dict(
-        type='CheckpointHook',
+        type='AtomicCheckpointHook',  # temporary file, fsync, rename
         by_epoch=False,
         interval=interval,
         save_last=True,

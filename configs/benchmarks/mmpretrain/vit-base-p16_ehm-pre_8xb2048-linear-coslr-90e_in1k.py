@@ -11,3 +11,7 @@ _base_ = ('mmpretrain::mae/benchmarks/'
 model = dict(backbone=dict(init_cfg=dict(
     type='Pretrained', prefix='backbone.',
     checkpoint='pretrain/ehm_vit-base-p16_mmpretrain.pth')))
+
+# Checkpoints are written atomically (temporary file, fsync, rename).
+custom_imports = dict(imports=['ehm_mm'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -28,3 +28,6 @@ model = dict(
 # mmseg 1.x ignores the base config's legacy ``fp16`` key, so its "amp"
 # config trains in fp32; mixed precision is switched on here.
 optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic')
+
+# Checkpoints are written atomically (temporary file, fsync, rename).
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

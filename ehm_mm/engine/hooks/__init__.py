@@ -1,9 +1,10 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
+from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .evaluation_summary_hook import EvaluationSummaryHook
 from .hierarchy_visualization_hook import HierarchyVisualizationHook
 from .mask_progress_hook import MaskProgressHook, find_mask_generators
 
 __all__ = [
-    'EvaluationSummaryHook', 'HierarchyVisualizationHook', 'MaskProgressHook',
-    'find_mask_generators'
+    'AtomicCheckpointHook', 'EvaluationSummaryHook',
+    'HierarchyVisualizationHook', 'MaskProgressHook', 'find_mask_generators'
 ]
