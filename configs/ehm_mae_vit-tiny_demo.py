@@ -65,6 +65,12 @@ train_dataloader = dict(
     batch_size=64,
     num_workers=2,
     persistent_workers=True,
+    # Crops and flips seeded by (seed, epoch, rank, index, draw): `--resume`
+    # is bit-exact with any number of workers.
+    sampler=dict(
+        _delete_=True,
+        type='SeededAugmentSampler',
+        sampler=dict(type='DefaultSampler', shuffle=True)),
     dataset=dict(
         _delete_=True,
         type='SyntheticShapes',
