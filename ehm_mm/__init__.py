@@ -5,14 +5,19 @@ Importing this package registers the pretraining modules (models, hooks,
 ``SyntheticShapes``, the ``HierarchyIoU`` / ``KNNAccuracy`` metrics) into
 mmpretrain's registries, so both ``import ehm_mm`` and
 ``custom_imports = dict(imports=['ehm_mm'])`` work, and makes mmengine
-checkpoints loadable under torch >= 2.6. The EHM core's API
+checkpoints loadable under torch >= 2.6 (weights-only, with clear errors for
+damaged files). The EHM core's API
 (``ehm_mm.models.masking``) is available at the top level. The retrieval
 benchmarks (``ehm_mm.retrieval``) and the downstream backbones
 (``ehm_mm.downstream.mmseg`` / ``.mmdet``) register when imported.
 """
-from .utils import register_checkpoint_safe_globals  # isort: skip
+from .utils import (  # isort: skip
+    register_checkpoint_loader,
+    register_checkpoint_safe_globals,
+)
 from . import datasets, engine, evaluation, models  # noqa: F401
 from .models.masking import *  # noqa: F401,F403  (the EHM core's API)
 from .version import __version__  # noqa: F401
 
 register_checkpoint_safe_globals()
+register_checkpoint_loader()

@@ -1,0 +1,95 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
+"""Damaged or unsafe checkpoints fail with a clear, safe message."""
+import os
+import os.path as osp
+import sys
+
+import pytest
+import torch
+from mmengine.runner import CheckpointLoader
+
+import ehm_mm  # noqa: F401  (installs the loader)
+from ehm_mm.utils import CheckpointLoadError, load_local_checkpoint
+
+TINY = osp.abspath(
+    osp.join(
+        osp.dirname(__file__), '..', 'data', 'configs',
+        'ehm_mae_tiny_cpu.py'))
+
+
+class _RunsCode:
+
+    def __reduce__(self):
+        return os.system, ('echo should-never-run',)
+
+
+def _damaged_files(folder) -> dict:
+    good = folder / 'good.pth'
+    torch.save(dict(state_dict=dict(w=torch.ones(3))), good)
+    data = good.read_bytes()
+    files = dict(
+        empty=b'', truncated=data[:len(data) // 2], random=os.urandom(4096))
+    paths = {}
+    for name, content in files.items():
+        paths[name] = folder / f'{name}.pth'
+        paths[name].write_bytes(content)
+    paths['code'] = folder / 'code.pth'
+    torch.save(dict(state_dict=dict(w=_RunsCode())), paths['code'])
+    return paths
+
+
+WHAT = dict(
+    empty='is empty (0 bytes)',
+    truncated='is damaged or truncated',
+    random='is not a PyTorch checkpoint, or is damaged',
+    code='holds Python objects that weights-only loading refuses')
+
+
+def _check_message(message: str, path, what: str) -> None:
+    assert str(path) in message
+    assert WHAT[what] in message
+    assert 'Do not retry with weights_only=False' in message
+    # None of torch's advice to switch the check off or allow-list globals.
+    assert 'will likely succeed' not in message
+    assert 'add_safe_globals' not in message
+
+
+@pytest.mark.parametrize('what', sorted(WHAT))
+def test_loader_names_file_and_problem(tmp_path, what):
+    path = _damaged_files(tmp_path)[what]
+    with pytest.raises(CheckpointLoadError) as info:
+        load_local_checkpoint(str(path))
+    _check_message(str(info.value), path, what)
+    # mmengine's loader of local paths (load_from, init_cfg, converters,
+    # retrieval) is this one.
+    with pytest.raises(CheckpointLoadError) as info:
+        CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    _check_message(str(info.value), path, what)
+
+
+def test_good_checkpoint_and_missing_file(tmp_path):
+    path = tmp_path / 'good.pth'
+    torch.save(dict(state_dict=dict(w=torch.ones(3))), path)
+    loaded = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    assert torch.equal(loaded['state_dict']['w'], torch.ones(3))
+    with pytest.raises(FileNotFoundError, match='can not be found'):
+        load_local_checkpoint(str(tmp_path / 'missing.pth'))
+
+
+def test_resume_from_a_damaged_checkpoint_says_what_is_wrong(
+        tmp_path, run_tool):
+    """``tools/train.py --resume`` on a truncated last checkpoint."""
+    work_dir = tmp_path / 'work'
+    work_dir.mkdir()
+    damaged = _damaged_files(tmp_path)['truncated']
+    (work_dir / 'last_checkpoint').write_text(str(damaged))
+    with pytest.raises(AssertionError) as info:
+        run_tool([
+            sys.executable, 'tools/train.py', TINY, '--work-dir',
+            str(work_dir), '--resume', '--no-validate', '--cfg-options',
+            f'train_dataloader.dataset.data_root={tmp_path / "data"}',
+            'custom_hooks=[]'
+        ])
+    output = str(info.value)
+    assert 'CheckpointLoadError' in output
+    _check_message(output, damaged, 'truncated')
