@@ -64,3 +64,47 @@ def test_auto_backend_and_errors():
         search(queries, database, topk=0)
     with pytest.raises(ValueError, match='empty'):
         search(queries, database[:0])
+
+
+def _realistic(seed):
+    """70 queries, 3000 database items, D = 768 (a ViT-B descriptor).
+
+    Item 2000 onwards: 40 near-copies of query 0's best match whose scores
+    differ by about float32 resolution, so float32 rounding alone orders
+    them; placed at ranks ~80-120 of query 0 they straddle top-100.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    queries = F.normalize(torch.randn(70, 768, generator=gen), dim=1)
+    database = F.normalize(torch.randn(3000, 768, generator=gen), dim=1)
+    scores = database @ queries[0]
+    anchor = database[scores.argsort(descending=True)[80]]
+    noise = torch.randn(40, 768, generator=gen) * 2e-7
+    database[2000:2040] = F.normalize(anchor[None] + noise, dim=1)
+    return queries, database
+
+
+@pytest.mark.parametrize('topk', [None, 100])
+def test_backends_agree_at_a_realistic_size(topk):
+    """Same ranking from both back ends: every index at every position.
+
+    Float32 scores of near-ties differ with the summation order (faiss and
+    torch sum differently); the float64 re-ranking makes them agree, in
+    the order of the float64 scores, ties by index.
+    """
+    queries, database = _realistic(0)
+    t_scores, t_idx = torch_search(queries, database, topk, chunk_size=16)
+    f_scores, f_idx = faiss_search(queries, database, topk)
+    k = 3000 if topk is None else topk
+    assert t_idx.shape == f_idx.shape == (70, k)
+    assert torch.equal(t_idx, f_idx)
+    assert torch.equal(t_scores, f_scores)
+    # The order is the float64 order (computed independently here).
+    exact = queries.double() @ database.double().t()
+    expected = torch.sort(exact, dim=1, descending=True, stable=True)
+    torch.testing.assert_close(t_scores, expected.values[:, :k], rtol=0,
+                               atol=1e-12)
+    assert torch.equal(t_idx, expected.indices[:, :k])
+    # The near-copies really are ordered differently by float32 rounding.
+    near = exact[0, 2000:2040]
+    gaps = (near[:, None] - near[None]).abs()
+    assert gaps[gaps > 0].min() < 6e-8
