@@ -21,8 +21,14 @@ import numpy as np
 import torch
 
 
-def _numpy_globals() -> List[Any]:
-    """Numpy types that pickled numpy scalars and arrays refer to."""
+def numpy_pickle_globals() -> List[Any]:
+    """Numpy types that pickled numpy scalars and arrays refer to.
+
+    Returns:
+        list: ``numpy.ndarray``, ``numpy.dtype``, the reconstruct / scalar
+        functions (under ``numpy.core`` and ``numpy._core``) and the
+        ``numpy.dtypes.*DType`` classes.
+    """
     found: List[Any] = [np.ndarray, np.dtype]
     # ``np.core`` was renamed ``np._core`` in numpy 2; pickles name either.
     for module_name in ('numpy.core.multiarray', 'numpy._core.multiarray'):
@@ -74,7 +80,7 @@ def checkpoint_safe_globals() -> List[Any]:
     """
     from mmengine.logging import HistoryBuffer
     return [HistoryBuffer, (history_buffer_getattr, 'builtins.getattr')
-            ] + _numpy_globals()
+            ] + numpy_pickle_globals()
 
 
 def register_checkpoint_safe_globals() -> None:
