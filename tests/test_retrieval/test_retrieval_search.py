@@ -1,5 +1,6 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """torch and faiss search give the same rankings."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -104,7 +105,14 @@ def test_backends_agree_at_a_realistic_size(topk):
     torch.testing.assert_close(t_scores, expected.values[:, :k], rtol=0,
                                atol=1e-12)
     assert torch.equal(t_idx, expected.indices[:, :k])
-    # The near-copies really are ordered differently by float32 rounding.
-    near = exact[0, 2000:2040]
-    gaps = (near[:, None] - near[None]).abs()
-    assert gaps[gaps > 0].min() < 6e-8
+    # The data is hard: float32 scores alone (torch's matrix product and
+    # faiss's own) order the full rankings differently.
+    import faiss
+    index = faiss.IndexFlatIP(768)
+    index.add(database.numpy())
+    f32_scores, f32_idx = index.search(queries.numpy(), 3000)
+    f32_idx = np.take_along_axis(
+        f32_idx, np.lexsort((f32_idx, -f32_scores), axis=-1), axis=1)
+    t32_idx = torch.sort(
+        queries @ database.t(), dim=1, descending=True, stable=True).indices
+    assert (t32_idx.numpy() != f32_idx).any(axis=1).sum() > 0
