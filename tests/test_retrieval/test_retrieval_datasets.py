@@ -181,3 +181,26 @@ def test_ukbench_layout(tmp_path):
         DATASETS.build(dict(type='UKBench', data_root=str(tmp_path)))
     with pytest.raises(FileNotFoundError, match='ukbench%05d'):
         DATASETS.build(dict(type='UKBench', data_root=str(tmp_path / 'x')))
+
+
+class _Touch:
+    """Unpickling it with ``pickle.load`` creates a file (runs code)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.path}', )
+
+
+def test_revisited_ground_truth_cannot_run_code(tmp_path):
+    """A crafted gnd_*.pkl is refused and its command does not run."""
+    _revisited_layout(str(tmp_path))
+    marker = tmp_path / 'ran'
+    with open(tmp_path / 'gnd_roxford5k.pkl', 'wb') as f:
+        pickle.dump(
+            dict(imlist=['db_0'], qimlist=[], gnd=[], note=_Touch(marker)),
+            f)
+    with pytest.raises(pickle.UnpicklingError, match='gnd_roxford5k.pkl'):
+        DATASETS.build(dict(type='ROxford5k', data_root=str(tmp_path)))
+    assert not marker.exists()

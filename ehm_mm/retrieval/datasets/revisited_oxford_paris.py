@@ -1,11 +1,12 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Revisited Oxford and Paris (Radenovic et al., CVPR 2018)."""
 import os.path as osp
-import pickle
 from typing import Dict, List, Tuple
 
 import numpy as np
 from mmpretrain.registry import DATASETS
+
+from ehm_mm.utils.safe_pickle import load_data_pickle
 
 from .base_retrieval_dataset import BaseRetrievalDataset
 
@@ -53,8 +54,11 @@ class RevisitedOxfordParis(BaseRetrievalDataset):
         gnd_file = osp.join(self.data_root, f'gnd_{self.NAME}.pkl')
         if not osp.isfile(gnd_file):
             raise self.missing(f'ground truth file {gnd_file} not found')
-        with open(gnd_file, 'rb') as f:
-            cfg = pickle.load(f)
+        # Plain data only: a crafted pickle could run code.
+        cfg = load_data_pickle(gnd_file)
+        if not isinstance(cfg, dict):
+            raise ValueError(f'{gnd_file} holds a {type(cfg).__name__}, not '
+                             'a dict with imlist, qimlist and gnd')
         for key in ('imlist', 'qimlist', 'gnd'):
             if key not in cfg:
                 raise ValueError(f'{gnd_file} has no {key!r} entry')
