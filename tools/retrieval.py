@@ -221,6 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
     cfg.launcher = args.launcher
     launch.set_default_work_dir(cfg, args.config, args.work_dir)
     launch.use_gloo_without_cuda(cfg, args.launcher)
+    launch.check_benchmark_overrides(cfg, args.cfg_options)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     own_group = launch.init_cpu_process_group(cfg, args.launcher)

@@ -7,6 +7,7 @@ so what they change in a config lives here, where it can be unit tested.
 import argparse
 import os
 import os.path as osp
+import re
 import warnings
 from typing import Optional, Sequence
 
@@ -190,6 +191,44 @@ def drop_collate_fn_scope(cfg: Config) -> None:
         collate_fn = loader.get('collate_fn')
         if isinstance(collate_fn, (dict, ConfigDict)):
             collate_fn.pop('_scope_', None)
+
+
+#: A top-level key holding one benchmark's test dataloader or evaluator
+#: (``roxford5k_test_dataloader``), read by ``tools/retrieval.py`` for the
+#: names listed in ``retrieval_benchmarks``.
+_BENCHMARK_KEY = re.compile(r'^(\w+)_test_(dataloader|evaluator)$')
+
+
+def check_benchmark_overrides(cfg: Config,
+                              cfg_options: Optional[dict]) -> None:
+    """Refuse ``--cfg-options`` on a benchmark key the config never reads.
+
+    A single-benchmark retrieval config copies ``<name>_test_dataloader``
+    into ``test_dataloader`` when the file is read (``test_dataloader =
+    _base_.roxford5k_test_dataloader``), so an override of
+    ``roxford5k_test_dataloader.*`` would change nothing. Only a config that
+    lists ``<name>`` in ``retrieval_benchmarks`` reads ``<name>_test_*`` at
+    run time. Call this before merging the options.
+
+    Args:
+        cfg (Config): The config as read from its file.
+        cfg_options (dict, optional): The ``--cfg-options`` key-value pairs.
+
+    Raises:
+        ValueError: Naming the key to override instead.
+    """
+    listed = cfg.get('retrieval_benchmarks') or []
+    for key in cfg_options or {}:
+        top = key.split('.', 1)[0]
+        match = _BENCHMARK_KEY.match(top)
+        if match is None or match.group(1) in listed:
+            continue
+        part = match.group(2)
+        raise ValueError(
+            f'--cfg-options {key}: this config does not read {top} when it '
+            f'runs (a single-benchmark config copies it into test_{part} '
+            'when the file is read), so the override would change nothing; '
+            f'use test_{part}{key[len(top):]} instead.')
 
 
 def tool_parser(description: str, config_help: str,

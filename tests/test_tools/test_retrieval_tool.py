@@ -13,6 +13,7 @@ import json
 import os
 import os.path as osp
 import pickle
+import re
 import socket
 import sys
 
@@ -274,3 +275,81 @@ def test_cpu_ddp_two_processes(retrieval_data, run_tool):
     with open(out) as f:
         assert json.load(f)['ukbench']['ukbench/N-S'] == pytest.approx(4.0)
     assert proc.stdout.count('Retrieval summary') == 1
+
+
+def _test_tool(config, checkpoint, data_root, work_dir, run_tool):
+    """tools/test.py on a single-benchmark config (the documented key)."""
+    return run_tool([
+        sys.executable, 'tools/test.py', config, checkpoint, '--work-dir',
+        work_dir, '--cfg-options',
+        f'test_dataloader.dataset.data_root={data_root}',
+        'test_dataloader.num_workers=0'
+    ])
+
+
+def _map_e(log: str) -> float:
+    found = re.findall(r'roxford5k/mAP_E: ([0-9.]+)', log)
+    assert found, log[-3000:]
+    return float(found[-1])
+
+
+def test_test_tool_accounts_for_encoder_keys(retrieval_data, run_tool):
+    """tools/test.py loads the encoder as tools/retrieval.py does.
+
+    The EHM checkpoint and its encoder-only form (what ehm2mmseg writes)
+    both give the retrieval tool's mAP; a checkpoint missing a block fails
+    naming the keys instead of evaluating a partly random encoder.
+    """
+    root, roots, checkpoint = retrieval_data
+    config = str(root / 'roxford_test.py')
+    write_config(config, 'vit-base-p16_roxford5k.py')
+    work = str(root / 'work_test_tool')
+    log = _test_tool(config, checkpoint, roots['roxford5k'], work, run_tool)
+    assert _map_e(log.stdout + log.stderr) == pytest.approx(100)
+
+    state = torch.load(checkpoint, map_location='cpu')['state_dict']
+    encoder_only = str(root / 'encoder_only.pth')
+    torch.save(
+        dict(state_dict={
+            k[len('backbone.'):]: v
+            for k, v in state.items() if k.startswith('backbone.')
+        }), encoder_only)
+    log = _test_tool(config, encoder_only, roots['roxford5k'], work,
+                     run_tool)
+    assert _map_e(log.stdout + log.stderr) == pytest.approx(100)
+
+    partial = str(root / 'partial.pth')
+    torch.save(
+        dict(state_dict={
+            k: v
+            for k, v in state.items()
+            if not k.startswith('backbone.layers.1.')
+        }), partial)
+    with pytest.raises(AssertionError) as info:
+        _test_tool(config, partial, roots['roxford5k'], work, run_tool)
+    assert 'layers.1.' in str(info.value)
+    assert 'missing' in str(info.value)
+
+
+def test_benchmark_key_of_a_single_config_is_refused(retrieval_data):
+    """A single-benchmark config copies roxford5k_test_dataloader when it
+    is read: overriding that key would change nothing, so it is refused
+    with the key that works."""
+    root, roots, checkpoint = retrieval_data
+    config = str(root / 'roxford_single.py')
+    write_config(config, 'vit-base-p16_roxford5k.py')
+    tool = _load_tool()
+    with pytest.raises(ValueError) as info:
+        tool.main([
+            config, checkpoint, '--cfg-options',
+            f'roxford5k_test_dataloader.dataset.data_root={roots["roxford5k"]}'
+        ])
+    assert 'use test_dataloader.dataset.data_root instead' in str(info.value)
+    # The documented key of a single-benchmark config works.
+    results = tool.main([
+        config, checkpoint, '--work-dir',
+        str(root / 'work_single'), '--cfg-options',
+        f'test_dataloader.dataset.data_root={roots["roxford5k"]}',
+        'test_dataloader.num_workers=0'
+    ])
+    assert results['roxford5k']['roxford5k/mAP_E'] == pytest.approx(100)
