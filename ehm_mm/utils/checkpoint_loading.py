@@ -122,5 +122,10 @@ def register_checkpoint_loader() -> None:
     a registered prefix (``http://`` etc. keep their loaders).
     """
     from mmengine.runner.checkpoint import CheckpointLoader
+
+    def load_from_local(filename: str, map_location: Optional[Any] = None):
+        # mmengine logs "Loads checkpoint by <name[10:]> backend".
+        return load_local_checkpoint(filename, map_location)
+
     CheckpointLoader.register_scheme(
-        prefixes='', loader=load_local_checkpoint, force=True)
+        prefixes='', loader=load_from_local, force=True)
