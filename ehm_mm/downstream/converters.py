@@ -12,7 +12,6 @@ around :func:`convert_checkpoint`. A conversion
    loading path and accounts for every key, so a conversion that would
    load partially fails here instead of in a training job.
 """
-import os
 import os.path as osp
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,10 +21,15 @@ import torch
 from mmengine.registry import DefaultScope
 from torch import Tensor, nn
 
+from ehm_mm.utils.atomic_io import atomic_path
+
 from .encoder_checkpoint import (
+    ARCH_KEYS,
     ExtractedEncoder,
+    check_vit_arch,
+    declared_vit_arch,
+    extract_encoder,
     infer_vit_arch,
-    load_encoder,
     mmpretrain_to_timm,
     resize_vit_pos_embed,
 )
@@ -276,38 +280,47 @@ def convert_checkpoint(src: str,
 
     Raises:
         FileNotFoundError: If ``src`` or ``config`` does not exist.
-        ValueError: If the checkpoint is not a ViT encoder or the consumer
-            would not load it completely (``dst`` is then removed).
+        ValueError: If the checkpoint is not a ViT encoder, its shape is
+            vouched for neither by its metadata nor by a named architecture
+            (without ``config``), or the consumer would not load it
+            completely. ``dst`` is then left as it was.
     """
     if consumer not in CONSUMERS:
         raise ValueError(
             f'consumer must be one of {sorted(CONSUMERS)}, got {consumer!r}.')
     if not osp.isfile(src):
         raise FileNotFoundError(f'checkpoint {src} does not exist.')
-    encoder = load_encoder(src, source)
+    from mmengine.runner.checkpoint import CheckpointLoader
+    loaded = CheckpointLoader.load_checkpoint(src, map_location='cpu')
+    encoder = extract_encoder(loaded, source)
+    arch = infer_vit_arch(encoder.state_dict)
+    declared = declared_vit_arch(loaded)
+    if config is None or declared is not None:
+        # Without a config to check against, the shape read from the keys
+        # must be vouched for (a lost final block looks like a shallower
+        # encoder).
+        check_vit_arch(arch, declared)
     meta = dict(
         converted_by=f'ehm_mm.downstream.converters ({consumer})',
         source_checkpoint=osp.basename(src),
         encoder=source,
         source_format=encoder.source_format,
+        encoder_arch={key: arch[key]
+                      for key in ARCH_KEYS},
         dropped={group: len(keys)
                  for group, keys in encoder.dropped.items()})
     checkpoint = to_consumer_checkpoint(encoder, consumer, meta)
     body: Mapping[str, Tensor] = checkpoint.get('state_dict',
                                                 checkpoint.get('model'))
-    if osp.dirname(dst):
-        os.makedirs(osp.dirname(dst), exist_ok=True)
-    torch.save(checkpoint, dst)
-    try:
-        arch = infer_vit_arch(encoder.state_dict)
+    # Written under a temporary name and renamed only when the consumer
+    # took it: a failed conversion leaves an existing dst as it was.
+    with atomic_path(dst) as tmp:
+        torch.save(checkpoint, tmp)
         if consumer == 'mmpretrain':
-            check = _check_mmpretrain(dst, arch, config)
+            check = _check_mmpretrain(tmp, arch, config)
         else:
-            check = _check_accounted(consumer, dst, arch, config)
-        checked_by, report, allowed_missing, allowed_unexpected = check
-    except Exception:
-        os.remove(dst)
-        raise
+            check = _check_accounted(consumer, tmp, arch, config)
+    checked_by, report, allowed_missing, allowed_unexpected = check
     return ConversionResult(
         encoder=encoder,
         num_written=len(body),

@@ -31,7 +31,7 @@ that reads encoder weights out of a checkpoint.
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, MutableMapping, Tuple, Union
+from typing import Dict, List, Mapping, MutableMapping, Optional, Tuple, Union
 
 from torch import Tensor, nn
 
@@ -39,7 +39,9 @@ from .key_accounting import KeyReport, load_state_dict_accounted
 
 __all__ = [
     'ENCODER_PREFIXES', 'ExtractedEncoder', 'extract_encoder',
-    'infer_vit_arch', 'load_encoder', 'load_encoder_weights',
+    'infer_vit_arch', 'count_vit_blocks', 'declared_vit_arch',
+    'check_vit_arch', 'known_vit_archs', 'load_encoder',
+    'load_encoder_weights',
     'mmpretrain_to_timm', 'resize_vit_pos_embed', 'timm_to_mmpretrain'
 ]
 
@@ -372,8 +374,11 @@ def infer_vit_arch(state_dict: Mapping[str, Tensor]) -> Dict[str, int]:
         the position embedding was trained for).
 
     Raises:
-        ValueError: If a weight needed to infer the shape is missing.
+        ValueError: If a weight needed to infer the shape is missing, or
+            the blocks are not ``0 .. n-1``, each with the same weights
+            (:func:`count_vit_blocks`).
     """
+    num_layers = count_vit_blocks(state_dict)
     needed = ('pos_embed', 'patch_embed.projection.weight',
               'layers.0.ffn.layers.0.0.weight')
     missing = [key for key in needed if key not in state_dict]
@@ -381,9 +386,6 @@ def infer_vit_arch(state_dict: Mapping[str, Tensor]) -> Dict[str, int]:
         raise ValueError(f'Cannot infer the ViT shape: missing {missing}.')
     proj = state_dict['patch_embed.projection.weight']
     embed_dims, in_channels, patch_size = proj.shape[:3]
-    num_layers = 1 + max(
-        int(key.split('.')[1]) for key in state_dict
-        if key.startswith('layers.'))
     num_tokens = state_dict['pos_embed'].shape[1]
     grid = int(round((num_tokens - 1)**0.5))
     if grid * grid != num_tokens - 1:
@@ -396,3 +398,159 @@ def infer_vit_arch(state_dict: Mapping[str, Tensor]) -> Dict[str, int]:
         patch_size=int(patch_size),
         in_channels=int(in_channels),
         img_size=grid * int(patch_size))
+
+
+#: The ViT shape entries a checkpoint's architecture is compared on.
+ARCH_KEYS = ('embed_dims', 'num_layers', 'feedforward_channels')
+
+
+def count_vit_blocks(state_dict: Mapping[str, Tensor]) -> int:
+    """Count the transformer blocks ``layers.N.*``; they must be complete.
+
+    Args:
+        state_dict (Mapping[str, Tensor]): Canonical encoder weights.
+
+    Returns:
+        int: The number of blocks n.
+
+    Raises:
+        ValueError: If there is no block, an index in ``0 .. n-1`` is
+            absent, or a block lacks weights that block 0 has (or has more).
+    """
+    blocks: Dict[int, set] = {}
+    for key in state_dict:
+        if key.startswith('layers.'):
+            _, index, rest = key.split('.', 2)
+            blocks.setdefault(int(index), set()).add(rest)
+    if not blocks:
+        raise ValueError('The encoder has no transformer block (layers.N.*).')
+    num_layers = max(blocks) + 1
+    absent = [i for i in range(num_layers) if i not in blocks]
+    if absent:
+        raise ValueError(
+            f'The encoder has blocks up to layers.{num_layers - 1} but not '
+            f'layers.{absent}: the checkpoint is incomplete.')
+    reference = blocks[0]
+    for index in range(1, num_layers):
+        if blocks[index] != reference:
+            lacking = sorted(reference - blocks[index])
+            extra = sorted(blocks[index] - reference)
+            raise ValueError(
+                f'Block layers.{index} differs from layers.0: lacks '
+                f'{lacking}, has in addition {extra}.')
+    return num_layers
+
+
+def known_vit_archs() -> Dict[str, Dict[str, int]]:
+    """The ViT shapes mmpretrain's ``VisionTransformer`` knows by name.
+
+    Returns:
+        dict: Arch name (``'b'``, ``'base'``, ...) to ``embed_dims``,
+        ``num_layers`` and ``feedforward_channels``.
+    """
+    from mmpretrain.models import VisionTransformer
+    return {
+        name: {key: int(arch[key])
+               for key in ARCH_KEYS}
+        for name, arch in VisionTransformer.arch_zoo.items()
+        if all(key in arch for key in ARCH_KEYS)
+    }
+
+
+def _balanced(text: str, start: int) -> str:
+    """The text inside the parenthesis opened at ``text[start - 1]``."""
+    depth = 1
+    for end in range(start, len(text)):
+        depth += {'(': 1, ')': -1}.get(text[end], 0)
+        if depth == 0:
+            return text[start:end]
+    return text[start:]
+
+
+def declared_vit_arch(checkpoint: Mapping) -> Optional[Dict[str, int]]:
+    """The encoder shape a checkpoint's own metadata states, if any.
+
+    Read from ``meta['encoder_arch']`` (written by this project's
+    converters) or from the backbone ``arch`` of the config text mmengine's
+    runner saves in ``meta['cfg']`` (an arch name or a dict). The text is
+    searched, never executed.
+
+    Args:
+        checkpoint (Mapping): A loaded checkpoint.
+
+    Returns:
+        dict | None: ``embed_dims``, ``num_layers`` and
+        ``feedforward_channels``, or None when the metadata names none.
+    """
+    meta = checkpoint.get('meta') if isinstance(checkpoint, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return None
+    declared = meta.get('encoder_arch')
+    if isinstance(declared, Mapping) and all(k in declared
+                                             for k in ARCH_KEYS):
+        return {key: int(declared[key]) for key in ARCH_KEYS}
+    text = meta.get('cfg')
+    if not isinstance(text, str):
+        return None
+    # The top-level ``model = dict(...)`` (other variables may hold model
+    # pieces too), then its ``backbone=dict(...)``.
+    found = re.search(r'^model\s*=\s*dict\(', text, re.MULTILINE)
+    if found is None:
+        return None
+    model = _balanced(text, found.end())
+    found = re.search(r'\bbackbone\s*=\s*dict\(', model)
+    if found is None:
+        return None
+    backbone = _balanced(model, found.end())
+    by_name = re.search(r"\barch\s*=\s*['\"]([\w-]+)['\"]", backbone)
+    if by_name is not None:
+        return known_vit_archs().get(by_name.group(1).lower())
+    by_dict = re.search(r'\barch\s*=\s*dict\(', backbone)
+    if by_dict is None:
+        return None
+    fields = dict(
+        re.findall(r'(\w+)\s*=\s*(\d+)', _balanced(backbone, by_dict.end())))
+    if not all(key in fields for key in ARCH_KEYS):
+        return None
+    return {key: int(fields[key]) for key in ARCH_KEYS}
+
+
+def check_vit_arch(arch: Mapping[str, int],
+                   declared: Optional[Mapping[str, int]] = None) -> str:
+    """Accept an inferred encoder shape only if something vouches for it.
+
+    A shape read from the keys cannot tell a complete 10-block encoder from
+    a 12-block one that lost its last blocks. It must equal the shape the
+    checkpoint's metadata declares (:func:`declared_vit_arch`), or, without
+    metadata, one of mmpretrain's named architectures.
+
+    Args:
+        arch (Mapping[str, int]): From :func:`infer_vit_arch`.
+        declared (Mapping[str, int], optional): From
+            :func:`declared_vit_arch`. Defaults to None.
+
+    Returns:
+        str: What vouched for the shape, for the log.
+
+    Raises:
+        ValueError: When the shape contradicts the metadata, or there is no
+            metadata and no named architecture has this shape.
+    """
+    shape = {key: int(arch[key]) for key in ARCH_KEYS}
+    if declared is not None:
+        if dict(declared) != shape:
+            raise ValueError(
+                f'The checkpoint holds an encoder of shape {shape}, but its '
+                f'metadata declares {dict(declared)}: blocks or weights are '
+                'missing. Re-export the checkpoint.')
+        return 'the checkpoint metadata'
+    names = sorted(name for name, known in known_vit_archs().items()
+                   if known == shape)
+    if not names:
+        raise ValueError(
+            f'The encoder has shape {shape}, which is no named mmpretrain '
+            'ViT, and the checkpoint has no metadata (meta.cfg or '
+            'meta.encoder_arch) stating its shape, so missing final blocks '
+            'could not be told apart; pass --config with the backbone to '
+            'check against.')
+    return f'mmpretrain arch {names[0]!r}'

@@ -135,3 +135,46 @@ def test_infer_vit_arch(encoder_state):
         img_size=32)
     with pytest.raises(ValueError, match='pos_embed'):
         infer_vit_arch({'layers.0.ffn.layers.0.0.weight': torch.zeros(1)})
+
+
+def test_declared_arch_from_metadata():
+    from mmengine.config import Config
+
+    from ehm_mm.downstream import check_vit_arch, declared_vit_arch
+    arch = dict(embed_dims=96, num_layers=4, feedforward_channels=384)
+    text = Config(
+        dict(model=dict(backbone=dict(arch=dict(num_heads=3, **arch)),
+                        neck=dict(embed_dim=96)))).pretty_text
+    assert declared_vit_arch(dict(meta=dict(cfg=text))) == arch
+    # Only the top-level model counts (configs/_base_/ehm_mae.py has an
+    # ehm_mae_model variable whose backbone names no arch).
+    other = "ehm_mae_model = dict(backbone=dict(type='EHMMAEViT'))\n"
+    assert declared_vit_arch(dict(meta=dict(cfg=other + text))) == arch
+    named = "model = dict(backbone=dict(type='MAEViT', arch='b'))"
+    assert declared_vit_arch(dict(meta=dict(cfg=named))) == dict(
+        embed_dims=768, num_layers=12, feedforward_channels=3072)
+    assert declared_vit_arch(dict(meta=dict(encoder_arch=arch))) == arch
+    assert declared_vit_arch(dict(meta=dict(iter=3))) is None
+    assert declared_vit_arch(dict(state_dict={})) is None
+    assert check_vit_arch(arch, arch) == 'the checkpoint metadata'
+    assert check_vit_arch(
+        dict(embed_dims=768, num_layers=12,
+             feedforward_channels=3072)).startswith('mmpretrain arch')
+    with pytest.raises(ValueError, match='metadata declares'):
+        check_vit_arch(dict(arch, num_layers=3), arch)
+    with pytest.raises(ValueError, match='no named mmpretrain ViT'):
+        check_vit_arch(dict(embed_dims=768, num_layers=10,
+                            feedforward_channels=3072))
+
+
+def test_blocks_must_be_complete(encoder_state):
+    from ehm_mm.downstream import count_vit_blocks
+    assert count_vit_blocks(encoder_state) == 2
+    lacking = {
+        k: v
+        for k, v in encoder_state.items() if k != 'layers.1.ln2.weight'
+    }
+    with pytest.raises(ValueError, match=r'lacks \['):
+        count_vit_blocks(lacking)
+    with pytest.raises(ValueError, match='no transformer block'):
+        count_vit_blocks({'pos_embed': torch.zeros(1)})

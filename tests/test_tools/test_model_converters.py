@@ -12,6 +12,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from mmengine.config import Config
 from mmpretrain.models import MAEViT
 
 from ehm_mm.downstream import mmpretrain_to_timm
@@ -27,18 +28,27 @@ def converter(name: str):
     return runpy.run_path(osp.join(TOOLS, f'{name}.py'))['main']
 
 
+ARCH = dict(
+    embed_dims=32, num_layers=NUM_LAYERS, num_heads=2, feedforward_channels=64)
+
+
+def runner_meta() -> dict:
+    """The metadata mmengine's runner saves: iteration and config text."""
+    cfg = Config(
+        dict(
+            model=dict(
+                type='EHMMAE',
+                backbone=dict(
+                    type='EHMMAEViT', arch=ARCH, img_size=32, patch_size=8),
+                neck=dict(type='MAEPretrainDecoder', embed_dim=32))))
+    return dict(iter=2, cfg=cfg.pretty_text)
+
+
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
     """An EHM checkpoint: student, decoder, EMA teacher (student + 1)."""
     torch.manual_seed(0)
-    vit = MAEViT(
-        arch=dict(
-            embed_dims=32,
-            num_layers=NUM_LAYERS,
-            num_heads=2,
-            feedforward_channels=64),
-        img_size=32,
-        patch_size=8)
+    vit = MAEViT(arch=ARCH, img_size=32, patch_size=8)
     vit.init_weights()
     encoder = vit.state_dict()
     state_dict = OrderedDict()
@@ -49,7 +59,7 @@ def checkpoint(tmp_path_factory):
     state_dict['neck.mask_token'] = torch.zeros(1, 1, 16)
     state_dict['neck.decoder_embed.weight'] = torch.zeros(16, 32)
     path = str(tmp_path_factory.mktemp('ehm') / 'ehm.pth')
-    torch.save(dict(meta=dict(iter=2), state_dict=state_dict), path)
+    torch.save(dict(meta=runner_meta(), state_dict=state_dict), path)
     return path, encoder
 
 
@@ -146,3 +156,54 @@ def test_command_line(checkpoint, tmp_path, run_tool):
          osp.join(TOOLS, 'ehm2mmseg.py'), src, dst])
     assert f'saved to {dst}' in proc.stdout
     assert 'loaded 28 / missing 8 / unexpected 2' in proc.stdout
+
+
+def test_failed_conversion_keeps_an_existing_output(checkpoint, tmp_path):
+    """The output is written under a temporary name and renamed only when
+    the consumer took it: a failed conversion leaves dst as it was."""
+    src, _ = checkpoint
+    dst = tmp_path / 'seg.pth'
+    dst.write_bytes(b'an earlier, good conversion')
+    config = osp.join(REPO_ROOT, 'configs', 'benchmarks', 'mmseg',
+                      'ehm-base_upernet_8xb2-amp-160k_ade20k-512x512.py')
+    with pytest.raises(ValueError, match='shape mismatch'):
+        converter('ehm2mmseg')([src, str(dst), '--config', config])
+    assert dst.read_bytes() == b'an earlier, good conversion'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['seg.pth']
+
+
+def _without_last_block(src: str, path: str, meta: dict) -> str:
+    state = torch.load(src, map_location='cpu')['state_dict']
+    last = f'layers.{NUM_LAYERS - 1}.'
+    kept = {
+        k: v
+        for k, v in state.items()
+        if not k.startswith(('backbone.' + last, 'teacher.module.' + last))
+    }
+    torch.save(dict(meta=meta, state_dict=kept), path)
+    return path
+
+
+def test_missing_final_blocks_are_refused(checkpoint, tmp_path):
+    """A checkpoint that lost its last block is not a shallower encoder.
+
+    Its metadata (the runner's config text) declares 2 blocks; without any
+    metadata, the shape must be a named mmpretrain ViT.
+    """
+    src, _ = checkpoint
+    dst = str(tmp_path / 'out.pth')
+    with_meta = _without_last_block(src, str(tmp_path / 'cut.pth'),
+                                    runner_meta())
+    with pytest.raises(ValueError, match='metadata declares'):
+        converter('ehm2mmseg')([with_meta, dst])
+    no_meta = _without_last_block(src, str(tmp_path / 'cut_bare.pth'), {})
+    with pytest.raises(ValueError, match='no named mmpretrain ViT'):
+        converter('ehm2timm')([no_meta, dst])
+    assert not osp.exists(dst)
+    # A gap in the middle is refused by the block count itself.
+    state = torch.load(src, map_location='cpu')['state_dict']
+    gap = {k: v for k, v in state.items() if '.layers.0.' not in k}
+    torch.save(dict(meta=runner_meta(), state_dict=gap),
+               tmp_path / 'gap.pth')
+    with pytest.raises(ValueError, match=r'not layers.\[0\]'):
+        converter('ehm2mmseg')([str(tmp_path / 'gap.pth'), dst])
