@@ -8,3 +8,5 @@ _base_ = [
 ]
 
 model = _base_.ehm_mae_model
+train_dataloader = dict(sampler=_base_.ehm_train_sampler)
+default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)

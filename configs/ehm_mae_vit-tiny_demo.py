@@ -65,12 +65,6 @@ train_dataloader = dict(
     batch_size=64,
     num_workers=2,
     persistent_workers=True,
-    # Crops and flips seeded by (seed, epoch, rank, index, draw): `--resume`
-    # is bit-exact with any number of workers.
-    sampler=dict(
-        _delete_=True,
-        type='SeededAugmentSampler',
-        sampler=dict(type='DefaultSampler', shuffle=True)),
     dataset=dict(
         _delete_=True,
         type='SyntheticShapes',
@@ -131,9 +125,7 @@ train_cfg = dict(
 
 default_hooks = dict(
     logger=dict(interval=10),
-    # Write to a temporary file, fsync, rename; delete old ones afterwards.
-    checkpoint=dict(
-        type='AtomicCheckpointHook', interval=5, max_keep_ckpts=1))
+    checkpoint=dict(interval=5, max_keep_ckpts=1))
 custom_hooks = [
     dict(type='EvaluationSummaryHook'),
     dict(type='HierarchyVisualizationHook', interval=4, num_images=4)

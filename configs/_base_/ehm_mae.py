@@ -31,3 +31,15 @@ ehm_mae_model = dict(
 custom_hooks = [
     dict(type='HierarchyVisualizationHook', interval=10, num_images=4)
 ]
+
+# Crops and flips seeded by (seed, epoch, rank, index, draw), so `--resume`
+# is bit-exact with any number of data-loader workers; a config sets
+#   train_dataloader = dict(sampler=_base_.ehm_train_sampler)
+ehm_train_sampler = dict(
+    _delete_=True,
+    type='SeededAugmentSampler',
+    sampler=dict(type='DefaultSampler', shuffle=True))
+# Checkpoints written to a temporary file, fsynced and renamed; old ones
+# deleted only afterwards. A config sets
+#   default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
+ehm_checkpoint_hook = dict(type='AtomicCheckpointHook')

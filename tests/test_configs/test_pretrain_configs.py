@@ -60,6 +60,16 @@ def test_only_the_model_differs_from_mmpretrain(ours, theirs):
     assert [h['type'] for h in a.pop('custom_hooks')
             ] == ['HierarchyVisualizationHook']
     assert a.pop('ehm_mae_model')['type'] == 'EHMMAE'
+    # Reliability (docs/en/reliability.md): augmentation seeded per draw
+    # around mmpretrain's sampler, and atomic checkpoint saving.
+    assert a['train_dataloader'].pop('sampler') == dict(
+        type='SeededAugmentSampler',
+        sampler=b['train_dataloader'].pop('sampler'))
+    assert a['default_hooks']['checkpoint'].pop(
+        'type') == 'AtomicCheckpointHook'
+    assert b['default_hooks']['checkpoint'].pop('type') == 'CheckpointHook'
+    assert a.pop('ehm_train_sampler')['type'] == 'SeededAugmentSampler'
+    assert a.pop('ehm_checkpoint_hook') == dict(type='AtomicCheckpointHook')
     assert a == b
 
 
