@@ -38,3 +38,6 @@ train_dataloader = dict(
     dataset=dict(pipeline=train_pipeline))
 
 custom_hooks = [dict(type='MaskProgressHook')]
+
+# Checkpoints are written atomically (temporary file, fsync, rename).
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -35,3 +35,6 @@ train_dataloader = dict(
 # Writes iter / max_iters into the mask generator of every dataloader
 # worker (shared memory; persistent workers, DDP and --resume included).
 custom_hooks = [dict(type='MaskProgressHook')]
+
+# Checkpoints are written atomically (temporary file, fsync, rename).
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -167,6 +167,11 @@ def test_only_masking_differs_from_mmpretrain(name):
         assert loader_a.pop('collate_fn') == dict(type='default_collate')
     assert rest_a == rest_b
     assert loader_a == loader_b
+    # Checkpoints are saved atomically (docs/en/reliability.md).
+    assert ours['default_hooks']['checkpoint'].pop(
+        'type') == 'AtomicCheckpointHook'
+    assert theirs['default_hooks']['checkpoint'].pop(
+        'type') == 'CheckpointHook'
     assert ours == theirs
 
 

@@ -16,3 +16,7 @@ model = dict(
             type='Pretrained',
             checkpoint='pretrain/ehm-simmim_swin-base-w6.pth',
             prefix='backbone.')))
+
+# Checkpoints are written atomically (temporary file, fsync, rename).
+custom_imports = dict(imports=['ehm_mm'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
