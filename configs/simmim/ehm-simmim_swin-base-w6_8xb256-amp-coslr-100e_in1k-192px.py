@@ -36,3 +36,6 @@ train_pipeline = [
 train_dataloader = dict(
     collate_fn=dict(_delete_=True, type='default_collate'),
     dataset=dict(pipeline=train_pipeline))
+
+# Checkpoints are written atomically (temporary file, fsync, rename).
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
