@@ -6,8 +6,12 @@
 * ``evolved_masking.py``: Evolved Mask Generation (EMG), the depth schedule,
   node masking and the registered ``EvolvedHierarchicalMasking`` module;
 * ``affinity.py``: the patch affinity from a ViT teacher's attention.
+
+``control_masking.py`` holds the masking study's controls (block-wise and
+random-hierarchy masks), which read no image.
 """
 from .affinity import attention_affinity
+from .control_masking import BlockwiseMasking, RandomHierarchyMasking
 from .evolved_masking import (
     DepthSchedule,
     EvolvedHierarchicalMasking,
@@ -20,5 +24,5 @@ from .hierarchy import Hierarchy, build_hierarchy
 __all__ = [
     'attention_affinity', 'build_hierarchy', 'Hierarchy', 'DepthSchedule',
     'EvolvedHierarchicalMasking', 'MaskingResult', 'mask_nodes',
-    'stochastic_round'
+    'stochastic_round', 'BlockwiseMasking', 'RandomHierarchyMasking'
 ]
