@@ -90,6 +90,10 @@ class EHMMAE(EMATeacherMixin, MAE):
         feature_pool (str): Feature written by ``'predict'`` mode for
             evaluation: ``'avg'`` (mean of the patch tokens) or ``'cls'``
             (the CLS token). Defaults to ``'avg'``.
+        predict_patch_features (bool): ``'predict'`` mode also writes each
+            image's patch tokens as ``patch_features`` ``[h, w, C]`` (for
+            ``PatchSegProbe``; memory grows with the evaluated set).
+            Defaults to False.
         target_generator (dict, optional): Unused by MAE; kept for the
             ``BaseSelfSupervisor`` interface. Defaults to None.
         pretrained (str, optional): Checkpoint to load at init.
@@ -109,6 +113,7 @@ class EHMMAE(EMATeacherMixin, MAE):
                  ema_momentum: float = 4e-5,
                  attn_layers: Optional[Sequence[int]] = None,
                  feature_pool: str = 'avg',
+                 predict_patch_features: bool = False,
                  target_generator: Optional[dict] = None,
                  pretrained: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
@@ -143,6 +148,7 @@ class EHMMAE(EMATeacherMixin, MAE):
             raise type(e)(f'model.masking: {e}') from e
         self.attn_layers = self._check_attn_layers(attn_layers)
         self.feature_pool = feature_pool
+        self.predict_patch_features = bool(predict_patch_features)
         self.init_teacher(teacher, ema_momentum)
 
     @property
@@ -225,6 +231,14 @@ class EHMMAE(EMATeacherMixin, MAE):
             MaskingResult: ``mask``, ``ids_restore``, ``ids_keep``,
             ``depth``, ``hierarchy`` and ``nonfinite``.
         """
+        if not getattr(self.masking, 'requires_affinity', True):
+            # Content-free masks (BlockwiseMasking, RandomHierarchyMasking):
+            # no teacher.
+            if depth is None:
+                return self.masking(
+                    None, progress=progress, generator=generator,
+                    batch_size=inputs.shape[0])
+            return self.masking(None, depth=depth, generator=generator)
         if depth is None:
             return self.masking(
                 self.teacher_affinity(inputs), progress=progress,
@@ -313,6 +327,15 @@ class EHMMAE(EMATeacherMixin, MAE):
         for sample, feat, anc in zip(data_samples, features, ancestors):
             sample.set_field(feat, 'feature')
             sample.set_field(anc, 'hierarchy_ancestors')
+        if self.predict_patch_features:
+            out = self.backbone(inputs, mask=None)[-1]
+            if out.dim() == 4:  # featmap [B, C, h, w]
+                patches = out.permute(0, 2, 3, 1)
+            else:
+                start = 1 if self.backbone.with_cls_token else 0
+                patches = out[:, start:].reshape(inputs.shape[0], h, w, -1)
+            for sample, patch in zip(data_samples, patches):
+                sample.set_field(patch, 'patch_features')
         return data_samples
 
     def forward(self,
