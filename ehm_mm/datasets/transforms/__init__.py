@@ -5,9 +5,10 @@ from .evolved_hierarchical_mask_generator import (
     cue_affinity,
     patch_cues,
 )
+from .load_label_map import LoadLabelMap
 from .load_object_mask import LoadObjectMask
 
 __all__ = [
-    'LoadObjectMask', 'EvolvedHierarchicalMaskGenerator', 'SharedProgress',
-    'cue_affinity', 'patch_cues'
+    'LoadObjectMask', 'LoadLabelMap', 'EvolvedHierarchicalMaskGenerator',
+    'SharedProgress', 'cue_affinity', 'patch_cues'
 ]
