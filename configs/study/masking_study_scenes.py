@@ -1,0 +1,120 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
+# The controlled masking study (docs/en/masking_study.md): the CPU demo's
+# small ViT pretrained on SyntheticScenes (several two-part objects,
+# occlusion, varied scale) under different masks, all else equal.
+#
+#   python tools/analysis/masking_study.py configs/study/masking_study_scenes.py \
+#       --out work_dirs/masking_study --seeds 0 1 2 3 --jobs 2
+#
+# `study_arms` maps an arm name to config overrides merged into this config
+# (mmengine's merge, `_delete_=True` replaces a dict); add your own arms in a
+# config that inherits this one. `study_baseline` is the arm the paired
+# differences are taken against. `study_quick` is merged on top for
+# `--quick` (the smoke test).
+_base_ = '../ehm_mae_vit-tiny_demo.py'
+
+data_root = 'data/synthetic_scenes'
+img_size = 64
+
+model = dict(predict_patch_features=True)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='RandomResizedCrop',
+        scale=img_size,
+        crop_ratio_range=(0.5, 1.0),
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackInputs')
+]
+val_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadObjectMask'),
+    dict(type='LoadLabelMap'),
+    dict(type='PackInputs', algorithm_keys=['gt_object_mask', 'gt_seg_map'])
+]
+train_dataloader = dict(
+    batch_size=64,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        type='SyntheticScenes',
+        data_root=data_root,
+        num_samples=1280,
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=120,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        type='SyntheticScenes',
+        data_root=data_root,
+        num_samples=480,
+        pipeline=val_pipeline))
+val_evaluator = [
+    dict(type='HierarchyIoU'),
+    dict(type='KNNAccuracy', k=20),
+    dict(type='LinearProbeAccuracy'),
+    dict(type='PatchSegProbe', num_classes=7),
+]
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator
+
+max_epochs = 16
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=1e-3,
+        by_epoch=True,
+        begin=0,
+        end=2,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=max_epochs - 2,
+        by_epoch=True,
+        begin=2,
+        end=max_epochs,
+        convert_to_iter_based=True)
+]
+train_cfg = dict(max_epochs=max_epochs, val_interval=4)
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(interval=4, max_keep_ckpts=1))
+custom_hooks = [dict(type='EvaluationSummaryHook')]
+
+_ehm = dict(
+    _delete_=True, type='EvolvedHierarchicalMasking', d_min=0.0, d_max=4.0)
+study_baseline = 'mae'
+study_arms = dict(
+    # MAE random masking: EHM at depth 0 is MAE's mask, draw for draw.
+    mae=dict(model=dict(masking=dict(_ehm, d_max=0.0))),
+    # BEiT/SimMIM-style random blocks, same exact ratio.
+    block=dict(model=dict(
+        masking=dict(_delete_=True, type='BlockwiseMasking'))),
+    # EHM's trees and linear depth schedule on a content-free affinity.
+    random_hier_linear=dict(
+        model=dict(masking=dict(_ehm, type='RandomHierarchyMasking'))),
+    # EHM at a fixed depth (no evolution).
+    ehm_const2=dict(
+        model=dict(masking=dict(_ehm, schedule='constant', d_max=2.0))),
+    ehm_const4=dict(model=dict(masking=dict(_ehm, schedule='constant'))),
+    # EHM evolving from depth 0 to 4, each shipped schedule.
+    ehm_linear=dict(model=dict(masking=dict(_ehm, schedule='linear'))),
+    ehm_cosine=dict(model=dict(masking=dict(_ehm, schedule='cosine'))),
+    ehm_sqrt=dict(model=dict(masking=dict(_ehm, schedule='sqrt'))),
+    ehm_step=dict(model=dict(masking=dict(_ehm, schedule='step'))),
+)
+# --quick: 2 arms, a few iterations, a small validation set.
+study_quick = dict(
+    arms=['mae', 'ehm_linear'],
+    overrides=dict(
+        train_dataloader=dict(batch_size=16, dataset=dict(num_samples=32)),
+        val_dataloader=dict(batch_size=24, dataset=dict(num_samples=24)),
+        train_cfg=dict(max_epochs=2, val_interval=1),
+        default_hooks=dict(checkpoint=dict(interval=1)),
+        param_scheduler=[
+            dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0)
+        ]))

@@ -1,0 +1,652 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
+"""A controlled masking study: arms x paired seeds from one base config.
+
+Each arm is a set of config overrides (``study_arms`` in the config); each
+seed is a training run with ``randomness.seed = seed``, so for one seed all
+arms start from the same initialisation and see the same data order and
+augmentations (the masks draw from their own generator). Every run trains
+in its own process, validates at the config's ``val_interval`` (the metrics
+of the config's ``val_evaluator``: k-NN, linear probe, patch segmentation
+probe, hierarchy IoU), then measures the mean attention distance per layer
+of the final encoder on the validation images, and writes
+``runs/<arm>/seed<k>/result.json``. Finished runs are never redone; an
+unfinished run resumes from its last checkpoint.
+
+When all runs are done (or with ``--report-only``) the tool writes
+``results.json`` (everything), ``results.csv`` (one row per run),
+``results.md`` (mean, sd and the paired difference to the baseline arm with
+a 95% t interval, the epoch each arm first reaches the baseline's final
+value, attention distances) and PNG plots into ``--out``.
+
+Examples:
+    python tools/analysis/masking_study.py \\
+        configs/study/masking_study_scenes.py --out work_dirs/study \\
+        --seeds 0 1 2 3 --jobs 2
+    python tools/analysis/masking_study.py \\
+        configs/study/masking_study_scenes.py --out /tmp/q --quick
+"""
+import argparse
+import json
+import math
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+#: Metrics reported (validation keys) and their short names in the tables.
+METRICS = (('knn/top1', 'k-NN top-1'), ('linear/top1', 'linear top-1'),
+           ('segprobe/mIoU', 'seg-probe mIoU'),
+           ('hierarchy/best_iou', 'hierarchy best-IoU'))
+#: Two-sided 95% Student t quantiles, df = 1 .. 30.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262,
+         2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101,
+         2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052,
+         2.048, 2.045, 2.042)
+RESULT_FILE = 'result.json'
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        description='Run and report a controlled masking study')
+    parser.add_argument('config', help='study config (with study_arms)')
+    parser.add_argument('--out', required=True, help='study output folder')
+    parser.add_argument(
+        '--arms', nargs='+', help='arms to run (default: all in the config)')
+    parser.add_argument(
+        '--seeds', nargs='+', type=int, default=[0, 1, 2, 3],
+        help='seeds (paired across arms); default 0 1 2 3')
+    parser.add_argument(
+        '--jobs', type=int, default=1, help='runs in parallel')
+    parser.add_argument(
+        '--threads', type=int, default=1,
+        help='torch threads per run (default 1)')
+    parser.add_argument(
+        '--device', choices=['cpu', 'cuda'], default=None,
+        help='device of the runs (default: CUDA when available, else CPU)')
+    parser.add_argument(
+        '--quick', action='store_true',
+        help='smoke test: the config\'s study_quick arms and overrides, '
+        'seed 0 only')
+    parser.add_argument(
+        '--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+        help='config overrides applied to every run after the arm\'s '
+        '(mmengine syntax, e.g. train_dataloader.dataset.data_root=/data)')
+    parser.add_argument(
+        '--report-only', action='store_true',
+        help='write the report from the finished runs, train nothing')
+    parser.add_argument(
+        '--run-one', nargs=3, metavar=('ARM', 'SEED', 'WORK_DIR'),
+        help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------- the runs
+def load_study(config: str, quick: bool):
+    """Load the config and its arms.
+
+    Args:
+        config (str): Path of the study config.
+        quick (bool): Apply ``study_quick``.
+
+    Returns:
+        tuple: ``(cfg, arms, baseline, quick_arms)``; ``arms`` maps names
+        to override dicts.
+    """
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    arms = cfg.get('study_arms')
+    if not arms:
+        raise ValueError(f'{config} defines no study_arms')
+    arms = {name: dict(value) for name, value in arms.items()}
+    baseline = cfg.get('study_baseline', next(iter(arms)))
+    if baseline not in arms:
+        raise ValueError(f'study_baseline {baseline!r} is not an arm; arms: '
+                         f'{list(arms)}')
+    quick_arms = None
+    if quick:
+        spec = cfg.get('study_quick')
+        if not spec:
+            raise ValueError(f'--quick needs study_quick in {config}')
+        quick_arms = list(spec.get('arms', list(arms)[:2]))
+    return cfg, arms, baseline, quick_arms
+
+
+def parse_cfg_options(options: Sequence[str]) -> dict:
+    """Parse ``KEY=VALUE`` strings as mmengine's ``--cfg-options`` does.
+
+    Args:
+        options (Sequence[str]): The strings.
+
+    Returns:
+        dict: Dotted keys to values.
+    """
+    from mmengine.config import DictAction
+    if not options:
+        return {}
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--options', nargs='+', action=DictAction)
+    return parser.parse_args(['--options', *options]).options
+
+
+def build_run_config(config: str,
+                     arm: str,
+                     seed: int,
+                     work_dir: str,
+                     quick: bool,
+                     cfg_options: Sequence[str] = ()):
+    """The config of one run: base + arm (+ quick) + options + seed.
+
+    Args:
+        config (str): Path of the study config.
+        arm (str): Arm name.
+        seed (int): Seed.
+        work_dir (str): The run's work dir.
+        quick (bool): Apply ``study_quick.overrides``.
+        cfg_options (Sequence[str]): ``KEY=VALUE`` overrides applied last.
+            Defaults to ().
+
+    Returns:
+        Config: Ready for ``build_runner``.
+    """
+    from ehm_mm.utils.launch import drop_collate_fn_scope, fall_back_from_amp
+    cfg, arms, _, _ = load_study(config, quick)
+    if arm not in arms:
+        raise ValueError(f'unknown arm {arm!r}; arms: {list(arms)}')
+    cfg.merge_from_dict(arms[arm])
+    if quick:
+        cfg.merge_from_dict(dict(cfg.study_quick.get('overrides', {})))
+    cfg.merge_from_dict(parse_cfg_options(cfg_options))
+    for key in ('study_arms', 'study_baseline', 'study_quick'):
+        cfg.pop(key, None)
+    cfg.work_dir = work_dir
+    cfg.randomness = dict(seed=seed, diff_rank_seed=True, deterministic=False)
+    cfg.resume = True  # continue an interrupted run; fresh when none
+    cfg.load_from = None
+    cfg.launcher = 'none'
+    fall_back_from_amp(cfg)
+    drop_collate_fn_scope(cfg)
+    return cfg
+
+
+def _val_images(runner, device):
+    """All validation images, normalised by the model's preprocessor."""
+    import torch
+    batches = []
+    for data in runner.val_dataloader:
+        data = runner.model.data_preprocessor(data, False)
+        batches.append(data['inputs'].to(device))
+    return torch.cat(batches)
+
+
+def run_one(config: str,
+            arm: str,
+            seed: int,
+            work_dir: str,
+            quick: bool,
+            threads: int,
+            cfg_options: Sequence[str] = ()) -> dict:
+    """Train one arm with one seed and write its ``result.json``.
+
+    Args:
+        config (str): Path of the study config.
+        arm (str): Arm name.
+        seed (int): Seed.
+        work_dir (str): The run's folder.
+        quick (bool): Smoke-test settings.
+        threads (int): ``torch.set_num_threads``.
+        cfg_options (Sequence[str]): ``KEY=VALUE`` overrides. Defaults to
+            ().
+
+    Returns:
+        dict: The result written.
+    """
+    import torch
+    torch.set_num_threads(threads)
+    import ehm_mm  # noqa: F401  (registers modules)
+    from ehm_mm.evaluation.metrics.attention_distance import (
+        mean_attention_distance,
+    )
+    from ehm_mm.utils.launch import build_runner
+    start = time.time()
+    cfg = build_run_config(config, arm, seed, work_dir, quick, cfg_options)
+    runner = build_runner(cfg, 'none')
+    runner.train()
+    train_s = time.time() - start
+    with open(osp.join(work_dir, 'evaluation_summary.json')) as f:
+        summary = json.load(f)
+    model = runner.model
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        images = _val_images(runner, device)
+        distance = mean_attention_distance(model.backbone, images)
+    iters_per_epoch = len(runner.train_dataloader)
+    history = []
+    for entry in summary['history']:
+        epoch = entry['iter'] / iters_per_epoch
+        history.append(dict(epoch=epoch, metrics=entry['metrics']))
+    result = dict(
+        arm=arm,
+        seed=seed,
+        final=summary['end'],
+        history=history,
+        attention_distance=[float(v) for v in distance],
+        wall_s=time.time() - start,
+        train_s=train_s,
+        threads=threads,
+        device=str(device),
+        torch=torch.__version__)
+    tmp = osp.join(work_dir, RESULT_FILE + '.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, osp.join(work_dir, RESULT_FILE))
+    return result
+
+
+def run_dir(out: str, arm: str, seed: int) -> str:
+    """The folder of one run."""
+    return osp.join(out, 'runs', arm, f'seed{seed}')
+
+
+def launch_all(args: argparse.Namespace, todo: List[tuple]) -> List[tuple]:
+    """Run the pending runs, ``--jobs`` at a time, each in a process.
+
+    Args:
+        args (argparse.Namespace): The command line.
+        todo (list[tuple]): ``(arm, seed)`` pairs.
+
+    Returns:
+        list[tuple]: ``(arm, seed, returncode)`` of the failed runs.
+    """
+    env = dict(os.environ)
+    for key in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+        env[key] = str(args.threads)
+    root = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+    env['PYTHONPATH'] = root + os.pathsep + env.get('PYTHONPATH', '')
+    if args.device == 'cpu':
+        env['CUDA_VISIBLE_DEVICES'] = ''
+    pending, running, failed = list(todo), [], []
+    while pending or running:
+        while pending and len(running) < max(1, args.jobs):
+            arm, seed = pending.pop(0)
+            folder = run_dir(args.out, arm, seed)
+            os.makedirs(folder, exist_ok=True)
+            cmd = [
+                sys.executable,
+                osp.abspath(__file__), args.config, '--out', args.out,
+                '--threads',
+                str(args.threads), '--run-one', arm,
+                str(seed), folder
+            ] + (['--quick'] if args.quick else []) + (
+                ['--cfg-options', *args.cfg_options]
+                if args.cfg_options else [])
+            log = open(osp.join(folder, 'run.log'), 'a')
+            print(f'[study] start {arm} seed {seed} ({folder})', flush=True)
+            running.append((arm, seed, time.time(), log,
+                            subprocess.Popen(
+                                cmd, stdout=log, stderr=subprocess.STDOUT,
+                                env=env)))
+        time.sleep(0.5)
+        for item in list(running):
+            arm, seed, started, log, proc = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            took = time.time() - started
+            if proc.returncode:
+                failed.append((arm, seed, proc.returncode))
+                print(f'[study] FAILED {arm} seed {seed} (exit '
+                      f'{proc.returncode}, {took:.0f} s); see '
+                      f'{run_dir(args.out, arm, seed)}/run.log', flush=True)
+            else:
+                print(f'[study] done {arm} seed {seed} ({took:.0f} s)',
+                      flush=True)
+    return failed
+
+
+# -------------------------------------------------------------- statistics
+def t_quantile(df: int) -> float:
+    """Two-sided 95% Student t quantile (1.96 beyond df = 30)."""
+    if df < 1:
+        return float('nan')
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def mean_sd(values: Sequence[float]) -> tuple:
+    """Mean and sample standard deviation (NaN sd for one value)."""
+    n = len(values)
+    if n == 0:
+        return float('nan'), float('nan')
+    mean = sum(values) / n
+    if n == 1:
+        return mean, float('nan')
+    var = sum((v - mean)**2 for v in values) / (n - 1)
+    return mean, math.sqrt(var)
+
+
+def paired_difference(arm: Dict[int, float],
+                      base: Dict[int, float]) -> dict:
+    """Mean paired difference ``arm - base`` over shared seeds, 95% t CI.
+
+    Args:
+        arm (dict): Seed -> value.
+        base (dict): Seed -> value of the baseline.
+
+    Returns:
+        dict: ``mean``, ``low``, ``high``, ``n`` (shared seeds).
+    """
+    seeds = sorted(set(arm) & set(base))
+    diffs = [arm[s] - base[s] for s in seeds]
+    mean, sd = mean_sd(diffs)
+    half = t_quantile(len(diffs) - 1) * sd / math.sqrt(max(len(diffs), 1))
+    return dict(mean=mean, low=mean - half, high=mean + half, n=len(seeds))
+
+
+def mean_curve(results: List[dict], key: str) -> List[tuple]:
+    """Seed-mean of a metric at every validated epoch all seeds share."""
+    by_epoch: Dict[float, List[float]] = {}
+    for result in results:
+        for entry in result['history']:
+            if key in entry['metrics']:
+                by_epoch.setdefault(round(entry['epoch'], 6),
+                                    []).append(entry['metrics'][key])
+    return [(epoch, sum(v) / len(v)) for epoch, v in sorted(by_epoch.items())
+            if len(v) == len(results)]
+
+
+def summarise(results: List[dict], baseline: str,
+              arm_order: Sequence[str]) -> dict:
+    """Aggregate the finished runs.
+
+    Args:
+        results (list[dict]): ``result.json`` contents.
+        baseline (str): The arm differences are taken against.
+        arm_order (Sequence[str]): Arms in report order.
+
+    Returns:
+        dict: Per arm: seeds, per-metric values / mean / sd / paired
+        difference / first epoch reaching the baseline's final mean, mean
+        curves and attention distances.
+    """
+    by_arm: Dict[str, List[dict]] = {}
+    for result in results:
+        by_arm.setdefault(result['arm'], []).append(result)
+    base_runs = by_arm.get(baseline, [])
+    summary = dict(baseline=baseline, arms={})
+    for arm in arm_order:
+        runs = sorted(by_arm.get(arm, []), key=lambda r: r['seed'])
+        if not runs:
+            continue
+        entry = dict(seeds=[r['seed'] for r in runs], metrics={})
+        for key, _ in METRICS:
+            values = {r['seed']: r['final'][key] for r in runs
+                      if key in r['final']}
+            if not values:
+                continue
+            base = {r['seed']: r['final'][key] for r in base_runs
+                    if key in r['final']}
+            mean, sd = mean_sd(list(values.values()))
+            base_mean = mean_sd(list(base.values()))[0] if base else None
+            curve = mean_curve(runs, key)
+            reach = None
+            if base_mean is not None:
+                reach = next((e for e, v in curve if v >= base_mean), None)
+            entry['metrics'][key] = dict(
+                values=values,
+                mean=mean,
+                sd=sd,
+                diff=paired_difference(values, base) if base else None,
+                curve=curve,
+                first_epoch_reaching_baseline=reach)
+        distances = [r['attention_distance'] for r in runs]
+        entry['attention_distance'] = [
+            sum(col) / len(col) for col in zip(*distances)
+        ]
+        entry['wall_s'] = mean_sd([r['wall_s'] for r in runs])[0]
+        summary['arms'][arm] = entry
+    return summary
+
+
+# ----------------------------------------------------------------- reports
+def _fmt(value: Optional[float], digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return '-'
+    return f'{value:.{digits}f}'
+
+
+def markdown_table(summary: dict) -> str:
+    """The report as markdown tables.
+
+    Args:
+        summary (dict): From :func:`summarise`.
+
+    Returns:
+        str: Markdown.
+    """
+    baseline = summary['baseline']
+    lines = [
+        f'Mean +- sd over seeds; "vs {baseline}" is the mean paired '
+        'difference with its 95% t interval.', ''
+    ]
+    head = ['arm', 'seeds']
+    for _, name in METRICS:
+        head += [name, f'vs {baseline}']
+    lines.append('| ' + ' | '.join(head) + ' |')
+    lines.append('|' + '---|' * len(head))
+    for arm, entry in summary['arms'].items():
+        row = [arm, str(len(entry['seeds']))]
+        for key, _ in METRICS:
+            m = entry['metrics'].get(key)
+            if m is None:
+                row += ['-', '-']
+                continue
+            row.append(f"{_fmt(m['mean'])} +- {_fmt(m['sd'])}")
+            d = m['diff']
+            if d is None or arm == baseline:
+                row.append('-')
+            elif d['n'] < 2:
+                row.append(f"{d['mean']:+.1f} (1 seed)")
+            else:
+                row.append(f"{d['mean']:+.1f} [{d['low']:+.1f}, "
+                           f"{d['high']:+.1f}]")
+        lines.append('| ' + ' | '.join(row) + ' |')
+    lines += [
+        '', f'First validated epoch at which the seed-mean reaches the '
+        f'{baseline} arm\'s final mean ("-": never):', ''
+    ]
+    head = ['arm'] + [name for _, name in METRICS]
+    lines.append('| ' + ' | '.join(head) + ' |')
+    lines.append('|' + '---|' * len(head))
+    for arm, entry in summary['arms'].items():
+        row = [arm]
+        for key, _ in METRICS:
+            m = entry['metrics'].get(key)
+            row.append(_fmt(m and m['first_epoch_reaching_baseline'], 0))
+        lines.append('| ' + ' | '.join(row) + ' |')
+    num_layers = max(
+        (len(e['attention_distance']) for e in summary['arms'].values()),
+        default=0)
+    lines += ['', 'Mean attention distance per encoder layer (pixels):', '']
+    head = ['arm'] + [f'layer {i}' for i in range(num_layers)]
+    lines.append('| ' + ' | '.join(head) + ' |')
+    lines.append('|' + '---|' * len(head))
+    for arm, entry in summary['arms'].items():
+        lines.append('| ' + ' | '.join(
+            [arm] + [_fmt(v) for v in entry['attention_distance']]) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def write_csv(results: List[dict], path: str) -> None:
+    """One row per run: arm, seed, final metrics, wall time."""
+    import csv
+    keys = [key for key, _ in METRICS]
+    num_layers = max((len(r['attention_distance']) for r in results),
+                     default=0)
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['arm', 'seed'] + keys +
+                        [f'attn_dist_l{i}' for i in range(num_layers)] +
+                        ['wall_s'])
+        for r in sorted(results, key=lambda r: (r['arm'], r['seed'])):
+            writer.writerow([r['arm'], r['seed']] +
+                            [r['final'].get(k, '') for k in keys] +
+                            list(r['attention_distance']) +
+                            [round(r['wall_s'], 1)])
+
+
+def plot(summary: dict, out: str) -> List[str]:
+    """Bar charts of the final metrics, curves, attention distances.
+
+    Args:
+        summary (dict): From :func:`summarise`.
+        out (str): Folder for the PNG files.
+
+    Returns:
+        list[str]: The files written.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    arms = list(summary['arms'])
+    files = []
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4))
+    for ax, (key, name) in zip(axes, METRICS):
+        means, sds = [], []
+        for arm in arms:
+            m = summary['arms'][arm]['metrics'].get(key)
+            means.append(m['mean'] if m else float('nan'))
+            sds.append(m['sd'] if m and not math.isnan(m['sd']) else 0.0)
+        ax.bar(range(len(arms)), means, yerr=sds, capsize=3,
+               color=['tab:gray' if a == summary['baseline'] else 'tab:blue'
+                      for a in arms])
+        finite = [m for m in means if not math.isnan(m)]
+        if finite:
+            low, high = min(finite), max(finite)
+            pad = max(high - low, 1.0)
+            ax.set_ylim(low - pad, high + pad)
+        ax.set_xticks(range(len(arms)))
+        ax.set_xticklabels(arms, rotation=60, ha='right', fontsize=8)
+        ax.set_title(name)
+    fig.tight_layout()
+    files.append(osp.join(out, 'final_metrics.png'))
+    fig.savefig(files[-1], dpi=80)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4))
+    for ax, (key, name) in zip(axes, METRICS):
+        for arm in arms:
+            m = summary['arms'][arm]['metrics'].get(key)
+            if m and m['curve']:
+                epochs, values = zip(*m['curve'])
+                ax.plot(epochs, values, marker='o', markersize=3, label=arm,
+                        linewidth=2 if arm == summary['baseline'] else 1)
+        ax.set_xlabel('epoch')
+        ax.set_title(name)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    files.append(osp.join(out, 'metric_curves.png'))
+    fig.savefig(files[-1], dpi=80)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for arm in arms:
+        dist = summary['arms'][arm]['attention_distance']
+        ax.plot(range(len(dist)), dist, marker='o', label=arm,
+                linewidth=2 if arm == summary['baseline'] else 1)
+    ax.set_xlabel('encoder layer')
+    ax.set_ylabel('mean attention distance (px)')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    files.append(osp.join(out, 'attention_distance.png'))
+    fig.savefig(files[-1], dpi=80)
+    plt.close(fig)
+    return files
+
+
+def report(out: str, baseline: str, arm_order: Sequence[str],
+           seeds: Sequence[int]) -> dict:
+    """Collect finished runs and write results.json/csv/md and plots.
+
+    Args:
+        out (str): The study folder.
+        baseline (str): The baseline arm.
+        arm_order (Sequence[str]): Arms in report order.
+        seeds (Sequence[int]): The seeds asked for (missing runs are
+            listed).
+
+    Returns:
+        dict: The summary (also in ``results.json``).
+    """
+    results, missing = [], []
+    for arm in arm_order:
+        for seed in seeds:
+            path = osp.join(run_dir(out, arm, seed), RESULT_FILE)
+            if osp.exists(path):
+                with open(path) as f:
+                    results.append(json.load(f))
+            else:
+                missing.append(dict(arm=arm, seed=seed))
+    if not results:
+        raise RuntimeError(f'no finished runs under {out}/runs')
+    summary = summarise(results, baseline, arm_order)
+    summary['missing'] = missing
+    summary['runs'] = results
+    with open(osp.join(out, 'results.json'), 'w') as f:
+        json.dump(summary, f, indent=1)
+    write_csv(results, osp.join(out, 'results.csv'))
+    table = markdown_table(summary)
+    if missing:
+        table += '\nMissing runs: ' + ', '.join(
+            f"{m['arm']}/seed{m['seed']}" for m in missing) + '\n'
+    with open(osp.join(out, 'results.md'), 'w') as f:
+        f.write(table)
+    summary['plots'] = plot(summary, out)
+    print(table)
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the study (or one run of it) and write the report."""
+    args = parse_args(argv)
+    if args.run_one:
+        arm, seed, folder = args.run_one
+        run_one(args.config, arm, int(seed), folder, args.quick,
+                args.threads, args.cfg_options)
+        return 0
+    if args.jobs < 1 or args.threads < 1:
+        raise SystemExit('--jobs and --threads must be >= 1')
+    _, arms, baseline, quick_arms = load_study(args.config, args.quick)
+    chosen = quick_arms if args.quick else (args.arms or list(arms))
+    unknown = [a for a in chosen if a not in arms]
+    if unknown:
+        raise SystemExit(f'unknown arms {unknown}; the config has '
+                         f'{list(arms)}')
+    seeds = [0] if args.quick else args.seeds
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f'--seeds repeats a seed: {seeds}')
+    if baseline not in chosen:
+        print(f'[study] note: baseline {baseline!r} is not among the arms; '
+              'no paired differences', flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    failed = []
+    if not args.report_only:
+        todo = [(arm, seed) for seed in seeds for arm in chosen
+                if not osp.exists(
+                    osp.join(run_dir(args.out, arm, seed), RESULT_FILE))]
+        print(f'[study] {len(todo)} runs to do, '
+              f'{len(chosen) * len(seeds) - len(todo)} already finished',
+              flush=True)
+        failed = launch_all(args, todo)
+    report(args.out, baseline, chosen, seeds)
+    if failed:
+        print(f'[study] {len(failed)} runs failed: {failed}', flush=True)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
