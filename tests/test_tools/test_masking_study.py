@@ -69,7 +69,7 @@ def test_quick_study_end_to_end_and_resume(tmp_path):
     data = tmp_path / 'data'
     cmd = [
         sys.executable, TOOL, CONFIG, '--out',
-        str(out), '--quick', '--cfg-options',
+        str(out), '--quick', '--jobs', '2', '--cfg-options',
         f'train_dataloader.dataset.data_root={data}',
         f'val_dataloader.dataset.data_root={data}'
     ]
