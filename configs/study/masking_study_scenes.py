@@ -115,6 +115,24 @@ study_arms = dict(
     ehm_sqrt=dict(model=dict(masking=dict(_ehm, schedule='sqrt'))),
     ehm_step=dict(model=dict(masking=dict(_ehm, schedule='step'))),
 )
+# Planned comparisons (paired over seeds; a group is averaged per seed):
+# (a) the attention-derived tree vs a content-free tree, same schedule;
+# (b) evolving vs fixed depth; the paper's Fig. 2(a) block vs random.
+study_contrasts = [
+    dict(
+        name='(a) attention tree vs random tree',
+        arms=['ehm_linear'],
+        reference=['random_hier_linear']),
+    dict(
+        name='(b) evolving vs constant depth',
+        arms=['ehm_linear', 'ehm_cosine', 'ehm_sqrt', 'ehm_step'],
+        reference=['ehm_const2', 'ehm_const4']),
+    dict(
+        name='(b) linear 0->4 vs constant 4',
+        arms=['ehm_linear'],
+        reference=['ehm_const4']),
+    dict(name='block vs random', arms=['block'], reference=['mae']),
+]
 # --quick: 2 arms, a few iterations, a small validation set.
 study_quick = dict(
     arms=['mae', 'ehm_linear'],

@@ -106,3 +106,28 @@ def test_quick_study_end_to_end_and_resume(tmp_path):
     assert '0 runs to do, 2 already finished' in again.stdout
     assert (out / 'runs' / 'mae' / 'seed0' /
             'result.json').stat().st_mtime == stamp
+
+
+def test_contrast_averages_groups_per_seed():
+    tool = _tool()
+    results = [
+        _fake('a1', 0, 10.0, []), _fake('a2', 0, 20.0, []),
+        _fake('r', 0, 12.0, []),
+        _fake('a1', 1, 14.0, []), _fake('a2', 1, 18.0, []),
+        _fake('r', 1, 13.0, []),
+        _fake('a1', 2, 50.0, []),  # seed 2 lacks a2 and r: left out
+    ]
+    diff = tool.contrast(results, ['a1', 'a2'], ['r'], 'knn/top1')
+    # seed 0: 15 - 12 = 3; seed 1: 16 - 13 = 3
+    assert diff['n'] == 2 and diff['mean'] == pytest.approx(3.0)
+    assert diff['low'] == pytest.approx(3.0)  # no spread
+    summary = tool.summarise(results, 'r', ['a1', 'a2', 'r'], [
+        dict(name='groups', arms=['a1', 'a2'], reference=['r'])
+    ])
+    assert summary['contrasts'][0]['metrics']['knn/top1']['n'] == 2
+    assert '| groups | a1, a2 | r | +3.0 [+3.0, +3.0], n=2 |' in (
+        tool.markdown_table(summary))
+    with pytest.raises(ValueError, match='not in the study'):
+        tool.summarise(results, 'r', ['a1', 'r'], [
+            dict(name='x', arms=['a2'], reference=['r'])
+        ])

@@ -92,8 +92,8 @@ def load_study(config: str, quick: bool):
         quick (bool): Apply ``study_quick``.
 
     Returns:
-        tuple: ``(cfg, arms, baseline, quick_arms)``; ``arms`` maps names
-        to override dicts.
+        tuple: ``(cfg, arms, baseline, quick_arms, contrasts)``; ``arms``
+        maps names to override dicts.
     """
     from mmengine.config import Config
     cfg = Config.fromfile(config)
@@ -105,13 +105,25 @@ def load_study(config: str, quick: bool):
     if baseline not in arms:
         raise ValueError(f'study_baseline {baseline!r} is not an arm; arms: '
                          f'{list(arms)}')
+    contrasts = [dict(c) for c in cfg.get('study_contrasts', [])]
+    for spec in contrasts:
+        if not {'name', 'arms', 'reference'} <= set(spec):
+            raise ValueError('each of study_contrasts needs name, arms and '
+                             f'reference, got {spec}')
+        unknown = [
+            a for a in list(spec['arms']) + list(spec['reference'])
+            if a not in arms
+        ]
+        if unknown:
+            raise ValueError(f"study_contrasts {spec['name']!r}: unknown "
+                             f'arms {unknown}')
     quick_arms = None
     if quick:
         spec = cfg.get('study_quick')
         if not spec:
             raise ValueError(f'--quick needs study_quick in {config}')
         quick_arms = list(spec.get('arms', list(arms)[:2]))
-    return cfg, arms, baseline, quick_arms
+    return cfg, arms, baseline, quick_arms, contrasts
 
 
 def parse_cfg_options(options: Sequence[str]) -> dict:
@@ -152,14 +164,15 @@ def build_run_config(config: str,
         Config: Ready for ``build_runner``.
     """
     from ehm_mm.utils.launch import drop_collate_fn_scope, fall_back_from_amp
-    cfg, arms, _, _ = load_study(config, quick)
+    cfg, arms, _, _, _ = load_study(config, quick)
     if arm not in arms:
         raise ValueError(f'unknown arm {arm!r}; arms: {list(arms)}')
     cfg.merge_from_dict(arms[arm])
     if quick:
         cfg.merge_from_dict(dict(cfg.study_quick.get('overrides', {})))
     cfg.merge_from_dict(parse_cfg_options(cfg_options))
-    for key in ('study_arms', 'study_baseline', 'study_quick'):
+    for key in ('study_arms', 'study_baseline', 'study_quick',
+                'study_contrasts'):
         cfg.pop(key, None)
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=seed, diff_rank_seed=True, deterministic=False)
@@ -358,19 +371,57 @@ def mean_curve(results: List[dict], key: str) -> List[tuple]:
             if len(v) == len(results)]
 
 
+def contrast(results: List[dict], arms: Sequence[str],
+             reference: Sequence[str], key: str) -> dict:
+    """Paired difference between the mean of two groups of arms.
+
+    For every seed that finished all arms of both groups, the seed's value
+    of a group is the mean over its arms; the difference of the two is
+    averaged over seeds with a 95% t interval (:func:`paired_difference`).
+
+    Args:
+        results (list[dict]): ``result.json`` contents.
+        arms (Sequence[str]): The group tested.
+        reference (Sequence[str]): The group it is compared with.
+        key (str): The metric.
+
+    Returns:
+        dict: ``mean``, ``low``, ``high``, ``n``.
+    """
+    values: Dict[str, Dict[int, float]] = {}
+    for result in results:
+        if key in result['final']:
+            values.setdefault(result['arm'],
+                              {})[result['seed']] = result['final'][key]
+
+    def group(names: Sequence[str]) -> Dict[int, float]:
+        seeds = set.intersection(*(set(values.get(n, {})) for n in names))
+        return {
+            s: sum(values[n][s] for n in names) / len(names)
+            for s in seeds
+        }
+
+    return paired_difference(group(arms), group(reference))
+
+
 def summarise(results: List[dict], baseline: str,
-              arm_order: Sequence[str]) -> dict:
+              arm_order: Sequence[str],
+              contrasts: Sequence[dict] = ()) -> dict:
     """Aggregate the finished runs.
 
     Args:
         results (list[dict]): ``result.json`` contents.
         baseline (str): The arm differences are taken against.
         arm_order (Sequence[str]): Arms in report order.
+        contrasts (Sequence[dict]): Planned comparisons, each with
+            ``name``, ``arms`` and ``reference`` (lists of arm names), see
+            :func:`contrast`. Defaults to ().
 
     Returns:
         dict: Per arm: seeds, per-metric values / mean / sd / paired
         difference / first epoch reaching the baseline's final mean, mean
-        curves and attention distances.
+        curves and attention distances; per contrast: the paired
+        difference of every metric.
     """
     by_arm: Dict[str, List[dict]] = {}
     for result in results:
@@ -408,6 +459,17 @@ def summarise(results: List[dict], baseline: str,
         ]
         entry['wall_s'] = mean_sd([r['wall_s'] for r in runs])[0]
         summary['arms'][arm] = entry
+    summary['contrasts'] = []
+    for spec in contrasts:
+        arms, reference = list(spec['arms']), list(spec['reference'])
+        unknown = [a for a in arms + reference if a not in arm_order]
+        if unknown:
+            raise ValueError(f"contrast {spec['name']!r} names arms "
+                             f'{unknown} that are not in the study')
+        summary['contrasts'].append(
+            dict(name=spec['name'], arms=arms, reference=reference,
+                 metrics={key: contrast(results, arms, reference, key)
+                          for key, _ in METRICS}))
     return summary
 
 
@@ -467,6 +529,30 @@ def markdown_table(summary: dict) -> str:
             m = entry['metrics'].get(key)
             row.append(_fmt(m and m['first_epoch_reaching_baseline'], 0))
         lines.append('| ' + ' | '.join(row) + ' |')
+    if summary.get('contrasts'):
+        lines += [
+            '', 'Planned contrasts: mean paired difference (arms - '
+            'reference, groups averaged per seed) [95% t interval], seeds:',
+            ''
+        ]
+        head = ['contrast', 'arms', 'reference'] + [
+            name for _, name in METRICS
+        ]
+        lines.append('| ' + ' | '.join(head) + ' |')
+        lines.append('|' + '---|' * len(head))
+        for spec in summary['contrasts']:
+            row = [spec['name'], ', '.join(spec['arms']),
+                   ', '.join(spec['reference'])]
+            for key, _ in METRICS:
+                d = spec['metrics'][key]
+                if d['n'] == 0:
+                    row.append('- (n=0)')
+                elif d['n'] == 1:
+                    row.append(f"{d['mean']:+.1f} (n=1)")
+                else:
+                    row.append(f"{d['mean']:+.1f} [{d['low']:+.1f}, "
+                               f"{d['high']:+.1f}], n={d['n']}")
+            lines.append('| ' + ' | '.join(row) + ' |')
     num_layers = max(
         (len(e['attention_distance']) for e in summary['arms'].values()),
         default=0)
@@ -567,8 +653,11 @@ def plot(summary: dict, out: str) -> List[str]:
     return files
 
 
-def report(out: str, baseline: str, arm_order: Sequence[str],
-           seeds: Sequence[int]) -> dict:
+def report(out: str,
+           baseline: str,
+           arm_order: Sequence[str],
+           seeds: Sequence[int],
+           contrasts: Sequence[dict] = ()) -> dict:
     """Collect finished runs and write results.json/csv/md and plots.
 
     Args:
@@ -577,6 +666,9 @@ def report(out: str, baseline: str, arm_order: Sequence[str],
         arm_order (Sequence[str]): Arms in report order.
         seeds (Sequence[int]): The seeds asked for (missing runs are
             listed).
+        contrasts (Sequence[dict]): Planned comparisons (see
+            :func:`summarise`); those naming arms outside ``arm_order``
+            are left out. Defaults to ().
 
     Returns:
         dict: The summary (also in ``results.json``).
@@ -592,7 +684,11 @@ def report(out: str, baseline: str, arm_order: Sequence[str],
                 missing.append(dict(arm=arm, seed=seed))
     if not results:
         raise RuntimeError(f'no finished runs under {out}/runs')
-    summary = summarise(results, baseline, arm_order)
+    contrasts = [
+        c for c in contrasts
+        if all(a in arm_order for a in list(c['arms']) + list(c['reference']))
+    ]
+    summary = summarise(results, baseline, arm_order, contrasts)
     summary['missing'] = missing
     summary['runs'] = results
     with open(osp.join(out, 'results.json'), 'w') as f:
@@ -619,7 +715,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.jobs < 1 or args.threads < 1:
         raise SystemExit('--jobs and --threads must be >= 1')
-    _, arms, baseline, quick_arms = load_study(args.config, args.quick)
+    _, arms, baseline, quick_arms, contrasts = load_study(
+        args.config, args.quick)
     chosen = quick_arms if args.quick else (args.arms or list(arms))
     unknown = [a for a in chosen if a not in arms]
     if unknown:
@@ -641,7 +738,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f'{len(chosen) * len(seeds) - len(todo)} already finished',
               flush=True)
         failed = launch_all(args, todo)
-    report(args.out, baseline, chosen, seeds)
+    report(args.out, baseline, chosen, seeds, contrasts)
     if failed:
         print(f'[study] {len(failed)} runs failed: {failed}', flush=True)
         return 1
