@@ -601,22 +601,23 @@ def plot(summary: dict, out: str) -> List[str]:
     files = []
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4))
     for ax, (key, name) in zip(axes, METRICS):
-        means, sds = [], []
-        for arm in arms:
+        for x, arm in enumerate(arms):
             m = summary['arms'][arm]['metrics'].get(key)
-            means.append(m['mean'] if m else float('nan'))
-            sds.append(m['sd'] if m and not math.isnan(m['sd']) else 0.0)
-        ax.bar(range(len(arms)), means, yerr=sds, capsize=3,
-               color=['tab:gray' if a == summary['baseline'] else 'tab:blue'
-                      for a in arms])
-        finite = [m for m in means if not math.isnan(m)]
-        if finite:
-            low, high = min(finite), max(finite)
-            pad = max(high - low, 1.0)
-            ax.set_ylim(low - pad, high + pad)
+            if not m:
+                continue
+            seeds = list(m['values'].values())
+            ax.plot([x] * len(seeds), seeds, '.', color='0.6', markersize=4)
+            ax.errorbar([x], [m['mean']],
+                        yerr=[0.0 if math.isnan(m['sd']) else m['sd']],
+                        fmt='o', capsize=3,
+                        color='k' if arm == summary['baseline'] else
+                        'tab:blue')
+            if arm == summary['baseline']:
+                ax.axhline(m['mean'], color='k', linestyle=':', linewidth=1)
+        ax.set_xlim(-0.5, len(arms) - 0.5)
         ax.set_xticks(range(len(arms)))
         ax.set_xticklabels(arms, rotation=60, ha='right', fontsize=8)
-        ax.set_title(name)
+        ax.set_title(f'{name} (mean +- sd, seeds)', fontsize=9)
     fig.tight_layout()
     files.append(osp.join(out, 'final_metrics.png'))
     fig.savefig(files[-1], dpi=80)
