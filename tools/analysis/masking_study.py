@@ -45,6 +45,18 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262,
          2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052,
          2.048, 2.045, 2.042)
 RESULT_FILE = 'result.json'
+RUNNING_FILE = 'running.pid'
+
+
+def is_running(folder: str) -> bool:
+    """Whether a live process is training the run in ``folder``."""
+    try:
+        with open(osp.join(folder, RUNNING_FILE)) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -74,6 +86,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
         help='config overrides applied to every run after the arm\'s '
         '(mmengine syntax, e.g. train_dataloader.dataset.data_root=/data)')
+    parser.add_argument(
+        '--priority-arms', nargs='+', default=[],
+        help='run these arms (all seeds) before the others')
     parser.add_argument(
         '--report-only', action='store_true',
         help='write the report from the finished runs, train nothing')
@@ -211,6 +226,8 @@ def run_one(config: str,
         quick (bool): Smoke-test settings.
         threads (int): ``torch.set_num_threads``.
         cfg_options (Sequence[str]): ``KEY=VALUE`` overrides. Defaults to
+    with open(osp.join(work_dir, RUNNING_FILE), 'w') as f:
+        f.write(str(os.getpid()))
             ().
 
     Returns:
@@ -256,6 +273,7 @@ def run_one(config: str,
     with open(tmp, 'w') as f:
         json.dump(result, f, indent=1)
     os.replace(tmp, osp.join(work_dir, RESULT_FILE))
+    os.remove(osp.join(work_dir, RUNNING_FILE))
     return result
 
 
@@ -732,7 +750,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     failed = []
     if not args.report_only:
-        todo = [(arm, seed) for seed in seeds for arm in chosen
+        order = sorted(
+            ((arm, seed) for seed in seeds for arm in chosen),
+            key=lambda item: (item[0] not in args.priority_arms,
+                              seeds.index(item[1]), chosen.index(item[0])))
+        todo = [(arm, seed) for arm, seed in order
+                if not is_running(run_dir(args.out, arm, seed))
                 if not osp.exists(
                     osp.join(run_dir(args.out, arm, seed), RESULT_FILE))]
         print(f'[study] {len(todo)} runs to do, '
