@@ -226,8 +226,6 @@ def run_one(config: str,
         quick (bool): Smoke-test settings.
         threads (int): ``torch.set_num_threads``.
         cfg_options (Sequence[str]): ``KEY=VALUE`` overrides. Defaults to
-    with open(osp.join(work_dir, RUNNING_FILE), 'w') as f:
-        f.write(str(os.getpid()))
             ().
 
     Returns:
@@ -241,6 +239,8 @@ def run_one(config: str,
     )
     from ehm_mm.utils.launch import build_runner
     start = time.time()
+    with open(osp.join(work_dir, RUNNING_FILE), 'w') as f:
+        f.write(str(os.getpid()))
     cfg = build_run_config(config, arm, seed, work_dir, quick, cfg_options)
     runner = build_runner(cfg, 'none')
     runner.train()
