@@ -1,12 +1,13 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 import numpy as np
-from mmcv.transforms import BaseTransform
 from mmpretrain.registry import TRANSFORMS
 from PIL import Image
 
+from .load_pixel_map import LoadPixelMap
+
 
 @TRANSFORMS.register_module()
-class LoadObjectMask(BaseTransform):
+class LoadObjectMask(LoadPixelMap):
     """Load a per-pixel object mask saved as an image file.
 
     **Required Keys:**
@@ -31,43 +32,26 @@ class LoadObjectMask(BaseTransform):
         threshold (int): Grey values above it are object. Defaults to 127.
     """
 
+    kind = 'object mask'
+
     def __init__(self,
                  path_key: str = 'mask_path',
                  out_key: str = 'gt_object_mask',
                  threshold: int = 127) -> None:
-        self.path_key = path_key
-        self.out_key = out_key
+        super().__init__(path_key=path_key, out_key=out_key)
         self.threshold = threshold
 
-    def transform(self, results: dict) -> dict:
-        """Load the mask of one sample.
+    def decode(self, image: Image.Image) -> np.ndarray:
+        """Threshold the grey values of the image.
 
         Args:
-            results (dict): The result dict of the pipeline.
+            image (PIL.Image.Image): The opened file (any mode).
 
         Returns:
-            dict: ``results`` with ``out_key`` added.
+            np.ndarray: ``[H, W]`` ``np.uint8`` mask, 1 = object.
         """
-        if self.path_key not in results:
-            raise KeyError(f'LoadObjectMask needs `{self.path_key}` in the '
-                           f'results, found keys {sorted(results)}')
-        path = results[self.path_key]
-        try:
-            with Image.open(path) as image:
-                grey = np.asarray(image.convert('L'))
-        except FileNotFoundError as e:
-            raise FileNotFoundError(
-                f'object mask file not found: {path}') from e
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ValueError(
-                f'cannot decode object mask file {path}: {e}') from e
-        if 'img' in results and results['img'].shape[:2] != grey.shape:
-            raise ValueError(
-                f'object mask {path} has shape {grey.shape} but the image '
-                f'has shape {results["img"].shape[:2]}')
-        results[self.out_key] = (grey > self.threshold).astype(np.uint8)
-        return results
+        grey = np.asarray(image.convert('L'))
+        return (grey > self.threshold).astype(np.uint8)
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(path_key={self.path_key!r}, '
-                f'out_key={self.out_key!r}, threshold={self.threshold})')
+        return f'{super().__repr__()[:-1]}, threshold={self.threshold})'
