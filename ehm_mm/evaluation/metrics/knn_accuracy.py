@@ -1,14 +1,15 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Leave-one-out weighted k-NN accuracy of frozen features."""
 import logging
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmpretrain.registry import METRICS
+
+from .feature_label_metric import FeatureLabelMetric
 
 
 def knn_predict(features: torch.Tensor,
@@ -54,7 +55,7 @@ def knn_predict(features: torch.Tensor,
 
 
 @METRICS.register_module()
-class KNNAccuracy(BaseMetric):
+class KNNAccuracy(FeatureLabelMetric):
     """Leave-one-out weighted k-NN top-1 accuracy on the evaluated set.
 
     Collects one feature vector and one label per sample, then classifies
@@ -89,32 +90,12 @@ class KNNAccuracy(BaseMetric):
             raise ValueError(f'k must be a positive int, got {k!r}')
         if temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')
-        super().__init__(collect_device=collect_device, prefix=prefix)
+        super().__init__(
+            feature_key=feature_key,
+            collect_device=collect_device,
+            prefix=prefix)
         self.k = k
         self.temperature = temperature
-        self.feature_key = feature_key
-
-    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
-        """Store the feature and label of each sample.
-
-        Args:
-            data_batch (dict): Unused; the predictions carry everything.
-            data_samples (Sequence[dict]): Predictions, each with the
-                ``feature_key`` field and ``gt_label``.
-        """
-        for sample in data_samples:
-            for key in (self.feature_key, 'gt_label'):
-                if key not in sample:
-                    raise KeyError(
-                        f'KNNAccuracy needs `{key}` in each data sample, '
-                        f'found {sorted(sample)}')
-            feature = torch.as_tensor(sample[self.feature_key]).detach()
-            label = torch.as_tensor(sample['gt_label']).reshape(-1)
-            if label.numel() != 1:
-                raise ValueError('KNNAccuracy needs one label per sample, '
-                                 f'got {label.numel()}')
-            self.results.append((feature.flatten().cpu().float(),
-                                 int(label[0])))
 
     def compute_metrics(self, results: List[Tuple[torch.Tensor,
                                                   int]]) -> dict:

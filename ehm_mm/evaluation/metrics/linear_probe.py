@@ -1,12 +1,13 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Linear probe of frozen image features on a held-out split."""
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmengine.evaluator import BaseMetric
 from mmpretrain.registry import METRICS
 from torch import Tensor
+
+from .feature_label_metric import FeatureLabelMetric
 
 
 def split_indices(num: int,
@@ -105,15 +106,79 @@ def probe_logits(features: Tensor, probe: Tuple[Tensor, ...]) -> Tensor:
     return x @ weight + bias
 
 
+class LinearProbe:
+    """The protocol of a linear probe on a set of frozen features.
+
+    A fixed random split of the samples (:func:`split_indices`) into a
+    probe-train and a test part, and a softmax classifier trained on the
+    standardised train features (:func:`fit_linear_probe`) that predicts
+    the test labels. :class:`LinearProbeAccuracy` applies it to one feature
+    per image, :class:`~ehm_mm.evaluation.PatchSegProbe` to the patch
+    features of whole images.
+
+    Args:
+        train_fraction (float): Share of the samples that train the probe,
+            in ``(0, 1)``. Defaults to 0.5.
+        weight_decay (float): L2 penalty of the classifier, ``>= 0``.
+            Defaults to 1e-3.
+        max_iter (int): L-BFGS iterations, ``>= 1``. Defaults to 100.
+        seed (int): Seed of the split. Defaults to 0.
+    """
+
+    def __init__(self,
+                 train_fraction: float = 0.5,
+                 weight_decay: float = 1e-3,
+                 max_iter: int = 100,
+                 seed: int = 0) -> None:
+        split_indices(2, train_fraction)  # validates the fraction
+        if not weight_decay >= 0:
+            raise ValueError(
+                f'weight_decay must be >= 0, got {weight_decay!r}')
+        if not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(
+                f'max_iter must be a positive int, got {max_iter!r}')
+        self.train_fraction = train_fraction
+        self.weight_decay = weight_decay
+        self.max_iter = max_iter
+        self.seed = seed
+
+    def split(self, num: int) -> Tuple[Tensor, Tensor]:
+        """The train and test indices of ``num`` samples.
+
+        Args:
+            num (int): Number of samples, at least 2.
+
+        Returns:
+            Tuple[Tensor, Tensor]: See :func:`split_indices`.
+        """
+        return split_indices(num, self.train_fraction, self.seed)
+
+    def fit_predict(self, train_features: Tensor, train_labels: Tensor,
+                    num_classes: int, test_features: Tensor) -> Tensor:
+        """Train the classifier and predict the labels of the test features.
+
+        Args:
+            train_features (Tensor): ``[M, C]`` features of the train part.
+            train_labels (Tensor): ``[M]`` labels in ``[0, num_classes)``.
+            num_classes (int): Number of classes.
+            test_features (Tensor): ``[N, C]`` features of the test part.
+
+        Returns:
+            Tensor: ``[N]`` predicted labels.
+        """
+        probe = fit_linear_probe(train_features, train_labels, num_classes,
+                                 self.weight_decay, self.max_iter)
+        return probe_logits(test_features, probe).argmax(dim=1)
+
+
 @METRICS.register_module()
-class LinearProbeAccuracy(BaseMetric):
+class LinearProbeAccuracy(FeatureLabelMetric):
     """Top-1 accuracy of a linear classifier on frozen features.
 
     Collects one feature and one label per evaluated sample, splits the set
-    with a fixed seed into a probe-train and a test part
-    (:func:`split_indices`), trains a softmax classifier on the
-    standardised train features (:func:`fit_linear_probe`) and reports the
-    test accuracy in percent as ``linear/top1``. Like
+    with a fixed seed into a probe-train and a test part, trains a softmax
+    classifier on the standardised train features (:class:`LinearProbe`)
+    and reports the test accuracy in percent as ``linear/top1``. Like
     :class:`~ehm_mm.evaluation.KNNAccuracy` it needs nothing but the model's
     ``'predict'`` features, so it runs as a validation metric during
     pretraining.
@@ -142,41 +207,11 @@ class LinearProbeAccuracy(BaseMetric):
                  feature_key: str = 'feature',
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
-        super().__init__(collect_device=collect_device, prefix=prefix)
-        split_indices(2, train_fraction)  # validates the fraction
-        if not weight_decay >= 0:
-            raise ValueError(
-                f'weight_decay must be >= 0, got {weight_decay!r}')
-        if not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(
-                f'max_iter must be a positive int, got {max_iter!r}')
-        self.train_fraction = train_fraction
-        self.weight_decay = weight_decay
-        self.max_iter = max_iter
-        self.seed = seed
-        self.feature_key = feature_key
-
-    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
-        """Store the feature and label of each sample.
-
-        Args:
-            data_batch (dict): The batch from the dataloader (unused).
-            data_samples (Sequence[dict]): Predictions with a feature and
-                ``gt_label``.
-        """
-        for sample in data_samples:
-            for key in (self.feature_key, 'gt_label'):
-                if key not in sample:
-                    raise KeyError(
-                        f'LinearProbeAccuracy needs `{key}` in each data '
-                        f'sample, found {sorted(sample)}')
-            label = torch.as_tensor(sample['gt_label']).reshape(-1)
-            if label.numel() != 1:
-                raise ValueError('LinearProbeAccuracy needs one label per '
-                                 f'sample, got {label.numel()}')
-            feature = torch.as_tensor(sample[self.feature_key]).detach()
-            self.results.append((feature.flatten().cpu().float(),
-                                 int(label[0])))
+        super().__init__(
+            feature_key=feature_key,
+            collect_device=collect_device,
+            prefix=prefix)
+        self.probe = LinearProbe(train_fraction, weight_decay, max_iter, seed)
 
     def compute_metrics(self, results: List[Tuple[Tensor, int]]) -> dict:
         """Train the probe on one part and test it on the other.
@@ -190,10 +225,7 @@ class LinearProbeAccuracy(BaseMetric):
         """
         features = torch.stack([feat for feat, _ in results])
         labels = torch.tensor([label for _, label in results])
-        train, test = split_indices(len(results), self.train_fraction,
-                                    self.seed)
-        probe = fit_linear_probe(features[train], labels[train],
-                                 int(labels.max()) + 1, self.weight_decay,
-                                 self.max_iter)
-        pred = probe_logits(features[test], probe).argmax(dim=1)
+        train, test = self.probe.split(len(results))
+        pred = self.probe.fit_predict(features[train], labels[train],
+                                      int(labels.max()) + 1, features[test])
         return dict(top1=100.0 * float((pred == labels[test]).double().mean()))

@@ -9,7 +9,7 @@ from mmengine.evaluator import BaseMetric
 from mmpretrain.registry import METRICS
 from torch import Tensor
 
-from .linear_probe import fit_linear_probe, probe_logits, split_indices
+from .linear_probe import LinearProbe
 
 LABEL_SOURCES = ('seg_map', 'object_mask')
 
@@ -79,10 +79,9 @@ class PatchSegProbe(BaseMetric):
     ``predict_patch_features=True`` writes ``patch_features`` ``[h, w, C]``)
     and a per-patch label: the majority label of the pixels of the patch
     (:func:`patch_labels`). The images are split with a fixed seed into a
-    probe-train and a test part (:func:`split_indices`), a softmax
-    classifier is trained on the train patches
-    (:func:`~ehm_mm.evaluation.metrics.linear_probe.fit_linear_probe`) and
-    the test patches are scored: ``segprobe/mIoU`` (mean IoU over the
+    probe-train and a test part, a softmax classifier is trained on the
+    train patches (:class:`~ehm_mm.evaluation.metrics.LinearProbe`)
+    and the test patches are scored: ``segprobe/mIoU`` (mean IoU over the
     classes present, in percent) and ``segprobe/acc`` (patch accuracy).
 
     Labels come from ``gt_seg_map`` (``label_source='seg_map'``, e.g.
@@ -130,16 +129,9 @@ class PatchSegProbe(BaseMetric):
         if label_source not in LABEL_SOURCES:
             raise ValueError(f'label_source must be one of {LABEL_SOURCES}, '
                              f'got {label_source!r}')
-        split_indices(2, train_fraction)  # validates the fraction
-        if not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(
-                f'max_iter must be a positive int, got {max_iter!r}')
         self.num_classes = num_classes
         self.label_source = label_source
-        self.train_fraction = train_fraction
-        self.weight_decay = weight_decay
-        self.max_iter = max_iter
-        self.seed = seed
+        self.probe = LinearProbe(train_fraction, weight_decay, max_iter, seed)
         self.feature_key = feature_key
 
     def _label_map(self, sample: dict) -> Tensor:
@@ -192,8 +184,7 @@ class PatchSegProbe(BaseMetric):
         Returns:
             dict: ``{'mIoU': ..., 'acc': ...}`` in percent.
         """
-        train, test = split_indices(len(results), self.train_fraction,
-                                    self.seed)
+        train, test = self.probe.split(len(results))
 
         def gather(index: Tensor) -> Tuple[Tensor, Tensor]:
             feats = torch.cat([results[i][0] for i in index.tolist()])
@@ -202,9 +193,8 @@ class PatchSegProbe(BaseMetric):
 
         train_x, train_y = gather(train)
         test_x, test_y = gather(test)
-        probe = fit_linear_probe(train_x, train_y, self.num_classes,
-                                 self.weight_decay, self.max_iter)
-        pred = probe_logits(test_x, probe).argmax(dim=1)
+        pred = self.probe.fit_predict(train_x, train_y, self.num_classes,
+                                      test_x)
         miou, _ = mean_iou(pred, test_y, self.num_classes)
         acc = float((pred == test_y).double().mean())
         return dict(mIoU=100.0 * miou, acc=100.0 * acc)
