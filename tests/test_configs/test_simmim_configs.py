@@ -15,12 +15,11 @@ import pytest
 import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.hub import get_config
-from mmengine.logging import MessageHub, MMLogger
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
-from mmengine.visualization import Visualizer
 from mmpretrain.registry import MODELS
 from PIL import Image
+from runner_utils import restoring_mmengine_globals
 
 import ehm_mm  # noqa: F401
 from ehm_mm.downstream import account_keys, load_encoder
@@ -122,6 +121,16 @@ def test_only_masking_differs_from_mmpretrain(name):
         assert model_b['backbone'].pop('type') == 'MAEViT'
     if name.endswith('-pix'):  # the transform arm: same model
         assert model_a == model_b and hooks == ['MaskProgressHook']
+        # the templates of configs/_base_/ehm_pixel_masks.py
+        assert ours.pop('ehm_pixel_mask_generator') == dict(
+            type='EvolvedHierarchicalMaskGenerator', d_min=0.0,
+            schedule='linear', batched=True)
+        assert ours.pop('ehm_pixel_pack_inputs') == dict(
+            type='PackInputs', algorithm_keys=['mask_request'])
+        assert ours.pop('ehm_mask_collate') == dict(
+            _delete_=True, type='evolved_mask_collate')
+        assert ours.pop('ehm_checkpoint_hook') == dict(
+            type='AtomicCheckpointHook')
         assert [g['type'] for g in generators] == [
             'EvolvedHierarchicalMaskGenerator']
     else:  # the teacher arm: no mask step, EHMSimMIM
@@ -235,16 +244,9 @@ def tiny_cfg(name: str, data_root: str, work_dir: str) -> Config:
 
 def train(cfg: Config) -> Runner:
     """Train, then drop the mmengine globals the runner made current."""
-    managed = (DefaultScope, MessageHub, MMLogger, Visualizer)
-    before = {cls: set(cls._instance_dict) for cls in managed}
-    try:
+    with restoring_mmengine_globals():
         runner = Runner.from_cfg(cfg)
         runner.train()
-    finally:
-        for cls, names in before.items():
-            for name in list(cls._instance_dict):
-                if name not in names:
-                    cls._instance_dict.pop(name)
     return runner
 
 
