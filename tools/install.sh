@@ -86,6 +86,14 @@ install_ehm_mm() {
       || fail "install ehm_mm"
   fi
 }
+# Uninstall every installed distribution that provides `mmcv` ($1: why).
+uninstall_mmcv_dists() {
+  local dist
+  for dist in $(stack mmcv-dists | cut -d' ' -f1); do
+    step "uninstalling ${dist} ($1)"
+    "${PIP[@]}" uninstall -q -y "${dist}" || fail "uninstall ${dist}"
+  done
+}
 mmcv_full_ok() {
   "${PY}" - <<PYEOF 2>/dev/null
 import importlib.metadata as md
@@ -146,10 +154,7 @@ if [[ "${PROFILE}" == "pretrain" ]]; then
   if (cd / && "${PY}" -c 'import mmcv' 2>/dev/null); then
     step "mmcv is importable ($(stack mmcv-dists | paste -sd, -)): kept"
   else
-    for dist in $(stack mmcv-dists | cut -d' ' -f1); do
-      step "uninstalling the broken ${dist}"
-      "${PIP[@]}" uninstall -q -y "${dist}" || fail "uninstall ${dist}"
-    done
+    uninstall_mmcv_dists "broken: mmcv does not import"
     PRETRAIN+=("mmcv-lite==${MMCV_VERSION}")
   fi
 fi
@@ -164,10 +169,7 @@ if [[ "${PROFILE}" == "full" ]]; then
   else
     # mmcv-lite and mmcv install the same files; installing one over the
     # other would leave two owners of `mmcv/`. Remove every one first.
-    for dist in $(stack mmcv-dists | cut -d' ' -f1); do
-      step "uninstalling ${dist} (replaced by mmcv ${MMCV_VERSION} with ops)"
-      "${PIP[@]}" uninstall -q -y "${dist}" || fail "uninstall ${dist}"
-    done
+    uninstall_mmcv_dists "replaced by mmcv ${MMCV_VERSION} with ops"
     PYVER="$("${PY}" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
     TORCH_TAG="$("${PY}" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
     WHEEL_DIR="${EHM_WHEEL_CACHE:-${HOME}/.cache/ehm_mm/wheels}/mmcv-${MMCV_VERSION}-torch${TORCH_TAG}-${PYVER}"
