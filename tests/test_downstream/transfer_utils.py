@@ -7,16 +7,12 @@ The tiny encoder (32 dims, 4 layers, 4 heads, patch 8) is pretrained at
 import copy
 import os.path as osp
 import uuid
-from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 from mmengine.config import Config
-from mmengine.logging import MessageHub, MMLogger
-from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
-from mmengine.visualization import Visualizer
 from PIL import Image
+from runner_utils import restoring_mmengine_globals
 
 import ehm_mm  # noqa: F401  (registers modules, torch.load allow-list)
 
@@ -98,25 +94,6 @@ def tiny_pretrain_cfg(data_root: str, work_dir: str) -> Config:
             ]))
     cfg.work_dir = work_dir
     return cfg
-
-
-@contextmanager
-def restoring_mmengine_globals() -> Iterator[None]:
-    """Drop the default scope, message hub, logger and visualizer made inside.
-
-    A Runner makes them the current instances; later tests (in any file)
-    would inherit them, e.g. a leftover ``mmdet`` default scope sends their
-    registry look-ups to mmdet's registry.
-    """
-    managed = (DefaultScope, MessageHub, MMLogger, Visualizer)
-    before = {cls: set(cls._instance_dict) for cls in managed}
-    try:
-        yield
-    finally:
-        for cls, names in before.items():
-            for name in list(cls._instance_dict):
-                if name not in names:
-                    cls._instance_dict.pop(name)
 
 
 def run_runner(cfg: Config, mode: str = 'train') -> Runner:

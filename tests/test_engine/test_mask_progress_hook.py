@@ -13,13 +13,13 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.dataset import ConcatDataset
-from mmengine.logging import MessageHub, MMLogger
+from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
-from mmengine.visualization import Visualizer
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import MODELS
+from runner_utils import restoring_mmengine_globals
 
 import ehm_mm  # noqa: F401
 from ehm_mm.engine.hooks import MaskProgressHook, find_mask_generators
@@ -87,18 +87,11 @@ def make_cfg(image_folder: str, work_dir: str, **kwargs) -> Config:
 
 def train(cfg: Config) -> Runner:
     """Train, then drop the mmengine globals the runner made current."""
-    managed = (DefaultScope, MessageHub, MMLogger, Visualizer)
-    before = {cls: set(cls._instance_dict) for cls in managed}
-    try:
+    with restoring_mmengine_globals():
         runner = Runner.from_cfg(cfg)
         runner.train()
         # stop the persistent workers now, not at some later collection
         runner.train_loop.dataloader_iterator._iterator._shutdown_workers()
-    finally:
-        for cls, names in before.items():
-            for name in list(cls._instance_dict):
-                if name not in names:
-                    cls._instance_dict.pop(name)
     return runner
 
 

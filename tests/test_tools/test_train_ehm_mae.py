@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.logging import MessageHub, MMLogger
-from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
-from mmengine.visualization import Visualizer
+from runner_utils import restoring_mmengine_globals
 
 import ehm_mm  # noqa: F401
 from ehm_mm.utils import launch
@@ -34,16 +32,9 @@ def trained(tmp_path_factory):
     cfg.randomness.deterministic = False
     # What tools/train.py does for configs inheriting through `pkg::`.
     launch.drop_collate_fn_scope(cfg)
-    managed = (DefaultScope, MessageHub, MMLogger, Visualizer)
-    before = {cls: set(cls._instance_dict) for cls in managed}
-    try:
+    with restoring_mmengine_globals():
         runner = Runner.from_cfg(cfg)
         runner.train()
-    finally:
-        for cls, names in before.items():
-            for name in list(cls._instance_dict):
-                if name not in names:
-                    cls._instance_dict.pop(name)
     return runner
 
 
