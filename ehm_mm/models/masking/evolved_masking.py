@@ -325,7 +325,8 @@ def mask_nodes(nodes: Tensor,
 # 3. The registered module
 # --------------------------------------------------------------------------
 _HIERARCHY_OPTIONS = ('rounds', 'tolerance', 'max_levels', 'compact',
-                      'compile')
+                      'compile', 'affinity_norm', 'tolerance_scope',
+                      'tie_jitter')
 _NONFINITE_MODES = ('random', 'error')
 
 
@@ -347,7 +348,8 @@ class EvolvedHierarchicalMasking(BaseModule):
     Random draws, in order: one ``torch.rand(B, N)`` for the patch values
     (the same draw as ``MAEViT.random_masking``), then, with ``progress``,
     ``torch.rand(B)`` for the depth rounding when ``d(t)`` is not an
-    integer.
+    integer, then, with ``hierarchy_cfg.tie_jitter > 0`` and a tree to
+    build, ``torch.randint`` of ``B`` tie-breaking seeds.
 
     Args:
         grid_size (Sequence[int]): The patch grid ``(h, w)`` of the
@@ -367,7 +369,8 @@ class EvolvedHierarchicalMasking(BaseModule):
             Defaults to None.
         hierarchy_cfg (dict, optional): Keyword options of
             :func:`build_hierarchy`: ``rounds``, ``tolerance``,
-            ``max_levels``, ``compact``, ``compile``. Defaults to None (its
+            ``max_levels``, ``compact``, ``compile``, ``affinity_norm``,
+            ``tolerance_scope``, ``tie_jitter``. Defaults to None (its
             defaults).
         nonfinite (str): What to do with an image whose affinity holds NaN
             or inf (or overflows float32): ``'random'`` gives it a depth-0
@@ -531,7 +534,8 @@ class EvolvedHierarchicalMasking(BaseModule):
                            generator=generator)
         depth, levels = self._depths(progress, depth, batch, device,
                                      generator)
-        hierarchy, nonfinite = self._trees(affinity, levels, batch, device)
+        hierarchy, nonfinite = self._trees(affinity, levels, batch, device,
+                                           generator)
         if nonfinite is not None:
             depth = depth.masked_fill(nonfinite, 0)
         depth = torch.minimum(depth, hierarchy.heights)  # [B]
@@ -576,8 +580,12 @@ class EvolvedHierarchicalMasking(BaseModule):
             return host.pin_memory().to(device, non_blocking=True), max(depth)
         return host.to(device), max(depth)
 
-    def _trees(self, affinity: Optional[Tensor], levels: Optional[int],
-               batch: int, device: torch.device
+    def _trees(self,
+               affinity: Optional[Tensor],
+               levels: Optional[int],
+               batch: int,
+               device: torch.device,
+               generator: Optional[torch.Generator] = None
                ) -> Tuple[Hierarchy, Optional[Tensor]]:
         """The trees, ``levels`` deep, and the non-finite images.
 
@@ -595,7 +603,8 @@ class EvolvedHierarchicalMasking(BaseModule):
         if self.nonfinite == 'error':
             return build_hierarchy(
                 affinity, self.grid_size, num_levels=levels,
-                check_finite=True, **self.hierarchy_cfg), None
+                check_finite=True, generator=generator,
+                **self.hierarchy_cfg), None
         # NaN and inf propagate into the sum, as does a float32 overflow.
         # A bad image's tree is meaningless but every image's tree depends
         # on its own affinity only, and bad images are masked at depth 0.
@@ -603,7 +612,7 @@ class EvolvedHierarchicalMasking(BaseModule):
             affinity.detach().sum((1, 2), dtype=torch.float32))  # [B]
         return build_hierarchy(
             affinity, self.grid_size, num_levels=levels, check_finite=False,
-            **self.hierarchy_cfg), ~finite
+            generator=generator, **self.hierarchy_cfg), ~finite
 
     def extra_repr(self) -> str:
         return (f'grid_size={self.grid_size}, mask_ratio={self.mask_ratio}, '

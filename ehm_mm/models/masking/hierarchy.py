@@ -17,6 +17,14 @@ this project's reconstruction of the paper's AHE):
   across a strong boundary;
 * each matched pair becomes one parent, an unmatched node is carried up.
 
+Three options make the trees robust to affinities whose raw values mislead
+(design section 6), all off by default: ``affinity_norm`` rescales the
+affinity before anything else (degree normalisation or attention-profile
+cosine, :func:`normalize_affinity`), ``tolerance_scope='level'`` measures
+the tolerance on each level's own candidate similarities, and
+``tie_jitter`` breaks ties by seeded noise per node pair instead of by
+pair id.
+
 The batch is processed at once: node-by-node affinity sums live in one
 ``[B, K, K]`` tensor, the grid adjacency is one edge list shared by the
 batch, and the only Python loops run over levels and matching rounds.
@@ -44,6 +52,13 @@ _PAIR_MASK = (1 << _PAIR_BITS) - 1
 # Two node ids must fit in those bits.
 _MAX_PATCHES = 1 << (_PAIR_BITS // 2)
 _NONE = torch.iinfo(torch.int64).min  # key of an edge that is not offered
+# 31-bit integer hashing of the tie-breaking jitter (products stay < 2**63).
+_MASK31 = (1 << 31) - 1
+_HASH_MUL = 0x45D9F3B
+_GOLDEN = 0x9E3779B1
+
+AFFINITY_NORMS = ('none', 'degree', 'profile', 'centered_profile')
+TOLERANCE_SCOPES = ('image', 'level')
 
 
 @dataclass
@@ -240,11 +255,44 @@ def _check_level_count(name: str, value: Optional[int]) -> None:
 # --------------------------------------------------------------------------
 # Per-image statistics
 # --------------------------------------------------------------------------
-def offdiagonal_stats(affinity: Tensor) -> Tuple[Tensor, Tensor]:
-    """Finiteness and spread of each image's off-diagonal affinities.
+def offdiagonal_moments(affinity: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Finiteness, mean and spread of each image's off-diagonal affinities.
 
     Two reductions over the affinity, no elementwise temporaries, no host
     read.
+
+    Args:
+        affinity (Tensor): ``[B, N, N]`` float32.
+
+    Returns:
+        Tuple[Tensor, Tensor, Tensor]: ``finite`` ``[B]`` bool (False where
+        the affinity holds NaN or inf, or overflows float32 when summed),
+        ``mean`` and ``std`` ``[B]`` float32, the mean and standard
+        deviation of the off-diagonal entries (both 0 when ``N < 2``, the
+        std also when ``N * (N - 1) < 2``).
+    """
+    num = affinity.shape[1]
+    total = affinity.sum((1, 2)).double()  # [B]
+    total_sq = torch.linalg.vector_norm(affinity.flatten(1),
+                                        dim=1).double().square()  # [B]
+    finite = torch.isfinite(total) & torch.isfinite(total_sq)
+    count = num * num - num
+    if count < 1:
+        zeros = affinity.new_zeros(affinity.shape[0])
+        return finite, zeros, zeros
+    diag = affinity.diagonal(dim1=1, dim2=2).double()  # [B, N]
+    mean = (total - diag.sum(1)) / count
+    if count < 2:
+        return finite, mean.float(), affinity.new_zeros(affinity.shape[0])
+    var = (total_sq - diag.square().sum(1)) / count - mean.square()
+    std = (var.clamp(min=0) * count / (count - 1)).sqrt()
+    return finite, mean.float(), std.float()
+
+
+def offdiagonal_stats(affinity: Tensor) -> Tuple[Tensor, Tensor]:
+    """Finiteness and spread of each image's off-diagonal affinities.
+
+    :func:`offdiagonal_moments` without the mean.
 
     Args:
         affinity (Tensor): ``[B, N, N]`` float32.
@@ -255,19 +303,88 @@ def offdiagonal_stats(affinity: Tensor) -> Tuple[Tensor, Tensor]:
         ``std`` ``[B]`` float32, the standard deviation of the off-diagonal
         entries (0 when ``N < 2``).
     """
+    finite, _, std = offdiagonal_moments(affinity)
+    return finite, std
+
+
+# --------------------------------------------------------------------------
+# Affinity normalisation (before the tree; static shapes, no host read)
+# --------------------------------------------------------------------------
+def _nonnegative(affinity: Tensor) -> Tensor:
+    """Shift an image's affinity up by its most negative off-diagonal entry.
+
+    Images without negative off-diagonal entries are returned unchanged
+    (bitwise); the diagonal does not set the shift.
+    """
     num = affinity.shape[1]
-    total = affinity.sum((1, 2)).double()  # [B]
-    total_sq = torch.linalg.vector_norm(affinity.flatten(1),
-                                        dim=1).double().square()  # [B]
-    finite = torch.isfinite(total) & torch.isfinite(total_sq)
-    count = num * num - num
-    if count < 2:
-        return finite, affinity.new_zeros(affinity.shape[0])
-    diag = affinity.diagonal(dim1=1, dim2=2).double()  # [B, N]
-    mean = (total - diag.sum(1)) / count
-    var = (total_sq - diag.square().sum(1)) / count - mean.square()
-    std = (var.clamp(min=0) * count / (count - 1)).sqrt()
-    return finite, std.float()
+    eye = torch.eye(num, dtype=torch.bool, device=affinity.device)
+    low = affinity.masked_fill(eye, math.inf).amin((1, 2))  # [B]
+    shift = low.clamp(max=0)[:, None, None]  # [B, 1, 1], 0 or negative
+    return affinity - shift
+
+
+def normalize_affinity(affinity: Tensor, mode: str = 'none') -> Tensor:
+    """Rescale a patch affinity so that no token dominates by its scale.
+
+    * ``'none'``: the affinity itself (the same tensor).
+    * ``'degree'``: ``D^-1/2 S D^-1/2``, ``D`` the row sums of the
+      symmetrised off-diagonal affinity, ``d_i = sum_{j != i} (S_ij +
+      S_ji) / 2``. A token that every other token likes (an attention
+      sink) has a large degree, so its affinities shrink by
+      ``1 / sqrt(d_sink)``.
+    * ``'profile'``: the cosine similarity of the tokens' affinity
+      profiles, the rows of ``(S + S^T) / 2`` (diagonal included): two
+      tokens are similar when they attend to, and are attended by, the
+      same tokens. A sink is in every profile, so it adds to every pair
+      alike, while its own profile (liked by all) resembles none.
+    * ``'centered_profile'``: the same after subtracting the image's mean
+      profile from every profile, so that what all tokens share (a sink's
+      column, a uniform floor) no longer makes every pair look alike.
+
+    The non-trivial modes first shift an image's affinity that has
+    negative off-diagonal entries up by the most negative one (e.g. the
+    negative squared distances of the pipeline's cue affinity), so that
+    degrees and profiles are non-negative; non-negative affinities such as
+    attention are used as they are. Degrees below a floor (``1e-6`` of the
+    image's mean degree, at least the smallest normal float32) are raised
+    to it; ``'degree'`` sets the diagonal to 0 (the tree never uses
+    it). Float32, vectorised over the batch, no host read; ``'profile'``
+    and ``'centered_profile'`` cost one batched ``[N, N] x [N, N]``
+    product.
+
+    Args:
+        affinity (Tensor): float32 ``[B, N, N]``.
+        mode (str): ``'none'``, ``'degree'``, ``'profile'`` or
+            ``'centered_profile'``. Defaults to 'none'.
+
+    Returns:
+        Tensor: float32 ``[B, N, N]``; for the non-trivial modes
+        symmetric (the profiles up to rounding).
+    """
+    if mode not in AFFINITY_NORMS:
+        raise ValueError(f'affinity_norm must be one of {AFFINITY_NORMS}, '
+                         f'got {mode!r}')
+    if mode == 'none':
+        return affinity
+    affinity = _nonnegative(affinity)
+    if mode == 'degree':
+        diag = affinity.diagonal(dim1=1, dim2=2)  # [B, N]
+        degree = (affinity.sum(2) + affinity.sum(1)) / 2 - diag  # [B, N]
+        floor = (degree.mean(1, keepdim=True) * 1e-6).clamp(
+            min=torch.finfo(degree.dtype).tiny)  # [B, 1]
+        scale = torch.maximum(degree, floor).rsqrt()  # [B, N]
+        sym = (affinity + affinity.transpose(1, 2)) / 2
+        sym = sym * (scale[:, :, None] * scale[:, None, :])  # symmetric
+        # the tree never uses the diagonal; a token without degree would
+        # blow it up
+        sym.diagonal(dim1=1, dim2=2).zero_()
+        return sym
+    sym = (affinity + affinity.transpose(1, 2)) / 2
+    if mode == 'centered_profile':
+        sym = sym - sym.mean(1, keepdim=True)  # minus the mean profile
+    norm = torch.linalg.vector_norm(sym, dim=2, keepdim=True)  # [B, N, 1]
+    unit = sym / norm.clamp(min=torch.finfo(sym.dtype).tiny)
+    return unit @ unit.transpose(1, 2)
 
 
 def nonfinite_images(affinity: Tensor) -> Tensor:
@@ -338,8 +455,65 @@ def _order_key(values: Tensor) -> Tensor:
     return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
 
 
-def _match(weights: Tensor, sizes: Tensor, u: Tensor, v: Tensor,
-           margin: Tensor, rounds: int) -> Tensor:
+def _hash31(x: Tensor) -> Tensor:
+    """Mix int64 values in ``[0, 2**31)`` into ``[0, 2**31)``.
+
+    A 31-bit variant of a well-known 32-bit integer hash (two
+    xor-shift-multiply rounds); every product stays below ``2**58``.
+    """
+    x = (((x >> 16) ^ x) * _HASH_MUL) & _MASK31
+    x = (((x >> 16) ^ x) * _HASH_MUL) & _MASK31
+    return (x >> 16) ^ x
+
+
+def _pair_noise(seed: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """A uniform value in ``[0, 1)`` per image and node pair.
+
+    Args:
+        seed (Tensor): ``[B, 1]`` int64 in ``[0, 2**31)``, the level's seed.
+        low (Tensor): ``[B, E]`` the smaller node id of each edge.
+        high (Tensor): ``[B, E]`` the larger node id.
+
+    Returns:
+        Tensor: float32 ``[B, E]``, the same for every edge of a pair.
+    """
+    mixed = _hash31(_hash31(seed ^ low) ^ high)
+    return (mixed >> 7).float() * (1.0 / (1 << 24))
+
+
+def _level_seed(seed: Tensor, level: int) -> Tensor:
+    """The tie-breaking seed ``[B, 1]`` of one level from the tree's seed."""
+    return _hash31(seed ^ ((level * _GOLDEN) & _MASK31))
+
+
+def _edge_spread(sim: Tensor, valid: Tensor) -> Tensor:
+    """Standard deviation of each image's candidate edge similarities.
+
+    Args:
+        sim (Tensor): ``[B, E]`` similarities (any value where not valid).
+        valid (Tensor): ``[B, E]`` bool, the edges between two nodes.
+
+    Returns:
+        Tensor: float32 ``[B, 1]`` (0 with fewer than two valid edges).
+    """
+    weight = valid.to(sim.dtype)
+    count = weight.sum(1, keepdim=True)  # [B, 1]
+    values = sim.masked_fill(~valid, 0)
+    mean = values.sum(1, keepdim=True) / count.clamp(min=1)
+    dev = (values - mean) * weight
+    var = dev.square().sum(1, keepdim=True) / (count - 1).clamp(min=1)
+    return var.sqrt()
+
+
+def _match(weights: Tensor,
+           sizes: Tensor,
+           u: Tensor,
+           v: Tensor,
+           margin: Tensor,
+           rounds: int,
+           level_spread: bool = False,
+           jitter: Optional[Tensor] = None,
+           seed: Optional[Tensor] = None) -> Tensor:
     """Pair adjacent nodes of one level by rounds of mutual proposals.
 
     Args:
@@ -348,8 +522,17 @@ def _match(weights: Tensor, sizes: Tensor, u: Tensor, v: Tensor,
         u (Tensor): ``[B, E]`` directed edge sources (node ids); every
             edge is listed in both directions.
         v (Tensor): ``[B, E]`` directed edge targets (node ids).
-        margin (Tensor): ``[B, 1]`` the tolerated similarity loss.
+        margin (Tensor): ``[B, 1]`` the tolerated similarity loss, or with
+            ``level_spread`` the tolerance in units of this level's spread.
         rounds (int): Matching rounds.
+        level_spread (bool): Multiply ``margin`` by the standard deviation
+            of this level's candidate similarities (:func:`_edge_spread`).
+            Defaults to False.
+        jitter (Tensor, optional): ``[B, 1]`` amplitude of the tie-breaking
+            noise added to every pair's similarity; None adds none.
+            Defaults to None.
+        seed (Tensor, optional): ``[B, 1]`` int64, the level's noise seed
+            (with ``jitter``). Defaults to None.
 
     Returns:
         Tensor: ``partner`` ``[B, K]``, the matched node, or the node itself
@@ -365,6 +548,13 @@ def _match(weights: Tensor, sizes: Tensor, u: Tensor, v: Tensor,
         1, high * num + low)) / (
             2 * sizes.gather(1, low) * sizes.gather(1, high))  # [B, E]
     valid = u != v  # [B, E], False inside a node
+    if level_spread:
+        margin = margin * _edge_spread(sim, valid)
+    if jitter is not None:
+        # the same noise for every edge of a pair, in both directions;
+        # pairs within the noise amplitude of a node's best count as ties
+        sim = sim + jitter * _pair_noise(seed, low, high)
+        margin = margin + jitter
     sim = sim.masked_fill(~valid, torch.finfo(sim.dtype).min)
     best = sim.new_full((batch, num), torch.finfo(sim.dtype).min)
     best = best.scatter_reduce(1, u, sim, 'amax')  # [B, K] best neighbour
@@ -470,8 +660,17 @@ def _compact_edges(u: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
     return out[0], out[1]
 
 
-def _level(weights: Tensor, sizes: Tensor, u: Tensor, v: Tensor,
-           node: Tensor, margin: Tensor, rounds: int, compact: bool
+def _level(weights: Tensor,
+           sizes: Tensor,
+           u: Tensor,
+           v: Tensor,
+           node: Tensor,
+           margin: Tensor,
+           rounds: int,
+           compact: bool,
+           level_spread: bool = False,
+           jitter: Optional[Tensor] = None,
+           seed: Optional[Tensor] = None
            ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One level up: match, merge, and relabel patches and edges.
 
@@ -481,15 +680,23 @@ def _level(weights: Tensor, sizes: Tensor, u: Tensor, v: Tensor,
         u (Tensor): ``[B, E]`` edge sources.
         v (Tensor): ``[B, E]`` edge targets.
         node (Tensor): ``[B, N]`` each patch's node.
-        margin (Tensor): ``[B, 1]`` the tolerated similarity loss.
+        margin (Tensor): ``[B, 1]`` the tolerated similarity loss (see
+            :func:`_match` for ``level_spread``).
         rounds (int): Matching rounds.
         compact (bool): Shrink node and edge dimensions (host reads).
+        level_spread (bool): Scale ``margin`` by this level's spread.
+            Defaults to False.
+        jitter (Tensor, optional): ``[B, 1]`` tie-breaking amplitude.
+            Defaults to None.
+        seed (Tensor, optional): ``[B, 1]`` the level's noise seed.
+            Defaults to None.
 
     Returns:
         Tuple[Tensor, ...]: ``weights``, ``sizes``, ``u``, ``v``, ``node``
         of the new level and its node counts ``[B]``.
     """
-    partner = _match(weights, sizes, u, v, margin, rounds)
+    partner = _match(weights, sizes, u, v, margin, rounds, level_spread,
+                     jitter, seed)
     parent, weights, sizes, count = _merge(weights, sizes, partner, compact)
     node = parent.gather(1, node)  # [B, N]
     u, v = parent.gather(1, u), parent.gather(1, v)  # [B, E]
@@ -519,6 +726,32 @@ def _compiled_level(device: torch.device):
 # --------------------------------------------------------------------------
 # The builder
 # --------------------------------------------------------------------------
+def _jitter_seeds(affinity: Tensor,
+                  generator: Optional[torch.Generator]) -> Tensor:
+    """Per-image seeds ``[B, 1]`` of the tie-breaking jitter.
+
+    Drawn from ``generator`` when given (``B`` values of one
+    ``torch.randint``); otherwise a hash of the image's affinity row sums,
+    so that equal affinities get equal trees without touching any random
+    state.
+
+    Args:
+        affinity (Tensor): float32 ``[B, N, N]``.
+        generator (torch.Generator, optional): Random source.
+
+    Returns:
+        Tensor: int64 ``[B, 1]`` in ``[0, 2**31)``.
+    """
+    batch, num = affinity.shape[:2]
+    if generator is not None:
+        return torch.randint(0, 1 << 31, (batch, 1), generator=generator,
+                             device=affinity.device)
+    bits = affinity.sum(2).view(torch.int32).to(torch.int64)  # [B, N]
+    index = torch.arange(num, device=affinity.device)
+    mixed = _hash31((bits & _MASK31) ^ index).sum(1, keepdim=True)
+    return _hash31((mixed ^ (mixed >> 31)) & _MASK31)
+
+
 def build_hierarchy(affinity: Tensor,
                     grid_size: Sequence[int],
                     rounds: int = 4,
@@ -527,7 +760,12 @@ def build_hierarchy(affinity: Tensor,
                     num_levels: Optional[int] = None,
                     compact: Optional[bool] = None,
                     check_finite: bool = True,
-                    compile: bool = False) -> Hierarchy:
+                    compile: bool = False,
+                    affinity_norm: str = 'none',
+                    tolerance_scope: str = 'image',
+                    tie_jitter: float = 0.0,
+                    generator: Optional[torch.Generator] = None
+                    ) -> Hierarchy:
     """Build one binary tree per image from a patch affinity.
 
     The affinity is used in float32 (half precision input is fine) and
@@ -543,9 +781,10 @@ def build_hierarchy(affinity: Tensor,
         tolerance (float): How much worse than its best neighbour overall a
             node may accept as a partner (checked for both nodes of a
             pair), in units of the standard deviation of the image's
-            off-diagonal affinities. Lower keeps boundaries more strictly
-            but leaves more nodes waiting (unbalanced trees); ``inf``
-            accepts any neighbour. Defaults to 1.0.
+            off-diagonal affinities (see ``tolerance_scope``). Lower keeps
+            boundaries more strictly but leaves more nodes waiting
+            (unbalanced trees); ``inf`` accepts any neighbour.
+            Defaults to 1.0.
         max_levels (int, optional): Cap on merge levels; None means
             ``2 * ceil(log2 N)``. Defaults to None.
         num_levels (int, optional): Build exactly
@@ -566,6 +805,35 @@ def build_hierarchy(affinity: Tensor,
         compile (bool): Run every level through ``torch.compile`` (static
             shapes only, i.e. ``compact`` off). The first call compiles.
             Defaults to False.
+        affinity_norm (str): Rescale the affinity first
+            (:func:`normalize_affinity`): ``'none'``, ``'degree'``
+            (``D^-1/2 S D^-1/2``), ``'profile'`` (cosine of the
+            attention profiles) or ``'centered_profile'`` (the same, less
+            the mean profile). The tolerance and the jitter are measured
+            on the rescaled affinity. Defaults to 'none'.
+        tolerance_scope (str): What ``tolerance`` is measured against:
+            ``'image'``, the spread of the image's off-diagonal affinities,
+            the same at every level; ``'level'``, the standard deviation of
+            the level's own candidate similarities (the average linkages
+            across the edges between two nodes of that level, each grid
+            edge counted once per direction), recomputed at every level, as
+            merged nodes' similarities spread less. Defaults to 'image'.
+        tie_jitter (float): Break ties (and near-ties) between candidate
+            pairs by adding, at every level, a seeded uniform value in
+            ``[0, tie_jitter * s)`` to every node pair's similarity, where
+            ``s`` is the image's off-diagonal standard deviation plus the
+            absolute off-diagonal mean (1 for an all-zero affinity). The
+            value depends only on the image's seed, the level and the pair
+            of node ids, so it is the same from both ends of a pair; the
+            tolerated similarity loss grows by the same amplitude, so that
+            pairs within it of a node's best remain acceptable (they are
+            ties). 0 breaks ties by pair id (the smaller id wins, a
+            top-left bias). Defaults to 0.
+        generator (torch.Generator, optional): Random source (on the
+            affinity's device) of the per-image jitter seeds, one
+            ``torch.randint`` draw of ``B`` values when ``tie_jitter > 0``;
+            None derives each image's seed from its affinity (no draw).
+            Unused when ``tie_jitter`` is 0. Defaults to None.
 
     Returns:
         Hierarchy: ``ancestors`` ``[B, L, N]`` and ``num_nodes`` ``[B, L]``.
@@ -575,6 +843,17 @@ def build_hierarchy(affinity: Tensor,
         raise ValueError(f'rounds must be an int >= 1, got {rounds!r}')
     if not tolerance >= 0:
         raise ValueError(f'tolerance must be >= 0, got {tolerance!r}')
+    if affinity_norm not in AFFINITY_NORMS:
+        raise ValueError(f'affinity_norm must be one of {AFFINITY_NORMS}, '
+                         f'got {affinity_norm!r}')
+    if tolerance_scope not in TOLERANCE_SCOPES:
+        raise ValueError(f'tolerance_scope must be one of '
+                         f'{TOLERANCE_SCOPES}, got {tolerance_scope!r}')
+    if (isinstance(tie_jitter, bool)
+            or not isinstance(tie_jitter, (int, float))
+            or not 0 <= tie_jitter < math.inf):
+        raise ValueError('tie_jitter must be a finite number >= 0, got '
+                         f'{tie_jitter!r}')
     _check_level_count('max_levels', max_levels)
     _check_level_count('num_levels', num_levels)
     num = h * w
@@ -586,26 +865,40 @@ def build_hierarchy(affinity: Tensor,
     if compile and compact:
         raise ValueError('compile needs static shapes: compact=False')
     with torch.no_grad():
-        weights = affinity.detach().float()
-        finite, std = offdiagonal_stats(weights)
+        raw = affinity.detach().float()
+        weights = normalize_affinity(raw, affinity_norm)
+        finite, mean, std = offdiagonal_moments(weights)
         if check_finite:
-            _raise_if_not_finite(weights, finite)
-        margin = (std * tolerance if math.isfinite(tolerance) else
-                  torch.full_like(std, math.inf))[:, None]  # [B, 1]
+            _raise_if_not_finite(raw, finite)
+        level_spread = (tolerance_scope == 'level'
+                        and math.isfinite(tolerance))
+        if level_spread:  # the level's spread is applied in _match
+            margin = torch.full_like(std, tolerance)[:, None]
+        else:
+            margin = (std * tolerance if math.isfinite(tolerance) else
+                      torch.full_like(std, math.inf))[:, None]  # [B, 1]
         batch = weights.shape[0]
+        jitter = seed = None
+        if tie_jitter > 0:
+            scale = std + mean.abs()
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+            jitter = (scale * tie_jitter)[:, None]  # [B, 1]
+            seed = _jitter_seeds(raw, generator)  # [B, 1]
         src, dst = grid_edges(h, w, weights.device)
         u, v = src.expand(batch, -1), dst.expand(batch, -1)  # [B, E]
         node = torch.arange(num, device=weights.device).expand(batch, num)
         sizes = weights.new_ones(batch, num)  # [B, K]
         step = _compiled_level(weights.device) if compile else _level
         ancestors, counts = [node], [torch.full_like(node[:, 0], num)]
-        for _ in range(levels):
+        for level in range(levels):
             if compact and weights.shape[1] == 1:  # one node: a repeat
                 ancestors.append(node)
                 counts.append(counts[-1])
                 continue
             weights, sizes, u, v, node, count = step(
-                weights, sizes, u, v, node, margin, rounds, compact)
+                weights, sizes, u, v, node, margin, rounds, compact,
+                level_spread, jitter,
+                None if seed is None else _level_seed(seed, level))
             ancestors.append(node)
             counts.append(count)
         num_nodes = torch.stack(counts, dim=1)  # [B, L]
