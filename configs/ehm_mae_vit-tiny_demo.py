@@ -39,7 +39,9 @@ model = dict(
         decoder_num_heads=2,
         mlp_ratio=2.),
     head=dict(patch_size=patch_size),
-    # An 8 x 8 grid guarantees 6 tree levels; depth 4 ~ 4-patch nodes.
+    # An 8 x 8 grid guarantees 6 tree levels; level-4 nodes hold 3.9
+    # patches on average with the random-init teacher, 4.7 after this
+    # demo's 20 epochs (measured, docs/en/design.md section 3).
     masking=dict(d_max=4.0),
     # A short run needs a faster teacher than ImageNet's 4e-5.
     ema_momentum=0.01)

@@ -17,7 +17,11 @@ ehm_mae_model = dict(
         type='EvolvedHierarchicalMasking',
         mask_ratio=0.75,
         d_min=0.0,  # patch level at the start: MAE random masking
-        d_max=5.0,  # ~6-patch nodes of the 14 x 14 grid at the end
+        # Level 5 at the end: nodes of at most 32 patches, 4.9-5.4 on
+        # average for a random-init ViT-B teacher (14 x 14), larger as it
+        # trains (docs/en/design.md, section 3); depth_unit='node_size'
+        # fixes the node size (2**d patches) instead of the level.
+        d_max=5.0,
         schedule='linear'),
     teacher='ema',
     ema_momentum=4e-5,  # teacher = (1 - m) * teacher + m * student

@@ -63,6 +63,14 @@ def parse_args() -> argparse.Namespace:
                         'CPU, 128 on accelerators)')
     parser.add_argument('--step-repeats', type=int, default=2,
                         help='timed MAE training steps (default 2)')
+    parser.add_argument('--depth-unit', default='level',
+                        choices=['level', 'node_size'],
+                        help='EvolvedHierarchicalMasking.depth_unit (default '
+                        'level)')
+    parser.add_argument('--boundary', default='random',
+                        choices=['random', 'subtree'],
+                        help='EvolvedHierarchicalMasking.boundary (default '
+                        'random)')
     parser.add_argument('--skip-vit', action='store_true',
                         help='skip the ViT-B teacher and MAE step timings')
     return parser.parse_args()
@@ -152,7 +160,6 @@ def main() -> None:
         'cuda' if torch.cuda.is_available() else 'cpu'))
     h, w = args.grid
     batch, num = args.batch_size, h * w
-    levels = math.ceil(args.depth)
     print(f'device: {device}, torch {torch.__version__}, '
           f'{torch.get_num_threads()} CPU threads')
     affinity = smooth_affinity(batch, h, w, device)
@@ -161,9 +168,13 @@ def main() -> None:
         return MODELS.build(
             dict(type='EvolvedHierarchicalMasking', grid_size=(h, w),
                  mask_ratio=0.75, d_min=args.depth, d_max=args.depth,
-                 schedule='constant', hierarchy_cfg=hierarchy_cfg))
+                 schedule='constant', depth_unit=args.depth_unit,
+                 boundary=args.boundary, hierarchy_cfg=hierarchy_cfg))
 
     static = masking(compact=False)
+    levels = math.ceil(args.depth)
+    if args.depth_unit == 'node_size':  # levels the module builds
+        levels = math.ceil(static.levels_per_octave * levels)
     calls = {
         'tree, static, levels used':
         lambda: build_hierarchy(
@@ -174,7 +185,8 @@ def main() -> None:
         lambda: static(affinity, progress=0.5),
     }
     print(f'B = {batch}, grid {h}x{w} (N = {num}), depth d = {args.depth} '
-          f'({levels} levels used)')
+          f'({levels} levels used), depth_unit={args.depth_unit}, '
+          f'boundary={args.boundary}')
     print('operator launches per call (top-level aten ops [all aten ops]):')
     for name, call in calls.items():
         call()
@@ -186,6 +198,8 @@ def main() -> None:
           ' '.join(f'{c:.1f}' for c in counts))
 
     default = masking()
+    sizes = default(affinity, progress=0.5).node_size
+    print(f'mean masked-node size: {float(sizes.mean()):.2f} patches')
     t_ehm = timed(lambda: default(affinity, progress=0.5), args.repeats,
                   device)
     t_tree = timed(

@@ -213,6 +213,10 @@ class MaskingResult:
         nonfinite (Tensor, optional): BoolTensor ``[B]``, the images whose
             affinity was not finite and that got depth-0 masks instead
             (``nonfinite='random'``). Defaults to None.
+        node_size (Tensor, optional): float ``[B]``, the mean size in
+            patches of the nodes each image's mask covers, wholly or (the
+            boundary node) partly (:func:`masked_node_size`).
+            Defaults to None.
     """
 
     mask: Tensor
@@ -221,6 +225,7 @@ class MaskingResult:
     depth: Tensor
     hierarchy: Optional[Hierarchy] = None
     nonfinite: Optional[Tensor] = None
+    node_size: Optional[Tensor] = None
 
 
 def num_masked(num_patches: int, mask_ratio: float) -> int:
@@ -266,7 +271,8 @@ def check_mask_ratio(mask_ratio: float) -> float:
 def mask_nodes(nodes: Tensor,
                mask_ratio: float,
                noise: Optional[Tensor] = None,
-               generator: Optional[torch.Generator] = None
+               generator: Optional[torch.Generator] = None,
+               order: Optional[Tensor] = None
                ) -> Tuple[Tensor, Tensor, Tensor]:
     """Mask whole nodes in random order, ``round(mask_ratio * N)`` patches.
 
@@ -277,7 +283,9 @@ def mask_nodes(nodes: Tensor,
     u_i)`` ascending, the first ``N - round(mask_ratio * N)`` are kept and
     the rest masked. When every node is one patch the order is
     ``argsort(u)``, exactly what ``MAEViT.random_masking`` computes from the
-    same draw.
+    same draw. ``order`` replaces the rank of ``u_i`` inside a node (node
+    scores still come from ``u``), e.g. :func:`subtree_order`, so that only
+    which patches of the one split node are masked changes.
 
     Args:
         nodes (Tensor): LongTensor ``[B, N]``, each patch's node id (any
@@ -287,6 +295,9 @@ def mask_nodes(nodes: Tensor,
             values; None draws ``torch.rand(B, N)``. Defaults to None.
         generator (torch.Generator, optional): Random source for the draw;
             None uses the global one, as MAE does. Defaults to None.
+        order (Tensor, optional): LongTensor ``[B, N]``, each patch's
+            place in the order inside its node, distinct values per image;
+            None is the rank of ``u_i``. Defaults to None.
 
     Returns:
         Tuple[Tensor, Tensor, Tensor]: ``mask`` float ``[B, N]`` (1 =
@@ -311,6 +322,11 @@ def mask_nodes(nodes: Tensor,
     first = torch.full_like(nodes, num).scatter_reduce(
         1, nodes, index, 'amin')  # [B, N] smallest patch of every node
     node_rank = rank.gather(1, first.gather(1, nodes))  # [B, N]
+    if order is not None:
+        if order.shape != nodes.shape:
+            raise ValueError(f'order must have the shape of nodes '
+                             f'{[batch, num]}, got {list(order.shape)}')
+        rank = order
     ids_shuffle = torch.argsort(node_rank * num + rank, dim=1)
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     num_keep = num - num_masked(num, mask_ratio)
@@ -321,6 +337,101 @@ def mask_nodes(nodes: Tensor,
     return mask, ids_restore, ids_keep
 
 
+def subtree_order(ancestors: Tensor,
+                  level: Tensor,
+                  noise: Tensor,
+                  generator: Optional[torch.Generator] = None) -> Tensor:
+    """Order the patches of every node along its own subtree.
+
+    Inside a node of level ``d`` (image ``b``'s ``level[b]``), patches are
+    ordered lexicographically by the random rank of their ancestor at level
+    ``d - 1``, then at ``d - 2``, ..., and last by the rank of their own
+    value ``u_i`` (level 0). Every node of levels ``1 .. L - 2`` draws a
+    fresh uniform score (``torch.rand(B, L - 2, N)``, a node scoring the
+    draw at its smallest patch, ties broken by that patch), so the two
+    children of every node come in random order, independently at every
+    level. Any prefix or suffix of a node in this order is then a union of
+    whole descendants, at most one of them split per level: the masked
+    part of the boundary node is as contiguous as its subtree allows.
+
+    Args:
+        ancestors (Tensor): LongTensor ``[B, L, N]``, the trees
+            (:attr:`Hierarchy.ancestors`).
+        level (Tensor): LongTensor ``[B]``, the level each image's nodes
+            are cut from, ``< L``.
+        noise (Tensor): float ``[B, N]``, the per-patch values ``u_i`` of
+            :func:`mask_nodes`.
+        generator (torch.Generator, optional): Random source of the level
+            scores; None uses the global one. Defaults to None.
+
+    Returns:
+        Tensor: LongTensor ``[B, N]``, each patch's place in the order
+        (a permutation of ``0 .. N - 1`` per image), the ``order`` of
+        :func:`mask_nodes`.
+    """
+    batch, num_levels, num = ancestors.shape
+    perm = torch.argsort(noise, dim=1)  # [B, N] patches by u_i
+    index = torch.arange(num, device=ancestors.device).expand(batch, num)
+    if num_levels > 2:
+        scores = torch.rand(batch, num_levels - 2, num,
+                            device=ancestors.device, generator=generator)
+    for lvl in range(1, num_levels - 1):  # least significant level first
+        nodes = ancestors[:, lvl]  # [B, N]
+        first = torch.full_like(nodes, num).scatter_reduce(
+            1, nodes, index, 'amin').gather(1, nodes)  # [B, N]
+        # float32 draws are multiples of 2**-24: an exact integer key
+        key = (scores[:, lvl - 1].gather(1, first) * 2**24).long()
+        key = key * num + first  # [B, N], one distinct key per node
+        key = key.masked_fill(level[:, None] <= lvl, 0)  # not below d
+        perm = perm.gather(
+            1, torch.argsort(key.gather(1, perm), dim=1, stable=True))
+    return torch.empty_like(perm).scatter_(1, perm, index)  # [B, N]
+
+
+def masked_node_size(nodes: Tensor, mask: Tensor) -> Tensor:
+    """Mean size, in patches, of the nodes a mask covers.
+
+    A node counts with its whole size when any of its patches is masked
+    (so the boundary node counts as a whole).
+
+    Args:
+        nodes (Tensor): LongTensor ``[B, N]``, each patch's node id.
+        mask (Tensor): float ``[B, N]``, 1 = masked.
+
+    Returns:
+        Tensor: float ``[B]`` (0 for an image without masked patches).
+    """
+    sizes = torch.zeros_like(mask).scatter_add_(
+        1, nodes, torch.ones_like(mask))  # [B, N] size of node k
+    touched = torch.zeros_like(mask).scatter_reduce_(
+        1, nodes, mask, 'amax')  # [B, N] 1 if node k is (partly) masked
+    return (sizes * touched).sum(1) / touched.sum(1).clamp(min=1)
+
+
+def level_by_node_size(num_nodes: Tensor, num_patches: int,
+                       exponent: Tensor) -> Tensor:
+    """Per image, the level whose mean node size is closest to ``2**k``.
+
+    The mean node size of level ``l`` is ``N / num_nodes[b, l]``; the
+    distance to ``2**k`` is measured as a ratio, ``|log2(N / num_nodes) -
+    k|``, and ties go to the lower level. Levels repeated above a tree's
+    top (one node) are never preferred to the top itself.
+
+    Args:
+        num_nodes (Tensor): LongTensor ``[B, L]`` (:attr:`Hierarchy.
+            num_nodes`).
+        num_patches (int): ``N``.
+        exponent (Tensor): LongTensor ``[B]``, each image's ``k >= 0``.
+
+    Returns:
+        Tensor: LongTensor ``[B]``, levels in ``[0, L)``.
+    """
+    log_size = math.log2(num_patches) - torch.log2(
+        num_nodes.float())  # [B, L]
+    return (log_size - exponent[:, None].float()).abs().argmin(dim=1)
+
+
+
 # --------------------------------------------------------------------------
 # 3. The registered module
 # --------------------------------------------------------------------------
@@ -328,6 +439,8 @@ _HIERARCHY_OPTIONS = ('rounds', 'tolerance', 'max_levels', 'compact',
                       'compile', 'affinity_norm', 'tolerance_scope',
                       'tie_jitter')
 _NONFINITE_MODES = ('random', 'error')
+DEPTH_UNITS = ('level', 'node_size')
+BOUNDARY_MODES = ('random', 'subtree')
 
 
 @MODELS.register_module()
@@ -345,11 +458,28 @@ class EvolvedHierarchicalMasking(BaseModule):
     device (except with ``nonfinite='error'`` or a depth given as a
     tensor).
 
+    What a depth names (``depth_unit``): with ``'level'`` an image drawing
+    the integer depth ``k`` is masked with the nodes of its tree's level
+    ``k``. With ``'node_size'`` it is masked with the level whose mean node
+    size is closest to ``2**k`` patches (:func:`level_by_node_size`), so
+    that a depth means the same node size whatever the teacher (a weak
+    teacher's trees need more levels to reach it). Stochastic rounding
+    keeps its meaning in both units: ``d(t) = 3.4`` gives 60% of the
+    images depth 3 and 40% depth 4, i.e. nodes of 8 or 16 patches with
+    ``'node_size'``, a mean ``log2`` target node size of 3.4. The trees
+    are then built ``ceil(levels_per_octave * k_max)`` levels deep (static
+    shapes, no host read), capped by ``hierarchy_cfg.max_levels``; an
+    image whose tree has not reached ``2**k`` by then uses its deepest
+    level built (``MaskingResult.node_size`` shows the sizes reached).
+
     Random draws, in order: one ``torch.rand(B, N)`` for the patch values
     (the same draw as ``MAEViT.random_masking``), then, with ``progress``,
     ``torch.rand(B)`` for the depth rounding when ``d(t)`` is not an
     integer, then, with ``hierarchy_cfg.tie_jitter > 0`` and a tree to
-    build, ``torch.randint`` of ``B`` tie-breaking seeds.
+    build, ``torch.randint`` of ``B`` tie-breaking seeds, then, with
+    ``boundary='subtree'`` and trees of ``L >= 3`` levels,
+    ``torch.rand(B, L - 2, N)`` for the order of every node's children
+    (:func:`subtree_order`).
 
     Args:
         grid_size (Sequence[int]): The patch grid ``(h, w)`` of the
@@ -378,6 +508,19 @@ class EvolvedHierarchicalMasking(BaseModule):
             on the device; ``'error'`` raises a ValueError naming the
             images, which reads the device every call (for debugging).
             Defaults to 'random'.
+        depth_unit (str): What a depth names: ``'level'`` (a tree level)
+            or ``'node_size'`` (the level whose mean node size is closest
+            to ``2**d`` patches; ``d_max`` at most ``log2 N``).
+            Defaults to 'level'.
+        levels_per_octave (float): With ``depth_unit='node_size'``, tree
+            levels built per unit of depth (per doubling of the node
+            size), ``>= 1``: the trees are ``ceil(levels_per_octave *
+            k_max)`` levels deep for a largest drawn depth ``k_max``.
+            Unused with ``'level'``. Defaults to 3.0.
+        boundary (str): Which patches of the one partly masked node per
+            image are masked: ``'random'`` ones, or ``'subtree'``, in the
+            order of the node's own subtree (:func:`subtree_order`), so
+            that they form whole descendants. Defaults to 'random'.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -390,6 +533,9 @@ class EvolvedHierarchicalMasking(BaseModule):
                  num_steps: Optional[int] = None,
                  hierarchy_cfg: Optional[dict] = None,
                  nonfinite: str = 'random',
+                 depth_unit: str = 'level',
+                 levels_per_octave: float = 3.0,
+                 boundary: str = 'random',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.grid_size = check_grid_size(grid_size)
@@ -409,23 +555,54 @@ class EvolvedHierarchicalMasking(BaseModule):
             raise ValueError(f'nonfinite must be one of {_NONFINITE_MODES}, '
                              f'got {nonfinite!r}')
         self.nonfinite = nonfinite
+        if depth_unit not in DEPTH_UNITS:
+            raise ValueError(f'depth_unit must be one of {DEPTH_UNITS}, '
+                             f'got {depth_unit!r}')
+        self.depth_unit = depth_unit
+        if (isinstance(levels_per_octave, bool)
+                or not isinstance(levels_per_octave, (int, float))
+                or not 1.0 <= levels_per_octave < math.inf):
+            raise ValueError('levels_per_octave must be a finite number >= '
+                             f'1, got {levels_per_octave!r}')
+        self.levels_per_octave = float(levels_per_octave)
+        if boundary not in BOUNDARY_MODES:
+            raise ValueError(f'boundary must be one of {BOUNDARY_MODES}, '
+                             f'got {boundary!r}')
+        self.boundary = boundary
         self._check_schedule_fits_the_trees()
 
     def _check_schedule_fits_the_trees(self) -> None:
         """Refuse a schedule deeper than every tree over the grid reaches.
 
-        Every tree over ``N = h * w`` patches reaches at least
+        Level unit: every tree over ``N = h * w`` patches reaches at least
         ``min(ceil(log2 N), max_levels)`` levels. (At exactly
         ``ceil(log2 N)`` a tree may already be one node, whose "mask" is
-        then a random choice of patches.)
+        then a random choice of patches.) Node-size unit: nodes of ``2**k``
+        patches need ``2**k <= N``, and ``k <= max_levels`` (a node of
+        level ``l`` holds at most ``2**l`` patches).
         """
         h, w = self.grid_size
-        height = min_tree_height(h * w, self.hierarchy_cfg.get('max_levels'))
+        max_levels = self.hierarchy_cfg.get('max_levels')
         schedule = self.depth_schedule
-        if schedule.max_depth <= height:
-            return
         field = ('d_min' if schedule.d_min > schedule.d_max
                  and schedule.schedule != 'constant' else 'd_max')
+        if self.depth_unit == 'node_size':
+            limit = int(math.floor(math.log2(h * w)))
+            if max_levels is not None:
+                limit = min(limit, max_levels)
+            if schedule.max_depth <= limit:
+                return
+            raise ValueError(
+                f'{field}={getattr(schedule, field):g} reaches depth '
+                f'{schedule.max_depth}, i.e. nodes of '
+                f'{2**schedule.max_depth} patches (depth_unit=\'node_size\'),'
+                f' beyond the limit depth {limit} of a {h}x{w} patch grid '
+                f'(2**d <= {h * w} patches' +
+                (', d <= hierarchy_cfg.max_levels'
+                 if max_levels is not None else '') + f'); lower {field}')
+        height = min_tree_height(h * w, max_levels)
+        if schedule.max_depth <= height:
+            return
         raise ValueError(
             f'{field}={getattr(schedule, field):g} reaches depth '
             f'{schedule.max_depth}, beyond the tree height {height} that a '
@@ -508,8 +685,10 @@ class EvolvedHierarchicalMasking(BaseModule):
 
         Returns:
             MaskingResult: ``mask``, ``ids_restore``, ``ids_keep``,
-            ``depth`` (clamped to each tree's height), ``hierarchy`` (the
-            levels the masks needed) and ``nonfinite``.
+            ``depth`` (the tree level each mask is cut from: the depth
+            clamped to each tree's height, or with ``'node_size'`` the level
+            chosen by node size), ``hierarchy`` (the levels the masks
+            needed), ``nonfinite`` and ``node_size``.
         """
         if isinstance(progress, (tuple, list)):
             raise TypeError(
@@ -534,18 +713,27 @@ class EvolvedHierarchicalMasking(BaseModule):
                            generator=generator)
         depth, levels = self._depths(progress, depth, batch, device,
                                      generator)
+        if self.depth_unit == 'node_size' and levels is not None:
+            levels = math.ceil(self.levels_per_octave * levels)
         hierarchy, nonfinite = self._trees(affinity, levels, batch, device,
                                            generator)
         if nonfinite is not None:
             depth = depth.masked_fill(nonfinite, 0)
-        depth = torch.minimum(depth, hierarchy.heights)  # [B]
+        if self.depth_unit == 'node_size':
+            level = level_by_node_size(hierarchy.num_nodes,
+                                       self.num_patches, depth)  # [B]
+        else:
+            level = torch.minimum(depth, hierarchy.heights)  # [B]
         nodes = hierarchy.ancestors.gather(
-            1, depth[:, None, None].expand(batch, 1,
+            1, level[:, None, None].expand(batch, 1,
                                            self.num_patches)).squeeze(1)
+        order = (
+            subtree_order(hierarchy.ancestors, level, noise, generator)
+            if self.boundary == 'subtree' else None)
         mask, ids_restore, ids_keep = mask_nodes(
-            nodes, self.mask_ratio, noise=noise)
-        return MaskingResult(mask, ids_restore, ids_keep, depth, hierarchy,
-                             nonfinite)
+            nodes, self.mask_ratio, noise=noise, order=order)
+        return MaskingResult(mask, ids_restore, ids_keep, level, hierarchy,
+                             nonfinite, masked_node_size(nodes, mask))
 
     def _depths(self, progress: Optional[float],
                 depth: Union[int, Sequence[int], Tensor, None], batch: int,
@@ -618,4 +806,7 @@ class EvolvedHierarchicalMasking(BaseModule):
         return (f'grid_size={self.grid_size}, mask_ratio={self.mask_ratio}, '
                 f'depth_schedule={self.depth_schedule!r}, '
                 f'hierarchy_cfg={self.hierarchy_cfg}, '
-                f'nonfinite={self.nonfinite!r}')
+                f'nonfinite={self.nonfinite!r}, '
+                f'depth_unit={self.depth_unit!r}, '
+                f'levels_per_octave={self.levels_per_octave}, '
+                f'boundary={self.boundary!r}')

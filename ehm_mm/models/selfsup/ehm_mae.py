@@ -258,7 +258,9 @@ class EHMMAE(EMATeacherMixin, MAE):
 
         Returns:
             Dict[str, torch.Tensor]: ``loss``, ``mask_depth`` (the mean
-            depth of the batch's masks) and ``nonfinite_affinity``.
+            depth of the batch's masks), ``nonfinite_affinity`` and, for
+            masks cut from trees, ``mask_node_size`` (the mean size in
+            patches of the masked nodes).
         """
         if self.teacher is not None:
             self.teacher.update_parameters(self.backbone)
@@ -275,8 +277,11 @@ class EHMMAE(EMATeacherMixin, MAE):
         loss = self.head.loss(pred, inputs, mask)
         nonfinite = (masks.nonfinite.sum() if masks.nonfinite is not None
                      else masks.depth.new_zeros(()))
-        return dict(loss=loss, mask_depth=masks.depth.float().mean(),
-                    nonfinite_affinity=nonfinite.float())
+        losses = dict(loss=loss, mask_depth=masks.depth.float().mean(),
+                      nonfinite_affinity=nonfinite.float())
+        if masks.node_size is not None:  # mean masked-node size, patches
+            losses['mask_node_size'] = masks.node_size.mean()
+        return losses
 
     def extract_pooled_feat(self, inputs: torch.Tensor) -> torch.Tensor:
         """One feature vector per image from the student encoder.

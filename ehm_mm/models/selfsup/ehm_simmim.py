@@ -306,8 +306,10 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
         Returns:
             Dict[str, Tensor]: ``loss``, ``mask_depth`` (the batch's mean
             masking depth) and ``nonfinite_affinity`` (images whose
-            affinity held NaN or inf and got random masks; 0 normally),
-            the last two logged, not part of the loss.
+            affinity held NaN or inf and got random masks; 0 normally) and,
+            for masks cut from trees, ``mask_node_size`` (the mean size in
+            mask patches of the masked nodes), all but ``loss`` logged, not
+            part of the loss.
         """
         self.update_teacher()
         progress = self.current_progress()
@@ -323,5 +325,8 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
         loss = self.head.loss(img_rec, inputs, mask)
         nonfinite = (result.nonfinite.sum() if result.nonfinite is not None
                      else result.depth.new_zeros(()))
-        return dict(loss=loss, mask_depth=result.depth.float().mean(),
-                    nonfinite_affinity=nonfinite.float())
+        losses = dict(loss=loss, mask_depth=result.depth.float().mean(),
+                      nonfinite_affinity=nonfinite.float())
+        if result.node_size is not None:  # mean masked-node size, patches
+            losses['mask_node_size'] = result.node_size.mean()
+        return losses

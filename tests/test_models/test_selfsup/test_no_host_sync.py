@@ -136,6 +136,24 @@ def test_training_step_makes_no_host_read(teacher, hub):
     assert float(losses['mask_depth']) > 0
 
 
+@pytest.mark.parametrize('options', [
+    dict(depth_unit='node_size'),
+    dict(boundary='subtree'),
+    dict(depth_unit='node_size', boundary='subtree', levels_per_octave=3.),
+])
+def test_masking_options_make_no_host_read(options, hub):
+    model = _model('cpu', masking=dict(CFG['masking'], **options))
+    images = torch.randn(4, 3, 32, 32)
+    for it in (0, 1, 5, 10):
+        hub.update_info('iter', it)
+        with host_reads() as found:
+            losses = model.loss(images, [])
+        assert found == [], (options, it, found)
+        losses['loss'].backward()
+    # whole-node masks of the last step: nodes of more than one patch
+    assert float(losses['mask_node_size']) > 1
+
+
 def test_the_step_skips_the_teacher_when_every_depth_is_zero(hub):
     model = _model('cpu')
     images = torch.randn(4, 3, 32, 32)
@@ -162,9 +180,11 @@ def test_fixed_level_trees_make_no_host_read():
 
 @pytest.mark.skipif(
     not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_cuda_training_step_does_not_synchronize(hub):
+@pytest.mark.parametrize('options', [
+    dict(), dict(depth_unit='node_size', boundary='subtree')])
+def test_cuda_training_step_does_not_synchronize(options, hub):
     model = _model('cuda', masking=dict(
-        type='EvolvedHierarchicalMasking', d_min=0., d_max=3.))
+        type='EvolvedHierarchicalMasking', d_min=0., d_max=3., **options))
     images = torch.randn(4, 3, 32, 32, device='cuda')
     for it in (0, 5, 10):
         hub.update_info('iter', it)
