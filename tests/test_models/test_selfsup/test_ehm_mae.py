@@ -102,7 +102,9 @@ def test_training_step_updates_teacher_by_ema(hub):
             optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.5)))
     teacher_before = copy.deepcopy(model.teacher.module.state_dict())
     losses = model(_images(), mode='loss')
-    assert set(losses) == {'loss', 'mask_depth', 'nonfinite_affinity'}
+    assert set(losses) == {'loss', 'mask_depth', 'nonfinite_affinity',
+                           'mask_node_size'}
+    assert float(losses['mask_node_size']) >= 1
     assert float(losses['nonfinite_affinity']) == 0
     optim.update_params(losses['loss'])
     # No gradient ever reaches the teacher; weight decay leaves it alone.

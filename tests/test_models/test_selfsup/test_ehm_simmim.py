@@ -98,7 +98,9 @@ def test_training_step(base, size, hub):
     # masks in the data samples are ignored
     samples = [DataSample().set_mask(torch.ones(1)) for _ in range(2)]
     losses = model(images(size), samples, mode='loss')
-    assert set(losses) == {'loss', 'mask_depth', 'nonfinite_affinity'}
+    assert set(losses) == {'loss', 'mask_depth', 'nonfinite_affinity',
+                           'mask_node_size'}
+    assert float(losses['mask_node_size']) >= 1
     assert torch.isfinite(losses['loss']) and losses['mask_depth'] == 3
     assert losses['nonfinite_affinity'] == 0
     optim.update_params(losses['loss'])
