@@ -12,6 +12,9 @@ masks cut at depth ``d`` (``--depth``, stochastically rounded per image):
 * images/s of ``EvolvedHierarchicalMasking`` (tree + masks) and of the tree
   alone, and of mmpretrain's ``MAEViT.random_masking`` in the same run;
 * with ``--compile``, the same for ``hierarchy_cfg.compile=True``;
+* with ``--hierarchy-cfg KEY=VALUE ...``, images/s of the masking module
+  with those options next to the default one, timed alternately in the
+  same run, and their ratio;
 * images/s of the teacher affinity (``attention_affinity`` of a ViT-B/16,
   all 12 layers) and the seconds of one mmpretrain MAE ViT-B/16 training
   step (forward, backward, AdamW), and the fraction of it the masking costs.
@@ -22,12 +25,15 @@ feature map, a stand-in with the local coherence of attention maps.
 Example::
 
     python tools/benchmarks/bench_masking.py --threads 1
+    python tools/benchmarks/bench_masking.py --threads 1 --skip-vit \
+        --hierarchy-cfg affinity_norm=degree
     python tools/benchmarks/bench_masking.py --device cuda --step-batch 64
 """
 import argparse
+import ast
 import math
 import time
-from typing import Callable, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +79,29 @@ def parse_args() -> argparse.Namespace:
                         'random)')
     parser.add_argument('--skip-vit', action='store_true',
                         help='skip the ViT-B teacher and MAE step timings')
-    return parser.parse_args()
+    parser.add_argument('--hierarchy-cfg', nargs='+', default=None,
+                        metavar='KEY=VALUE',
+                        help='also time the masking module with these '
+                        'hierarchy_cfg options (e.g. affinity_norm=degree '
+                        'tie_jitter=1e-6) against the default, alternately')
+    args = parser.parse_args()
+    args.hierarchy_cfg = parse_options(parser, args.hierarchy_cfg)
+    return args
+
+
+def parse_options(parser: argparse.ArgumentParser,
+                  items: Tuple[str, ...]) -> Dict[str, object]:
+    """``KEY=VALUE`` strings to a dict; values are Python literals or str."""
+    options = {}
+    for item in items or ():
+        key, sep, text = item.partition('=')
+        if not sep or not key:
+            parser.error(f'--hierarchy-cfg takes KEY=VALUE, got {item!r}')
+        try:
+            options[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[key] = text
+    return options
 
 
 def smooth_affinity(batch: int, h: int, w: int,
@@ -101,6 +129,26 @@ def timed(fn: Callable[[], object], repeats: int,
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def timed_pair(first: Callable[[], object], second: Callable[[], object],
+               repeats: int, device: torch.device) -> Tuple[float, float]:
+    """Median seconds of two calls timed alternately (after a warm-up).
+
+    Alternating spreads a changing machine load over both.
+    """
+    first(), second()
+    times = ([], [])
+    for _ in range(repeats):
+        for fn, out in zip((first, second), times):
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            fn()
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            out.append(time.perf_counter() - start)
+    return tuple(sorted(t)[len(t) // 2] for t in times)
 
 
 def operator_launches(fn: Callable[[], object]) -> Tuple[int, int]:
@@ -225,6 +273,14 @@ def main() -> None:
         print(f'  compiled            : {batch / t_comp:10.0f} images/s '
               f'({t_comp * 1e3:.1f} ms per batch; first call '
               f'{first:.1f} s; {top} [{total}] aten ops per call)')
+    if args.hierarchy_cfg:
+        option = masking(**args.hierarchy_cfg)
+        t_base, t_opt = timed_pair(
+            lambda: default(affinity, progress=0.5),
+            lambda: option(affinity, progress=0.5), args.repeats, device)
+        print(f'  hierarchy_cfg={args.hierarchy_cfg}: '
+              f'{batch / t_opt:.0f} images/s vs {batch / t_base:.0f} '
+              f'default, ratio {t_base / t_opt:.3f} (alternate timing)')
     print(f'MAE random_masking    : {batch / t_random:10.0f} images/s '
           f'({t_random * 1e3:.1f} ms per batch, with the token gather)')
     if args.skip_vit:

@@ -9,7 +9,10 @@ later change of defaults does not silently change what is tested) is wrong:
 an attention sink, flat (constant or position-only) affinities, and planted
 quadrants whose fine-scale bonds inflate the level-0 spread.
 """
+import importlib.util
 import math
+import os.path as osp
+import sys
 
 import numpy as np
 import pytest
@@ -478,3 +481,26 @@ def test_pipeline_generator_takes_the_options_batched_or_not():
     for sample, want in zip(batch['data_samples'], expected):
         assert torch.equal(sample.mask, want['data_samples'].mask)
         assert int(sample.mask.sum()) == 32  # round(0.5 * 64)
+
+
+def test_benchmark_times_options_against_the_default(capsys, monkeypatch):
+    path = osp.join(osp.dirname(__file__), '..', '..', '..', 'tools',
+                    'benchmarks', 'bench_masking.py')
+    spec = importlib.util.spec_from_file_location('bench_masking', path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(sys, 'argv', [
+        'bench_masking.py', '--batch-size', '4', '--grid', '6', '5',
+        '--repeats', '1', '--skip-vit', '--device', 'cpu',
+        '--hierarchy-cfg', 'affinity_norm=degree', 'tie_jitter=1e-6'
+    ])
+    bench.main()
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if 'hierarchy_cfg=' in x)
+    assert "'affinity_norm': 'degree'" in line
+    assert "'tie_jitter': 1e-06" in line
+    assert float(line.rsplit('ratio ', 1)[1].split()[0]) > 0
+    monkeypatch.setattr(sys, 'argv', ['bench_masking.py', '--hierarchy-cfg',
+                                      'affinity_norm'])
+    with pytest.raises(SystemExit):
+        bench.parse_args()
