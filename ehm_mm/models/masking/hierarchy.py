@@ -268,8 +268,7 @@ def offdiagonal_moments(affinity: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         Tuple[Tensor, Tensor, Tensor]: ``finite`` ``[B]`` bool (False where
         the affinity holds NaN or inf, or overflows float32 when summed),
         ``mean`` and ``std`` ``[B]`` float32, the mean and standard
-        deviation of the off-diagonal entries (both 0 when ``N < 2``, the
-        std also when ``N * (N - 1) < 2``).
+        deviation of the off-diagonal entries (both 0 when ``N < 2``).
     """
     num = affinity.shape[1]
     total = affinity.sum((1, 2)).double()  # [B]
@@ -277,13 +276,11 @@ def offdiagonal_moments(affinity: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
                                         dim=1).double().square()  # [B]
     finite = torch.isfinite(total) & torch.isfinite(total_sq)
     count = num * num - num
-    if count < 1:
+    if count < 2:
         zeros = affinity.new_zeros(affinity.shape[0])
         return finite, zeros, zeros
     diag = affinity.diagonal(dim1=1, dim2=2).double()  # [B, N]
     mean = (total - diag.sum(1)) / count
-    if count < 2:
-        return finite, mean.float(), affinity.new_zeros(affinity.shape[0])
     var = (total_sq - diag.square().sum(1)) / count - mean.square()
     std = (var.clamp(min=0) * count / (count - 1)).sqrt()
     return finite, mean.float(), std.float()
