@@ -307,47 +307,46 @@ def offdiagonal_stats(affinity: Tensor) -> Tuple[Tensor, Tensor]:
 # --------------------------------------------------------------------------
 # Affinity normalisation (before the tree; static shapes, no host read)
 # --------------------------------------------------------------------------
-def _nonnegative(affinity: Tensor) -> Tensor:
-    """Shift an image's affinity up by its most negative off-diagonal entry.
+def _negative_shift(affinity: Tensor) -> Tensor:
+    """``[B, 1, 1]``: an image's most negative entry, or 0 if there is none.
 
-    Images without negative off-diagonal entries are returned unchanged
-    (bitwise); the diagonal does not set the shift.
+    Subtracting it makes the affinity non-negative; non-negative images
+    (attention) get 0, i.e. are used as they are.
     """
-    num = affinity.shape[1]
-    eye = torch.eye(num, dtype=torch.bool, device=affinity.device)
-    low = affinity.masked_fill(eye, math.inf).amin((1, 2))  # [B]
-    shift = low.clamp(max=0)[:, None, None]  # [B, 1, 1], 0 or negative
-    return affinity - shift
+    return affinity.amin((1, 2), keepdim=True).clamp(max=0)
 
 
 def normalize_affinity(affinity: Tensor, mode: str = 'none') -> Tensor:
     """Rescale a patch affinity so that no token dominates by its scale.
 
-    * ``'none'``: the affinity itself (the same tensor).
+    ``S`` below is the affinity made non-negative: an image with negative
+    entries (e.g. the negative squared distances of the pipeline's cue
+    affinity) is shifted up by its most negative entry; non-negative
+    affinities such as attention are used as they are.
+
+    * ``'none'``: the affinity itself (the same tensor, not shifted).
     * ``'degree'``: ``D^-1/2 S D^-1/2``, ``D`` the row sums of the
       symmetrised off-diagonal affinity, ``d_i = sum_{j != i} (S_ij +
-      S_ji) / 2``. A token that every other token likes (an attention
-      sink) has a large degree, so its affinities shrink by
-      ``1 / sqrt(d_sink)``.
+      S_ji) / 2``; the diagonal is set to 0 (the tree never uses it). A
+      token that every other token likes (an attention sink) has a large
+      degree, so its affinities shrink by ``1 / sqrt(d_sink)``. Degrees
+      below a floor (``1e-6`` of the image's mean degree, at least the
+      smallest normal float32) are raised to it.
     * ``'profile'``: the cosine similarity of the tokens' affinity
-      profiles, the rows of ``(S + S^T) / 2`` (diagonal included): two
-      tokens are similar when they attend to, and are attended by, the
-      same tokens. A sink is in every profile, so it adds to every pair
-      alike, while its own profile (liked by all) resembles none.
+      profiles, the rows of ``S`` (diagonal included): two tokens are
+      similar when they attend to, and are attended by, the same tokens
+      (for a symmetric affinity such as :func:`attention_affinity`'s). A
+      sink is in every profile, so it adds to every pair alike, while its
+      own profile (liked by all) resembles none.
     * ``'centered_profile'``: the same after subtracting the image's mean
       profile from every profile, so that what all tokens share (a sink's
       column, a uniform floor) no longer makes every pair look alike.
 
-    The non-trivial modes first shift an image's affinity that has
-    negative off-diagonal entries up by the most negative one (e.g. the
-    negative squared distances of the pipeline's cue affinity), so that
-    degrees and profiles are non-negative; non-negative affinities such as
-    attention are used as they are. Degrees below a floor (``1e-6`` of the
-    image's mean degree, at least the smallest normal float32) are raised
-    to it; ``'degree'`` sets the diagonal to 0 (the tree never uses
-    it). Float32, vectorised over the batch, no host read; ``'profile'``
-    and ``'centered_profile'`` cost one batched ``[N, N] x [N, N]``
-    product.
+    Like the affinity itself, the result is symmetrised by the tree
+    (:func:`build_hierarchy` uses ``(W_ij + W_ji) / 2``); it is symmetric
+    (up to rounding) when the affinity is. Float32, vectorised over the
+    batch, no host read; a few elementwise passes over ``[B, N, N]``, and
+    for the profiles one batched ``[N, N] x [N, N]`` product.
 
     Args:
         affinity (Tensor): float32 ``[B, N, N]``.
@@ -355,33 +354,31 @@ def normalize_affinity(affinity: Tensor, mode: str = 'none') -> Tensor:
             ``'centered_profile'``. Defaults to 'none'.
 
     Returns:
-        Tensor: float32 ``[B, N, N]``; for the non-trivial modes
-        symmetric (the profiles up to rounding).
+        Tensor: float32 ``[B, N, N]``.
     """
     if mode not in AFFINITY_NORMS:
         raise ValueError(f'affinity_norm must be one of {AFFINITY_NORMS}, '
                          f'got {mode!r}')
     if mode == 'none':
         return affinity
-    affinity = _nonnegative(affinity)
+    if mode == 'centered_profile':  # a constant shift cancels here
+        rows = affinity - affinity.mean(1, keepdim=True)  # - mean profile
+    else:
+        shift = _negative_shift(affinity)  # [B, 1, 1]
+        rows = affinity - shift
     if mode == 'degree':
-        diag = affinity.diagonal(dim1=1, dim2=2)  # [B, N]
-        degree = (affinity.sum(2) + affinity.sum(1)) / 2 - diag  # [B, N]
+        # the row and column sums of S, less its diagonal, in two reductions
+        diag = rows.diagonal(dim1=1, dim2=2)  # [B, N]
+        degree = (rows.sum(2) + rows.sum(1)) / 2 - diag  # [B, N]
         floor = (degree.mean(1, keepdim=True) * 1e-6).clamp(
             min=torch.finfo(degree.dtype).tiny)  # [B, 1]
         scale = torch.maximum(degree, floor).rsqrt()  # [B, N]
-        sym = (affinity + affinity.transpose(1, 2)) / 2
-        sym = sym * (scale[:, :, None] * scale[:, None, :])  # symmetric
-        # the tree never uses the diagonal; a token without degree would
-        # blow it up
-        sym.diagonal(dim1=1, dim2=2).zero_()
-        return sym
-    sym = (affinity + affinity.transpose(1, 2)) / 2
-    if mode == 'centered_profile':
-        sym = sym - sym.mean(1, keepdim=True)  # minus the mean profile
-    norm = torch.linalg.vector_norm(sym, dim=2, keepdim=True)  # [B, N, 1]
-    unit = sym / norm.clamp(min=torch.finfo(sym.dtype).tiny)
-    return unit @ unit.transpose(1, 2)
+        rows.mul_(scale[:, :, None]).mul_(scale[:, None, :])
+        rows.diagonal(dim1=1, dim2=2).zero_()
+        return rows
+    norm = torch.linalg.vector_norm(rows, dim=2, keepdim=True)  # [B, N, 1]
+    rows.div_(norm.clamp(min=torch.finfo(rows.dtype).tiny))
+    return rows @ rows.transpose(1, 2)
 
 
 def nonfinite_images(affinity: Tensor) -> Tensor:
