@@ -18,6 +18,7 @@ project goes through it.
 import os
 import os.path as osp
 import pickle
+import struct
 from typing import Any, Optional, Union
 
 import torch
@@ -38,6 +39,11 @@ _KEEP_SAFE = ('Do not retry with weights_only=False: it would run any code '
 class CheckpointLoadError(RuntimeError):
     """A checkpoint file is damaged or holds what weights-only loading
     refuses."""
+
+
+# What torch's weights-only unpickler raises on bytes that are no pickle
+# stream at all, besides UnpicklingError (measured on random files).
+_GARBAGE_ERRORS = (IndexError, KeyError, ValueError, struct.error)
 
 
 def _torch_reason(message: str) -> str:
@@ -108,6 +114,14 @@ def load_local_checkpoint(filename: Union[str, os.PathLike],
     except (EOFError, pickle.UnpicklingError) as error:
         raise CheckpointLoadError(describe_load_failure(filename,
                                                         error)) from None
+    except _GARBAGE_ERRORS as error:
+        # Bytes that are not a pickle stream make the unpickler fail in
+        # its own bookkeeping (an empty stack, an unknown memo key, a
+        # string that is not UTF-8) rather than with UnpicklingError.
+        raise CheckpointLoadError(
+            f'Checkpoint {filename} is not a PyTorch checkpoint, or is '
+            f'damaged (the unpickler failed: {type(error).__name__}: '
+            f'{error}). {_KEEP_SAFE}') from None
     except RuntimeError as error:
         if not any(m in str(error) for m in _DAMAGE_MARKERS):
             raise  # e.g. a map_location problem, not the file's

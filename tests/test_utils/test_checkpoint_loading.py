@@ -93,3 +93,37 @@ def test_resume_from_a_damaged_checkpoint_says_what_is_wrong(
     output = str(info.value)
     assert 'CheckpointLoadError' in output
     _check_message(output, damaged, 'truncated')
+
+
+def test_random_bytes_never_escape_as_unpickler_internals(tmp_path):
+    """Random files make torch's unpickler fail in many ways (an empty
+    stack, an unknown memo key, bytes that are not UTF-8), about one in
+    ten not as UnpicklingError; each must still be a CheckpointLoadError
+    naming the file."""
+    import random
+    rng = random.Random(0)
+    path = tmp_path / 'random.pth'
+    for _ in range(64):
+        path.write_bytes(bytes(rng.getrandbits(8) for _ in range(4096)))
+        with pytest.raises(CheckpointLoadError) as info:
+            load_local_checkpoint(path)
+        _check_message(str(info.value), path, 'random')
+
+
+@pytest.mark.parametrize('error', [
+    IndexError('pop from empty list'),
+    KeyError(133),
+    UnicodeDecodeError('utf-8', b'\xaa', 0, 1, 'invalid start byte'),
+])
+def test_unpickler_internal_errors_are_damage(tmp_path, monkeypatch, error):
+    path = tmp_path / 'x.pth'
+    path.write_bytes(b'not empty')
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(torch, 'load', fail)
+    with pytest.raises(CheckpointLoadError) as info:
+        load_local_checkpoint(path)
+    _check_message(str(info.value), path, 'random')
+    assert type(error).__name__ in str(info.value)
