@@ -24,7 +24,11 @@ ehm_mae_model = dict(
         d_max=5.0,
         schedule='linear'),
     teacher='ema',
-    ema_momentum=4e-5,  # teacher = (1 - m) * teacher + m * student
+    # teacher = (1 - m) * teacher + m * student every iteration: a half-life
+    # of ln 2 / -ln(1 - m) = 17.3k iterations, whatever the run's length.
+    # Or ema_momentum=None, ema_half_life=h: a half-life of h * max_iters
+    # (docs/en/design.md, "Teacher timescale").
+    ema_momentum=4e-5,
     # Affinity from all encoder layers. The cost knob: e.g. [0, 1, 2, 3]
     # (first 4 layers) measured 1.13x MAE's step time instead of 1.50x
     # (ViT-B, CPU; see docs/en/benchmarks_and_results.md).

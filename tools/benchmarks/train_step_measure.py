@@ -45,8 +45,8 @@ SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       'bench_train_step.py')
 SMOKE_ARCH = dict(embed_dims=32, num_layers=2, num_heads=4,
                   feedforward_channels=64)
-EHM_ONLY_KEYS = ('masking', 'teacher', 'ema_momentum', 'attn_layers',
-                 'feature_pool')
+EHM_ONLY_KEYS = ('masking', 'teacher', 'ema_momentum', 'ema_half_life',
+                 'attn_layers', 'feature_pool')
 MIB = 2**20
 
 

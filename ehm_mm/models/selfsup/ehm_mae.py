@@ -43,10 +43,12 @@ class EHMMAE(EMATeacherMixin, MAE):
     Nothing in the step reads a device value back to the host: shapes are
     static, the configuration is checked when the model is built, and the
     teacher's step count lives on the host. The returned dict holds
-    ``loss``, ``mask_depth`` (the batch's mean masking depth) and
+    ``loss``, ``mask_depth`` (the batch's mean masking depth),
     ``nonfinite_affinity`` (the number of images whose affinity held NaN or
-    inf and got MAE random masks instead; 0 normally), the last two logged,
-    not part of the loss.
+    inf and got MAE random masks instead; 0 normally) and, with
+    ``teacher='ema'``, ``teacher_distance`` (``||teacher - student|| /
+    ||student||`` after the update), all but ``loss`` logged, not part of
+    the loss.
 
     The random draws of every iteration come from seeds hashed from
     ``(torch.initial_seed(), rank, iter)`` (:func:`mask_seed`), not from the
@@ -56,8 +58,9 @@ class EHMMAE(EMATeacherMixin, MAE):
 
     The teacher is updated at the start of every :meth:`loss` call with the
     student as the last optimizer step left it, i.e. once per iteration
-    (with gradient accumulation, once per accumulated batch). Its first
-    update copies the student.
+    (with gradient accumulation, once per accumulated batch; see
+    :class:`~ehm_mm.models.selfsup.ema_teacher.EMATeacherMixin` for what
+    ``ema_half_life`` means then). Its first update copies the student.
 
     The state dict holds ``backbone.*`` (exactly ``MAEViT``'s keys),
     ``neck.*``, ``head.*`` and, with ``teacher='ema'``, the teacher as
@@ -79,9 +82,14 @@ class EHMMAE(EMATeacherMixin, MAE):
             of the encoder (:class:`EMATeacher`, mmengine's
             ``ExponentialMovingAverage``), or ``'online'``, the student
             itself without gradients. Defaults to ``'ema'``.
-        ema_momentum (float): EMA momentum in mmengine's convention,
-            ``teacher = (1 - m) * teacher + m * student`` every iteration.
-            Defaults to 4e-5.
+        ema_momentum (float, optional): EMA momentum in mmengine's
+            convention, ``teacher = (1 - m) * teacher + m * student`` every
+            iteration (a half-life of ``ln 2 / -ln(1 - m)`` iterations).
+            None to use ``ema_half_life``. Defaults to 4e-5.
+        ema_half_life (float, optional): The teacher's half-life as a
+            fraction of the run's iterations, in ``(0, 1]``, resolved to a
+            momentum from ``max_iters`` at the first training step; needs
+            ``ema_momentum=None``. Defaults to None.
         attn_layers (Sequence[int], optional): Encoder layers whose
             attention builds the affinity (negative values count from the
             end); the teacher only runs up to the deepest one, so this is
@@ -110,7 +118,8 @@ class EHMMAE(EMATeacherMixin, MAE):
                  head: dict,
                  masking: dict,
                  teacher: str = 'ema',
-                 ema_momentum: float = 4e-5,
+                 ema_momentum: Optional[float] = 4e-5,
+                 ema_half_life: Optional[float] = None,
                  attn_layers: Optional[Sequence[int]] = None,
                  feature_pool: str = 'avg',
                  predict_patch_features: bool = False,
@@ -149,7 +158,7 @@ class EHMMAE(EMATeacherMixin, MAE):
         self.attn_layers = self._check_attn_layers(attn_layers)
         self.feature_pool = feature_pool
         self.predict_patch_features = bool(predict_patch_features)
-        self.init_teacher(teacher, ema_momentum)
+        self.init_teacher(teacher, ema_momentum, ema_half_life)
 
     @property
     def grid_size(self) -> tuple:
@@ -258,12 +267,11 @@ class EHMMAE(EMATeacherMixin, MAE):
 
         Returns:
             Dict[str, torch.Tensor]: ``loss``, ``mask_depth`` (the mean
-            depth of the batch's masks), ``nonfinite_affinity`` and, for
-            masks cut from trees, ``mask_node_size`` (the mean size in
-            patches of the masked nodes).
+            depth of the batch's masks), ``nonfinite_affinity``, for masks
+            cut from trees ``mask_node_size`` (the mean size in patches of
+            the masked nodes) and, with an EMA teacher, ``teacher_distance``.
         """
-        if self.teacher is not None:
-            self.teacher.update_parameters(self.backbone)
+        self.update_teacher()
         progress = self.current_progress()
         depth = self.masking.draw_depths(
             progress, inputs.shape[0], random.Random(self.mask_seed('depth')))
@@ -281,6 +289,7 @@ class EHMMAE(EMATeacherMixin, MAE):
                       nonfinite_affinity=nonfinite.float())
         if masks.node_size is not None:  # mean masked-node size, patches
             losses['mask_node_size'] = masks.node_size.mean()
+        losses.update(self.teacher_log_vars())
         return losses
 
     def extract_pooled_feat(self, inputs: torch.Tensor) -> torch.Tensor:

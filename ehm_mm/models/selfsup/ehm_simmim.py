@@ -115,8 +115,13 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
             is used (``'attention'`` only); None means all.
             Defaults to None.
         teacher (str): ``'ema'`` or ``'online'``. Defaults to ``'ema'``.
-        ema_momentum (float): EMA momentum, ``teacher = (1 - m) * teacher
-            + m * student`` per step. Defaults to 4e-5.
+        ema_momentum (float, optional): EMA momentum, ``teacher = (1 - m)
+            * teacher + m * student`` per iteration; None to use
+            ``ema_half_life``. Defaults to 4e-5.
+        ema_half_life (float, optional): The teacher's half-life as a
+            fraction of the run's iterations, in ``(0, 1]``; needs
+            ``ema_momentum=None`` (see ``EMATeacherMixin``).
+            Defaults to None.
         target_generator (dict, optional): Unused by SimMIM.
             Defaults to None.
         pretrained (str, optional): Checkpoint to load at init.
@@ -136,7 +141,8 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
                  affinity: Optional[str] = None,
                  attn_layers: Optional[Sequence[int]] = None,
                  teacher: str = 'ema',
-                 ema_momentum: float = 4e-5,
+                 ema_momentum: Optional[float] = 4e-5,
+                 ema_half_life: Optional[float] = None,
                  target_generator: Optional[dict] = None,
                  pretrained: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
@@ -197,7 +203,7 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
             self.masking = MODELS.build(masking)
         except (TypeError, ValueError) as e:
             raise type(e)(f'model.masking: {e}') from e
-        self.init_teacher(teacher, ema_momentum)
+        self.init_teacher(teacher, ema_momentum, ema_half_life)
 
     def _inspect(self) -> Tuple[str, Tuple[int, int], int]:
         """The backbone's kind, token grid and token size in pixels."""
@@ -305,11 +311,12 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
 
         Returns:
             Dict[str, Tensor]: ``loss``, ``mask_depth`` (the batch's mean
-            masking depth) and ``nonfinite_affinity`` (images whose
-            affinity held NaN or inf and got random masks; 0 normally) and,
-            for masks cut from trees, ``mask_node_size`` (the mean size in
-            mask patches of the masked nodes), all but ``loss`` logged, not
-            part of the loss.
+            masking depth), ``nonfinite_affinity`` (images whose affinity
+            held NaN or inf and got random masks; 0 normally), for masks cut
+            from trees ``mask_node_size`` (the mean size in mask patches of
+            the masked nodes) and, with an EMA teacher, ``teacher_distance``
+            (``||teacher - student|| / ||student||``), all but ``loss``
+            logged, not part of the loss.
         """
         self.update_teacher()
         progress = self.current_progress()
@@ -329,4 +336,5 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
                       nonfinite_affinity=nonfinite.float())
         if result.node_size is not None:  # mean masked-node size, patches
             losses['mask_node_size'] = result.node_size.mean()
+        losses.update(self.teacher_log_vars())
         return losses

@@ -8,7 +8,8 @@ on the algorithm.
 import contextlib
 import hashlib
 import logging
-from typing import Iterator, Optional
+import math
+from typing import Dict, Iterator, Optional
 
 import torch
 from mmengine.dist import get_rank
@@ -28,6 +29,35 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.train(was_training)
+
+
+def half_life_momentum(half_life: float, max_iters: int) -> float:
+    """The per-iteration EMA momentum of a half-life in units of training.
+
+    ``(1 - m) ** (half_life * max_iters) == 1 / 2``: after ``half_life *
+    max_iters`` iterations the teacher keeps half of what it was and has
+    taken the other half from the student.
+
+    Args:
+        half_life (float): The half-life as a fraction of the run, in
+            ``(0, 1]``.
+        max_iters (int): The run's total iterations.
+
+    Returns:
+        float: ``m = 1 - 2 ** (-1 / (half_life * max_iters))``, in
+        ``(0, 0.5]``.
+
+    Raises:
+        ValueError: When ``half_life * max_iters`` is less than one
+            iteration.
+    """
+    iters = half_life * max_iters
+    if iters < 1:
+        raise ValueError(
+            f'model.ema_half_life={half_life} of max_iters={max_iters} is '
+            f'{iters:g} iterations; the teacher needs a half-life of at '
+            'least one iteration (use a larger fraction or ema_momentum)')
+    return -math.expm1(-math.log(2) / iters)
 
 
 def mask_seed(base_seed: int, rank: int, iteration: int,
@@ -66,11 +96,18 @@ class EMATeacher(ExponentialMovingAverage):
 
     Args:
         model (nn.Module): The model to average.
-        momentum (float): ``teacher = (1 - m) * teacher + m * student``.
+        momentum (float, optional): ``teacher = (1 - m) * teacher + m *
+            student``, in ``(0, 1)``. None leaves it to be set (as
+            ``self.momentum``) before the first average, e.g. from a
+            half-life once the run's length is known. Defaults to None.
     """
 
-    def __init__(self, model: nn.Module, momentum: float) -> None:
-        super().__init__(model, momentum=momentum)
+    def __init__(self, model: nn.Module,
+                 momentum: Optional[float] = None) -> None:
+        # mmengine checks the range; a momentum set later is checked by
+        # whoever sets it (`half_life_momentum`).
+        super().__init__(model, momentum=0.5 if momentum is None else momentum)
+        self.momentum: Optional[float] = momentum
         self.num_updates = 0  # host copy of `steps`
 
     @torch.no_grad()
@@ -87,6 +124,8 @@ class EMATeacher(ExponentialMovingAverage):
                 [self.avg_parameters[k].data for k in names],
                 [source[k].data for k in names])
         elif self.num_updates % self.interval == 0:
+            if self.momentum is None:
+                raise RuntimeError('EMATeacher: momentum is not set')
             names = [k for k in names
                      if self.avg_parameters[k].dtype.is_floating_point]
             torch._foreach_lerp_(
@@ -101,6 +140,29 @@ class EMATeacher(ExponentialMovingAverage):
                                                      model.buffers())])
         self.steps.add_(1)
         self.num_updates += 1
+
+    @torch.no_grad()
+    def relative_distance(self, model: nn.Module) -> torch.Tensor:
+        """``||teacher - student|| / ||student||`` over the parameters.
+
+        The L2 norms run over all floating-point parameters together, on
+        the device (a few ``_foreach`` kernels, no host read).
+
+        Args:
+            model (nn.Module): The student, with the same parameter names.
+
+        Returns:
+            torch.Tensor: A float32 scalar on the teacher's device.
+        """
+        source = dict(model.named_parameters())
+        names = [k for k, v in self.avg_parameters.items()
+                 if v.dtype.is_floating_point]
+        teacher = [self.avg_parameters[k].data for k in names]
+        student = [source[k].data.to(t.device) for k, t in zip(names, teacher)]
+        gap = torch._foreach_sub(teacher, student)
+        gap_norm = torch.stack(torch._foreach_norm(gap)).float().norm()
+        norm = torch.stack(torch._foreach_norm(student)).float().norm()
+        return gap_norm / norm
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
                               **kwargs) -> None:
@@ -123,35 +185,87 @@ class EMATeacherMixin:
       a copy of the initialised student;
     * :meth:`update_teacher`, called once per training step before the
       masks are made, with the student as the last optimizer step left it
-      (the first update copies the student);
+      (the first update copies the student); with ``ema_half_life`` it
+      first resolves the momentum from the run's ``max_iters``;
+    * :meth:`teacher_log_vars`: the teacher-student distance to log;
     * :meth:`current_progress` reads ``iter / max_iters`` from mmengine's
       ``MessageHub``, so epoch- and iteration-based loops and resumed runs
       see the right value;
     * :meth:`mask_seed` / :meth:`_mask_generator`: this iteration's seeds
       (:func:`mask_seed`), so a resumed run draws the masks an
       uninterrupted one would and no two ranks share a stream.
+
+    The teacher's timescale is set by one of two options:
+
+    * ``ema_momentum`` ``m``: ``teacher = (1 - m) * teacher + m * student``
+      every iteration; its half-life, ``ln 2 / -ln(1 - m)`` iterations, is
+      a different share of a short and a long run;
+    * ``ema_half_life`` ``h``: the half-life as a fraction of the run.
+      At the first training step ``m = 1 - 2 ** (-1 / (h * max_iters))``
+      (:func:`half_life_momentum`), ``max_iters`` read from the message
+      hub (a host int the runner put there). A resumed run computes the
+      same ``m`` (same config, same ``max_iters``); a run resumed with a
+      different ``max_iters`` gets the half-life of its new length.
+
+    Gradient accumulation over ``k`` iterations (mmengine's
+    ``OptimWrapper(accumulative_counts=k)``): the teacher moves every
+    iteration. Within an accumulation window the student does not change,
+    so the window's ``k`` moves compound to one move of momentum
+    ``1 - (1 - m) ** k`` towards the student of the last optimizer step.
+    The half-life ``h * max_iters`` iterations is therefore the same
+    fraction ``h`` of the run's optimizer steps: ``ema_half_life`` means
+    the same with and without accumulation (a per-step ``ema_momentum``
+    does not: its half-life in optimizer steps shrinks ``k`` times).
     """
 
     backbone: nn.Module
     teacher: Optional[EMATeacher]
 
-    def init_teacher(self, teacher: str, ema_momentum: float) -> None:
+    def init_teacher(self,
+                     teacher: str,
+                     ema_momentum: Optional[float],
+                     ema_half_life: Optional[float] = None) -> None:
         """Validate the options and build the teacher.
 
         Args:
             teacher (str): ``'ema'`` or ``'online'``.
-            ema_momentum (float): EMA momentum in mmengine's convention,
-                ``teacher = (1 - m) * teacher + m * student`` per step, in
-                ``(0, 1)``.
+            ema_momentum (float, optional): EMA momentum in mmengine's
+                convention, ``teacher = (1 - m) * teacher + m * student``
+                per iteration, in ``(0, 1)``; None with ``ema_half_life``.
+            ema_half_life (float, optional): The teacher's half-life as a
+                fraction of the run's iterations, in ``(0, 1]``; needs
+                ``ema_momentum=None``. Defaults to None.
+
+        Raises:
+            ValueError: An unknown ``teacher``, both or (for ``'ema'``)
+                neither timescale given, or one out of its range.
         """
         if teacher not in TEACHER_TYPES:
             raise ValueError(f'model.teacher must be one of {TEACHER_TYPES}, '
                              f'got {teacher!r}')
-        if isinstance(ema_momentum, bool) or not 0 < ema_momentum < 1:
-            raise ValueError('model.ema_momentum must be in (0, 1), got '
-                             f'{ema_momentum!r}')
+        if ema_momentum is not None and ema_half_life is not None:
+            raise ValueError(
+                'model.ema_momentum and model.ema_half_life are two ways to '
+                'set the teacher\'s timescale; give one (to use '
+                f'ema_half_life={ema_half_life!r}, set ema_momentum=None)')
+        if ema_half_life is not None:
+            if (isinstance(ema_half_life, bool)
+                    or not isinstance(ema_half_life, (int, float))
+                    or not 0 < ema_half_life <= 1):
+                raise ValueError(
+                    'model.ema_half_life is a fraction of the run in (0, 1], '
+                    f'got {ema_half_life!r}')
+        elif ema_momentum is not None:
+            if isinstance(ema_momentum, bool) or not 0 < ema_momentum < 1:
+                raise ValueError('model.ema_momentum must be in (0, 1), got '
+                                 f'{ema_momentum!r}')
+        elif teacher == 'ema':
+            raise ValueError(
+                "model.teacher='ema' needs ema_momentum (per iteration) or "
+                'ema_half_life (a fraction of the run); both are None')
         self.teacher_type = teacher
         self.ema_momentum = ema_momentum
+        self.ema_half_life = ema_half_life
         if teacher == 'ema':
             self.teacher = EMATeacher(self.backbone, ema_momentum)
             self.teacher.eval()
@@ -169,9 +283,55 @@ class EMATeacherMixin:
         return self.backbone if self.teacher is None else self.teacher.module
 
     def update_teacher(self) -> None:
-        """One EMA step towards the student (nothing for ``'online'``)."""
-        if self.teacher is not None:
-            self.teacher.update_parameters(self.backbone)
+        """One EMA step towards the student (nothing for ``'online'``).
+
+        With ``ema_half_life``, the first call resolves the momentum
+        (:meth:`resolve_teacher_momentum`).
+        """
+        if self.teacher is None:
+            return
+        if self.teacher.momentum is None:
+            self.teacher.momentum = self.resolve_teacher_momentum()
+        self.teacher.update_parameters(self.backbone)
+
+    def resolve_teacher_momentum(self) -> float:
+        """``ema_half_life`` as a per-iteration momentum for this run.
+
+        Returns:
+            float: :func:`half_life_momentum` of ``ema_half_life`` and the
+            message hub's ``max_iters``.
+
+        Raises:
+            RuntimeError: The hub holds no ``max_iters`` (no runner).
+            ValueError: The half-life is less than one iteration.
+        """
+        max_iters = MessageHub.get_current_instance().get_info('max_iters')
+        if not max_iters:
+            raise RuntimeError(
+                f'{type(self).__name__}: ema_half_life is a fraction of the '
+                'run, but the MessageHub holds no `max_iters` (not trained '
+                'by an mmengine Runner?); set it or use ema_momentum')
+        momentum = half_life_momentum(self.ema_half_life, int(max_iters))
+        print_log(
+            f'{type(self).__name__}: ema_half_life={self.ema_half_life} of '
+            f'max_iters={max_iters} = {self.ema_half_life * max_iters:g} '
+            f'iterations -> ema momentum {momentum:.6g} per iteration',
+            logger='current')
+        return momentum
+
+    def teacher_log_vars(self) -> Dict[str, torch.Tensor]:
+        """What to log about the teacher: its distance to the student.
+
+        Returns:
+            Dict[str, torch.Tensor]: ``teacher_distance``, ``||teacher -
+            student|| / ||student||`` over the encoder's parameters (a
+            device scalar, :meth:`EMATeacher.relative_distance`); empty for
+            ``'online'``.
+        """
+        if self.teacher is None:
+            return {}
+        return dict(
+            teacher_distance=self.teacher.relative_distance(self.backbone))
 
     def train(self, mode: bool = True):
         """Set train/eval mode; the EMA teacher always stays in eval mode.

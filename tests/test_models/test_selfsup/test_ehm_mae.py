@@ -103,7 +103,7 @@ def test_training_step_updates_teacher_by_ema(hub):
     teacher_before = copy.deepcopy(model.teacher.module.state_dict())
     losses = model(_images(), mode='loss')
     assert set(losses) == {'loss', 'mask_depth', 'nonfinite_affinity',
-                           'mask_node_size'}
+                           'mask_node_size', 'teacher_distance'}
     assert float(losses['mask_node_size']) >= 1
     assert float(losses['nonfinite_affinity']) == 0
     optim.update_params(losses['loss'])

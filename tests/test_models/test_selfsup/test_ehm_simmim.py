@@ -99,7 +99,7 @@ def test_training_step(base, size, hub):
     samples = [DataSample().set_mask(torch.ones(1)) for _ in range(2)]
     losses = model(images(size), samples, mode='loss')
     assert set(losses) == {'loss', 'mask_depth', 'nonfinite_affinity',
-                           'mask_node_size'}
+                           'mask_node_size', 'teacher_distance'}
     assert float(losses['mask_node_size']) >= 1
     assert torch.isfinite(losses['loss']) and losses['mask_depth'] == 3
     assert losses['nonfinite_affinity'] == 0

@@ -154,6 +154,26 @@ def test_masking_options_make_no_host_read(options, hub):
     assert float(losses['mask_node_size']) > 1
 
 
+def test_half_life_teacher_step_makes_no_host_read(hub):
+    # ema_half_life resolves the momentum from the hub's max_iters (a host
+    # int) at the first step; the logged teacher distance stays a device
+    # tensor.
+    model = _model('cpu', ema_momentum=None, ema_half_life=0.3)
+    images = torch.randn(4, 3, 32, 32)
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    for it in (0, 1, 5):
+        hub.update_info('iter', it)
+        with host_reads() as found:
+            losses = model.loss(images, [])
+        assert found == [], (it, found)
+        assert isinstance(losses['teacher_distance'], torch.Tensor)
+        optim.zero_grad()
+        losses['loss'].backward()
+        optim.step()
+    assert model.teacher.momentum == pytest.approx(1 - 0.5**(1 / 3))
+    assert float(losses['teacher_distance']) > 0
+
+
 def test_the_step_skips_the_teacher_when_every_depth_is_zero(hub):
     model = _model('cpu')
     images = torch.randn(4, 3, 32, 32)
