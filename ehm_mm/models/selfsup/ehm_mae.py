@@ -1,8 +1,6 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """MAE pretraining with masks from Evolved Hierarchical Masking."""
-import copy
-import random
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from mmpretrain.models import MAE
@@ -10,20 +8,20 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..backbones import EHMMAEViT
-from ..masking import MaskingResult, attention_affinity
+from ..masking import MaskingResult
 from .ema_teacher import (  # noqa: F401  (EMATeacher, mask_seed re-exported)
     TEACHER_TYPES,
     EMATeacher,
     EMATeacherMixin,
     mask_seed,
 )
-from .ema_teacher import eval_mode as _eval_mode
+from .teacher_masks import TeacherMasksMixin, check_masking_cfg
 
 FEATURE_POOLS = ('avg', 'cls')
 
 
 @MODELS.register_module()
-class EHMMAE(EMATeacherMixin, MAE):
+class EHMMAE(TeacherMasksMixin, MAE):
     """MAE whose masks evolve from patches to parts over training.
 
     One training step (:meth:`loss`):
@@ -102,14 +100,10 @@ class EHMMAE(EMATeacherMixin, MAE):
             image's patch tokens as ``patch_features`` ``[h, w, C]`` (for
             ``PatchSegProbe``; memory grows with the evaluated set).
             Defaults to False.
-        target_generator (dict, optional): Unused by MAE; kept for the
-            ``BaseSelfSupervisor`` interface. Defaults to None.
-        pretrained (str, optional): Checkpoint to load at init.
-            Defaults to None.
-        data_preprocessor (dict, optional): Defaults to None, which means
-            ``SelfSupDataPreprocessor``.
-        init_cfg (dict | list[dict], optional): Initialization config.
-            Defaults to None.
+        **kwargs: The other arguments of mmpretrain's
+            ``BaseSelfSupervisor``: ``target_generator`` (unused),
+            ``pretrained``, ``data_preprocessor`` (None means
+            ``SelfSupDataPreprocessor``) and ``init_cfg``.
     """
 
     def __init__(self,
@@ -123,38 +117,18 @@ class EHMMAE(EMATeacherMixin, MAE):
                  attn_layers: Optional[Sequence[int]] = None,
                  feature_pool: str = 'avg',
                  predict_patch_features: bool = False,
-                 target_generator: Optional[dict] = None,
-                 pretrained: Optional[str] = None,
-                 data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[Union[List[dict], dict]] = None) -> None:
+                 **kwargs: Any) -> None:
         if feature_pool not in FEATURE_POOLS:
             raise ValueError(f'model.feature_pool must be one of '
                              f'{FEATURE_POOLS}, got {feature_pool!r}')
-        if not isinstance(masking, dict):
-            raise TypeError('model.masking must be a config dict, got '
-                            f'{type(masking).__name__}')
-        super().__init__(
-            backbone=backbone,
-            neck=neck,
-            head=head,
-            target_generator=target_generator,
-            pretrained=pretrained,
-            data_preprocessor=data_preprocessor,
-            init_cfg=init_cfg)
+        check_masking_cfg(masking)
+        super().__init__(backbone=backbone, neck=neck, head=head, **kwargs)
         if not isinstance(self.backbone, EHMMAEViT):
             raise TypeError(
                 'model.backbone must build an EHMMAEViT (a MAEViT that takes '
                 f'its mask from outside), got {type(self.backbone).__name__}')
         self._check_decoder()
-        masking = copy.deepcopy(dict(masking))
-        if masking.setdefault('grid_size', self.grid_size) != self.grid_size:
-            raise ValueError(
-                f"model.masking.grid_size {masking['grid_size']} is not the "
-                f'encoder\'s patch grid {self.grid_size}; leave it out')
-        try:
-            self.masking = MODELS.build(masking)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f'model.masking: {e}') from e
+        self.build_masking(masking, self.grid_size, "encoder's patch grid")
         self.attn_layers = self._check_attn_layers(attn_layers)
         self.feature_pool = feature_pool
         self.predict_patch_features = bool(predict_patch_features)
@@ -201,23 +175,6 @@ class EHMMAE(EMATeacherMixin, MAE):
         return list(attn_layers)
 
     @torch.no_grad()
-    def teacher_affinity(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Patch affinity ``[B, N, N]`` from the teacher's attention.
-
-        Args:
-            inputs (torch.Tensor): Normalised images ``[B, C, H, W]``.
-
-        Returns:
-            torch.Tensor: float32 ``[B, N, N]``.
-        """
-        if self.teacher is not None:
-            return attention_affinity(
-                self.teacher.module, inputs, layers=self.attn_layers)
-        with _eval_mode(self.backbone):
-            return attention_affinity(
-                self.backbone, inputs, layers=self.attn_layers)
-
-    @torch.no_grad()
     def generate_masks(self,
                        inputs: torch.Tensor,
                        progress: float,
@@ -238,22 +195,10 @@ class EHMMAE(EMATeacherMixin, MAE):
 
         Returns:
             MaskingResult: ``mask``, ``ids_restore``, ``ids_keep``,
-            ``depth``, ``hierarchy`` and ``nonfinite``.
+            ``depth``, ``hierarchy`` and ``nonfinite``
+            (:meth:`teacher_masks`).
         """
-        if not getattr(self.masking, 'requires_affinity', True):
-            # Content-free masks (BlockwiseMasking, RandomHierarchyMasking):
-            # no teacher.
-            if depth is None:
-                return self.masking(
-                    None, progress=progress, generator=generator,
-                    batch_size=inputs.shape[0])
-            return self.masking(None, depth=depth, generator=generator)
-        if depth is None:
-            return self.masking(
-                self.teacher_affinity(inputs), progress=progress,
-                generator=generator)
-        affinity = self.teacher_affinity(inputs) if max(depth) > 0 else None
-        return self.masking(affinity, depth=depth, generator=generator)
+        return self.teacher_masks(inputs, progress, generator, depth)
 
     def loss(self, inputs: torch.Tensor, data_samples: List[DataSample],
              **kwargs) -> Dict[str, torch.Tensor]:
@@ -271,26 +216,13 @@ class EHMMAE(EMATeacherMixin, MAE):
             cut from trees ``mask_node_size`` (the mean size in patches of
             the masked nodes) and, with an EMA teacher, ``teacher_distance``.
         """
-        self.update_teacher()
-        progress = self.current_progress()
-        depth = self.masking.draw_depths(
-            progress, inputs.shape[0], random.Random(self.mask_seed('depth')))
-        masks = self.generate_masks(
-            inputs, progress,
-            generator=self._mask_generator(inputs.device), depth=depth)
+        masks = self.training_masks(inputs)
         latent, mask, ids_restore = self.backbone(
             inputs, mask=masks.mask, ids_restore=masks.ids_restore,
             ids_keep=masks.ids_keep)
         pred = self.neck(latent, ids_restore)
         loss = self.head.loss(pred, inputs, mask)
-        nonfinite = (masks.nonfinite.sum() if masks.nonfinite is not None
-                     else masks.depth.new_zeros(()))
-        losses = dict(loss=loss, mask_depth=masks.depth.float().mean(),
-                      nonfinite_affinity=nonfinite.float())
-        if masks.node_size is not None:  # mean masked-node size, patches
-            losses['mask_node_size'] = masks.node_size.mean()
-        losses.update(self.teacher_log_vars())
-        return losses
+        return dict(loss=loss, **self.masking_log_vars(masks))
 
     def extract_pooled_feat(self, inputs: torch.Tensor) -> torch.Tensor:
         """One feature vector per image from the student encoder.

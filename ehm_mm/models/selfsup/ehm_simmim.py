@@ -1,8 +1,6 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """SimMIM pretraining with masks from Evolved Hierarchical Masking."""
-import copy
-import random
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -11,8 +9,9 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
-from ..masking import MaskingResult, attention_affinity
-from .ema_teacher import EMATeacherMixin, eval_mode
+from ..masking import MaskingResult
+from .ema_teacher import eval_mode
+from .teacher_masks import TeacherMasksMixin, check_masking_cfg
 
 AFFINITY_TYPES = ('attention', 'features')
 
@@ -61,7 +60,7 @@ def feature_affinity(featmaps: Sequence[Tensor],
 
 
 @MODELS.register_module()
-class EHMSimMIM(EMATeacherMixin, SimMIM):
+class EHMSimMIM(TeacherMasksMixin, SimMIM):
     """SimMIM whose masks evolve from patches to parts over training.
 
     One training step (:meth:`loss`), as in ``EHMMAE``: update the EMA
@@ -73,8 +72,8 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
     SimMIM's student, decoder (on the encoder's deepest output) and loss.
     Nothing in the step reads the device. Masks in ``data_samples`` are
     ignored, so the pipeline needs no mask generator. The teacher,
-    progress and per-iteration seeds are ``EHMMAE``'s
-    (:class:`~ehm_mm.models.selfsup.ema_teacher.EMATeacherMixin`).
+    progress, per-iteration seeds and mask generation are ``EHMMAE``'s
+    (:class:`~ehm_mm.models.selfsup.teacher_masks.TeacherMasksMixin`).
 
     Backbones and where the affinity comes from:
 
@@ -122,14 +121,8 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
             fraction of the run's iterations, in ``(0, 1]``; needs
             ``ema_momentum=None`` (see ``EMATeacherMixin``).
             Defaults to None.
-        target_generator (dict, optional): Unused by SimMIM.
-            Defaults to None.
-        pretrained (str, optional): Checkpoint to load at init.
-            Defaults to None.
-        data_preprocessor (dict, optional): Defaults to None, which means
-            ``SelfSupDataPreprocessor``.
-        init_cfg (dict | list[dict], optional): Initialization config.
-            Defaults to None.
+        **kwargs: ``target_generator``, ``pretrained``,
+            ``data_preprocessor`` and ``init_cfg``, as in ``EHMMAE``.
     """
 
     def __init__(self,
@@ -143,21 +136,9 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
                  teacher: str = 'ema',
                  ema_momentum: Optional[float] = 4e-5,
                  ema_half_life: Optional[float] = None,
-                 target_generator: Optional[dict] = None,
-                 pretrained: Optional[str] = None,
-                 data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[Union[List[dict], dict]] = None) -> None:
-        if not isinstance(masking, dict):
-            raise TypeError('model.masking must be a config dict, got '
-                            f'{type(masking).__name__}')
-        super().__init__(
-            backbone=backbone,
-            neck=neck,
-            head=head,
-            target_generator=target_generator,
-            pretrained=pretrained,
-            data_preprocessor=data_preprocessor,
-            init_cfg=init_cfg)
+                 **kwargs: Any) -> None:
+        check_masking_cfg(masking)
+        super().__init__(backbone=backbone, neck=neck, head=head, **kwargs)
         self.backbone_kind, self.token_grid, token_size = self._inspect()
         if (isinstance(mask_patch_size, bool)
                 or not isinstance(mask_patch_size, int)
@@ -193,16 +174,7 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
             raise ValueError("model.attn_layers needs affinity='attention'")
         self.affinity = affinity
         self.attn_layers = attn_layers
-        masking = copy.deepcopy(dict(masking))
-        grid = masking.setdefault('grid_size', self.mask_grid)
-        if tuple(grid) != self.mask_grid:
-            raise ValueError(
-                f'model.masking.grid_size {grid} is not the mask grid '
-                f'{self.mask_grid}; leave it out')
-        try:
-            self.masking = MODELS.build(masking)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f'model.masking: {e}') from e
+        self.build_masking(masking, self.mask_grid, 'mask grid')
         self.init_teacher(teacher, ema_momentum, ema_half_life)
 
     def _inspect(self) -> Tuple[str, Tuple[int, int], int]:
@@ -252,11 +224,10 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
         Returns:
             Tensor: float32 ``[B, N, N]``, ``N = gh * gw``.
         """
-        encoder = self.teacher_encoder()
         if self.affinity == 'attention':
-            affinity = attention_affinity(
-                encoder, inputs, layers=self.attn_layers)
-            return pool_affinity(affinity, self.token_grid, self.scale)
+            return pool_affinity(super().teacher_affinity(inputs),
+                                 self.token_grid, self.scale)
+        encoder = self.teacher_encoder()
         with eval_mode(encoder):
             outs = encoder(inputs, mask=None)
         return feature_affinity(self._featmaps(outs), self.mask_grid)
@@ -286,14 +257,7 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
             (1 = masked, every mask patch a ``scale x scale`` block) and
             the masking result on the mask grid.
         """
-        if depth is None:
-            result = self.masking(
-                self.teacher_affinity(inputs), progress=progress,
-                generator=generator)
-        else:
-            affinity = (self.teacher_affinity(inputs)
-                        if max(depth) > 0 else None)
-            result = self.masking(affinity, depth=depth, generator=generator)
+        result = self.teacher_masks(inputs, progress, generator, depth)
         mask = result.mask.view(-1, *self.mask_grid)  # [B, gh, gw]
         mask = mask.repeat_interleave(self.scale, 1).repeat_interleave(
             self.scale, 2)  # [B, th, tw]
@@ -318,23 +282,11 @@ class EHMSimMIM(EMATeacherMixin, SimMIM):
             (``||teacher - student|| / ||student||``), all but ``loss``
             logged, not part of the loss.
         """
-        self.update_teacher()
-        progress = self.current_progress()
-        depth = self.masking.draw_depths(
-            progress, inputs.shape[0], random.Random(self.mask_seed('depth')))
-        mask, result = self.generate_masks(
-            inputs, progress, self._mask_generator(inputs.device), depth)
+        mask, result = self.training_masks(inputs)
         if self.backbone_kind == 'vit':
             latent = self.backbone(inputs, mask.flatten(1))
         else:
             latent = self.backbone(inputs, mask)
         img_rec = self.neck(self._featmaps(latent)[-1])  # deepest output
         loss = self.head.loss(img_rec, inputs, mask)
-        nonfinite = (result.nonfinite.sum() if result.nonfinite is not None
-                     else result.depth.new_zeros(()))
-        losses = dict(loss=loss, mask_depth=result.depth.float().mean(),
-                      nonfinite_affinity=nonfinite.float())
-        if result.node_size is not None:  # mean masked-node size, patches
-            losses['mask_node_size'] = result.node_size.mean()
-        losses.update(self.teacher_log_vars())
-        return losses
+        return dict(loss=loss, **self.masking_log_vars(result))

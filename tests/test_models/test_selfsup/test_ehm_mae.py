@@ -263,3 +263,9 @@ def test_mask_seeds_are_hashed_from_seed_rank_and_iteration(hub):
     assert torch.equal(masks(1, 0), masks(1, 0))
     assert not torch.equal(masks(1, 0), masks(0, 7919))
     assert not torch.equal(masks(1, 5), masks(0, 5))
+
+
+def test_masking_grid_size_may_be_given_as_a_list():
+    # A config file may turn the tuple into a list; the grid is the same.
+    model = _build(masking=dict(grid_size=[4, 4]))
+    assert tuple(model.masking.grid_size) == (4, 4)

@@ -199,3 +199,18 @@ def test_online_teacher_has_no_copy(hub):
     model.train()
     model(images(64), [DataSample(), DataSample()], mode='loss')
     assert model.backbone.training
+
+
+def test_content_free_masks_skip_the_teacher(hub):
+    # As in EHMMAE: a masking that needs no affinity never runs the teacher,
+    # whatever the drawn depth (progress 1 here: depth 3).
+    model = build(VIT, masking=dict(type='RandomHierarchyMasking',
+                                    mask_ratio=0.6, d_max=3.0))
+    model.train()
+    calls = []
+    model.teacher_affinity = lambda x: calls.append(x)
+    losses = model(images(64), mode='loss')
+    mask, result = model.generate_masks(images(64), 1.0)
+    assert calls == [] and torch.isfinite(losses['loss'])
+    assert float(losses['mask_depth']) == 3
+    assert (result.depth == 3).all() and mask.shape == (2, 8, 8)
