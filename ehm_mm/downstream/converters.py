@@ -13,6 +13,7 @@ around :func:`convert_checkpoint`. A conversion
    load partially fails here instead of in a training job.
 """
 import os.path as osp
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -22,6 +23,12 @@ from mmengine.registry import DefaultScope
 from torch import Tensor, nn
 
 from ehm_mm.utils.atomic_io import atomic_path
+from ehm_mm.utils.stack import (
+    FULL_ONLY_PACKAGES,
+    INSTALL_FULL,
+    StackError,
+    missing_for_packages,
+)
 
 from .encoder_checkpoint import (
     ARCH_KEYS,
@@ -188,6 +195,33 @@ def _default_backbone_cfg(consumer: str, arch: Dict[str, int]) -> dict:
     return cfg
 
 
+def require_consumer_stack(consumer: str) -> None:
+    """Fail at once, naming what to install, if the consumer check cannot run.
+
+    The mmseg and timm converters check the written weights with an mmseg
+    or mmdet backbone, which the ``pretrain`` install profile lacks.
+
+    Args:
+        consumer (str): One of :data:`CONSUMERS`.
+
+    Raises:
+        StackError: If the consumer's check needs a package (or mmcv's
+            compiled ops) this environment lacks.
+    """
+    scope, backbone_type = _CONSUMER_BACKBONES[consumer]
+    if scope not in FULL_ONLY_PACKAGES:
+        return
+    missing = missing_for_packages({scope})
+    if missing:
+        raise StackError(
+            f'the {consumer} converter checks the weights it writes by '
+            f'loading them into {scope}\'s {backbone_type}, which needs '
+            f'{FULL_ONLY_PACKAGES[scope]} and mmcv built with its compiled '
+            f'ops (the "full" install profile). This environment '
+            f'({sys.prefix}) lacks: {", ".join(missing)}.\nInstall the full '
+            f'stack with\n    {INSTALL_FULL}')
+
+
 def _build_backbone(consumer: str, arch: Dict[str, int],
                     config: Optional[str],
                     init_cfg: Optional[dict] = None) -> nn.Module:
@@ -279,6 +313,8 @@ def convert_checkpoint(src: str,
         ConversionResult: Counts and the consumer's key report.
 
     Raises:
+        StackError: If the consumer's check needs mmseg / mmdet and this
+            environment lacks them (see :func:`require_consumer_stack`).
         FileNotFoundError: If ``src`` or ``config`` does not exist.
         ValueError: If the checkpoint is not a ViT encoder, its shape is
             vouched for neither by its metadata nor by a named architecture
@@ -288,6 +324,7 @@ def convert_checkpoint(src: str,
     if consumer not in CONSUMERS:
         raise ValueError(
             f'consumer must be one of {sorted(CONSUMERS)}, got {consumer!r}.')
+    require_consumer_stack(consumer)
     if not osp.isfile(src):
         raise FileNotFoundError(f'checkpoint {src} does not exist.')
     from mmengine.runner.checkpoint import CheckpointLoader

@@ -18,6 +18,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from mmpretrain.models import MAEViT
 
 from ehm_mm.utils.stack import INSTALL_FULL
 
@@ -131,3 +133,31 @@ def test_demo_config_trains(run_pretrain_profile, tmp_path):
     assert 'mask_depth' in log
     assert osp.isfile(work_dir / 'epoch_2.pth')
     assert osp.isfile(work_dir / 'evaluation_summary.json')
+
+
+def test_converters_say_what_to_install(run_pretrain_profile, tmp_path):
+    """The mmseg and timm converters check with mmseg / mmdet backbones:
+    on the pretrain profile they stop before converting, naming the full
+    install, instead of failing on an import."""
+    torch.manual_seed(0)
+    encoder = MAEViT(
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                  feedforward_channels=64),
+        img_size=32,
+        patch_size=8).state_dict()
+    src = tmp_path / 'ehm.pth'
+    torch.save(
+        dict(state_dict={f'backbone.{k}': v
+                         for k, v in encoder.items()}), src)
+    for name, package in (('ehm2mmseg', 'mmsegmentation (module mmseg)'),
+                          ('ehm2timm', 'mmdet (module mmdet)')):
+        dst = tmp_path / f'{name}.pth'
+        proc = run_pretrain_profile(
+            [f'tools/model_converters/{name}.py',
+             str(src), str(dst)])
+        assert proc.returncode != 0
+        assert 'StackError' in proc.stderr, proc.stderr[-3000:]
+        assert package in proc.stderr
+        assert INSTALL_FULL in proc.stderr
+        assert 'ModuleNotFoundError' not in proc.stderr
+        assert not dst.exists()

@@ -16,6 +16,8 @@ from mmengine.config import Config
 from mmpretrain.models import MAEViT
 
 from ehm_mm.downstream import mmpretrain_to_timm
+from ehm_mm.utils import stack
+from ehm_mm.utils.stack import INSTALL_FULL, StackError
 
 REPO_ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 TOOLS = osp.join(REPO_ROOT, 'tools', 'model_converters')
@@ -207,3 +209,25 @@ def test_missing_final_blocks_are_refused(checkpoint, tmp_path):
                tmp_path / 'gap.pth')
     with pytest.raises(ValueError, match=r'not layers.\[0\]'):
         converter('ehm2mmseg')([str(tmp_path / 'gap.pth'), dst])
+
+
+def test_pretrain_profile_gets_the_install_command(checkpoint, tmp_path,
+                                                   monkeypatch):
+    """Without mmseg / mmdet (the pretrain profile) the mmseg and timm
+    converters name the missing package and the full install at once."""
+    installed = stack.module_available
+    monkeypatch.setattr(
+        stack, 'module_available', lambda name: name.split('.')[0] not in (
+            'mmseg', 'mmdet') and installed(name))
+    src, _ = checkpoint
+    for name, package in (('ehm2mmseg', 'mmsegmentation (module mmseg)'),
+                          ('ehm2timm', 'mmdet (module mmdet)')):
+        dst = tmp_path / f'{name}.pth'
+        with pytest.raises(StackError) as info:
+            converter(name)([src, str(dst)])
+        assert package in str(info.value)
+        assert INSTALL_FULL in str(info.value)
+        assert not dst.exists()
+    # The mmpretrain converter needs neither.
+    converter('ehm2mmpretrain')([src, str(tmp_path / 'mmpretrain.pth')])
+    assert (tmp_path / 'mmpretrain.pth').is_file()
