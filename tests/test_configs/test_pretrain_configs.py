@@ -11,6 +11,7 @@ import os.path as osp
 
 import pytest
 import torch
+from config_utils import plain
 from mmengine.config import Config
 from mmengine.hub import get_config
 from mmengine.registry import DefaultScope
@@ -28,23 +29,10 @@ PAIRS = [(f'ehm_mae_vit-{arch}{suffix}.py',
                                 ('_1600e', 1600))]
 
 
-def _plain(cfg: Config) -> dict:
-    """The config as plain dicts, without mmengine's ``_scope_`` tags."""
-
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != '_scope_'}
-        if isinstance(value, (list, tuple)):
-            return type(value)(strip(v) for v in value)
-        return value
-
-    return strip(cfg.to_dict())
-
-
 @pytest.mark.parametrize('ours, theirs', PAIRS)
 def test_only_the_model_differs_from_mmpretrain(ours, theirs):
-    a = _plain(Config.fromfile(osp.join(CONFIG_DIR, ours)))
-    b = _plain(get_config(theirs))
+    a = plain(Config.fromfile(osp.join(CONFIG_DIR, ours)))
+    b = plain(get_config(theirs))
     model_a, model_b = a.pop('model'), b.pop('model')
     assert model_a['type'] == 'EHMMAE' and model_b['type'] == 'MAE'
     assert model_a['backbone'].pop('type') == 'EHMMAEViT'

@@ -13,6 +13,7 @@ import uuid
 import numpy as np
 import pytest
 import torch
+from config_utils import plain
 from mmengine.config import Config, ConfigDict
 from mmengine.hub import get_config
 from mmengine.registry import DefaultScope
@@ -83,19 +84,6 @@ TINY = {
         head=dict(patch_size=8)), 32,
         dict(mask_patch_size=8, model_patch_size=8, d_max=2.0)),
 }
-
-
-def plain(cfg: Config) -> dict:
-    """The config as plain dicts, without mmengine's ``_scope_`` tags."""
-
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != '_scope_'}
-        if isinstance(value, (list, tuple)):
-            return type(value)(strip(v) for v in value)
-        return value
-
-    return strip(cfg.to_dict())
 
 
 def load(name: str) -> Config:
