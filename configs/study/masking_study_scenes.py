@@ -114,6 +114,42 @@ study_arms = dict(
     ehm_cosine=dict(model=dict(masking=dict(_ehm, schedule='cosine'))),
     ehm_sqrt=dict(model=dict(masking=dict(_ehm, schedule='sqrt'))),
     ehm_step=dict(model=dict(masking=dict(_ehm, schedule='step'))),
+    # Calibration options (issue 12), each on top of ehm_linear alone.
+    # Teacher half-life as a fraction of the run instead of a per-iteration
+    # momentum (the demo's 0.01 is a half-life of 69 iterations).
+    ehm_halflife_0p5=dict(
+        model=dict(
+            ema_momentum=None,
+            ema_half_life=0.5,
+            masking=dict(_ehm, schedule='linear'))),
+    # Degree-normalised affinity D^-1/2 S D^-1/2.
+    ehm_norm_degree=dict(
+        model=dict(
+            masking=dict(
+                _ehm, hierarchy_cfg=dict(affinity_norm='degree')))),
+    # Cosine of the attention profiles (rows) as the affinity.
+    ehm_norm_profile=dict(
+        model=dict(
+            masking=dict(
+                _ehm, hierarchy_cfg=dict(affinity_norm='profile')))),
+    # The boundary guard's spread measured per tree level.
+    ehm_tol_level=dict(
+        model=dict(
+            masking=dict(
+                _ehm, hierarchy_cfg=dict(tolerance_scope='level')))),
+    # Seeded tie-breaking jitter instead of the pair-id order.
+    ehm_tie_jitter=dict(
+        model=dict(
+            masking=dict(_ehm, hierarchy_cfg=dict(tie_jitter=1e-6)))),
+    # Depth in node sizes: d -> the level whose mean node is closest to
+    # 2**d patches; d_max=2 gives deepest masks of ~4-patch nodes, as
+    # level 4 does with a random-init teacher on this grid.
+    ehm_node_size=dict(
+        model=dict(
+            masking=dict(_ehm, depth_unit='node_size', d_max=2.0))),
+    # The split boundary node masked along its own subtree.
+    ehm_boundary_subtree=dict(
+        model=dict(masking=dict(_ehm, boundary='subtree'))),
 )
 # Planned comparisons (paired over seeds; a group is averaged per seed):
 # (a) the attention-derived tree vs a content-free tree, same schedule;
@@ -132,6 +168,11 @@ study_contrasts = [
         arms=['ehm_linear'],
         reference=['ehm_const4']),
     dict(name='block vs random', arms=['block'], reference=['mae']),
+] + [
+    dict(name=f'{arm} vs ehm_linear', arms=[arm], reference=['ehm_linear'])
+    for arm in ('ehm_halflife_0p5', 'ehm_norm_degree', 'ehm_norm_profile',
+                'ehm_tol_level', 'ehm_tie_jitter', 'ehm_node_size',
+                'ehm_boundary_subtree')
 ]
 # --quick: 2 arms, a few iterations, a small validation set.
 study_quick = dict(

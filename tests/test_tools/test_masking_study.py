@@ -131,3 +131,19 @@ def test_contrast_averages_groups_per_seed():
         tool.summarise(results, 'r', ['a1', 'r'], [
             dict(name='x', arms=['a2'], reference=['r'])
         ])
+
+
+def test_every_shipped_arm_builds_its_model(tmp_path):
+    """A typo in an arm's options fails here, not an hour into a study."""
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+
+    import ehm_mm  # noqa: F401
+    tool = _tool()
+    init_default_scope('mmpretrain')
+    _, arms, _, _, _ = tool.load_study(CONFIG, quick=False)
+    assert len(arms) >= 9
+    for arm in arms:
+        cfg = tool.build_run_config(CONFIG, arm, 0, str(tmp_path), quick=False)
+        model = MODELS.build(cfg.model)
+        assert hasattr(model, 'masking'), arm
