@@ -150,6 +150,14 @@ study_arms = dict(
     # The split boundary node masked along its own subtree.
     ehm_boundary_subtree=dict(
         model=dict(masking=dict(_ehm, boundary='subtree'))),
+    # ehm_linear's trees and schedule on a low-level pixel affinity (mean
+    # colour + gradient texture per patch, `cue_affinity`) instead of the
+    # teacher's attention; no teacher is built. Between the two controls
+    # of (a): attention tree vs pixel tree vs content-free tree.
+    ehm_pixel_linear=dict(
+        model=dict(
+            affinity_source='pixels',
+            masking=dict(_ehm, schedule='linear'))),
 )
 # Planned comparisons (paired over seeds; a group is averaged per seed):
 # (a) the attention-derived tree vs a content-free tree, same schedule;
@@ -168,6 +176,14 @@ study_contrasts = [
         arms=['ehm_linear'],
         reference=['ehm_const4']),
     dict(name='block vs random', arms=['block'], reference=['mae']),
+    dict(
+        name="(a') attention tree vs pixel tree",
+        arms=['ehm_linear'],
+        reference=['ehm_pixel_linear']),
+    dict(
+        name='pixel tree vs random tree',
+        arms=['ehm_pixel_linear'],
+        reference=['random_hier_linear']),
 ] + [
     dict(name=f'{arm} vs ehm_linear', arms=[arm], reference=['ehm_linear'])
     for arm in ('ehm_halflife_0p5', 'ehm_norm_degree', 'ehm_norm_profile',

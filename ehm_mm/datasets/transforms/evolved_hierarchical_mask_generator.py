@@ -29,10 +29,12 @@ from mmpretrain.registry import TRANSFORMS
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
-from ehm_mm.models.masking import (
+from ehm_mm.models.masking import (  # noqa: F401  (cues re-exported)
     DepthSchedule,
     build_hierarchy,
+    cue_affinity,
     mask_nodes,
+    patch_cues,
     stochastic_round,
 )
 
@@ -96,66 +98,6 @@ class SharedProgress:
     def is_shared(self) -> bool:
         """bool: Whether the value lives in shared memory."""
         return self._value.is_shared()
-
-
-def patch_cues(img: Union[np.ndarray, Tensor], patch_size: int) -> Tensor:
-    """Low-level cues per patch: mean colour and gradient texture.
-
-    For each ``patch_size`` x ``patch_size`` patch (row-major): the mean of
-    every channel and the mean absolute horizontal and vertical differences
-    of the channel-mean intensity inside the patch, all on a 0-1 scale.
-
-    Args:
-        img (np.ndarray | Tensor): Image ``[H, W, C]`` or a batch of them
-            ``[B, H, W, C]`` (``uint8`` 0-255 or float 0-255), ``H`` and
-            ``W`` multiples of ``patch_size``.
-        patch_size (int): Patch side in pixels.
-
-    Returns:
-        Tensor: float32 ``[N, C + 2]`` (``[B, N, C + 2]`` for a batch),
-        ``N = (H / p) * (W / p)``; columns are the ``C`` mean colours, then
-        horizontal and vertical texture.
-    """
-    x = torch.as_tensor(np.ascontiguousarray(img)).float().div_(255.0)
-    *batch, height, width, channels = x.shape
-    p = patch_size
-    gh, gw = height // p, width // p
-    x = x.view(*batch, gh, p, gw, p, channels)
-    first = len(batch)  # the gh axis
-    rows, cols = first + 1, first + 3
-    colour = x.mean(dim=(rows, cols))  # [..., gh, gw, C]
-    grey = x.mean(dim=-1)  # [..., gh, p, gw, p]
-    tex_x = (grey[..., 1:] - grey[..., :-1]).abs().mean(dim=(rows, cols))
-    tex_y = (grey.narrow(rows, 1, p - 1) - grey.narrow(rows, 0, p - 1)
-             ).abs().mean(dim=(rows, cols))
-    cues = torch.cat([colour, tex_x[..., None], tex_y[..., None]], dim=-1)
-    return cues.reshape(*batch, gh * gw, channels + 2)
-
-
-def cue_affinity(cues: Tensor,
-                 colour_weight: float = 1.0,
-                 texture_weight: float = 1.0) -> Tensor:
-    """Patch affinity: minus the squared distance of weighted cue vectors.
-
-    With average linkage (what the tree builder uses), the similarity of
-    two nodes is then minus the mean squared distance between their
-    patches, ``-(|mu_P - mu_Q|^2 + var_P + var_Q)``: nodes merge when their
-    mean cues agree and each is homogeneous.
-
-    Args:
-        cues (Tensor): ``[..., N, C + 2]`` from :func:`patch_cues` (a
-            leading batch dimension is fine).
-        colour_weight (float): Scale of the colour columns. Defaults to 1.
-        texture_weight (float): Scale of the two texture columns.
-            Defaults to 1.
-
-    Returns:
-        Tensor: float32 ``[..., N, N]``, symmetric, 0 on the diagonal.
-    """
-    weights = cues.new_full((cues.shape[-1], ), colour_weight)
-    weights[-2:] = texture_weight
-    feats = cues * weights  # [..., N, D]
-    return -torch.cdist(feats, feats).square()
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
+from mmengine.logging import print_log
 from mmpretrain.models import MAE
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
@@ -15,7 +16,11 @@ from .ema_teacher import (  # noqa: F401  (EMATeacher, mask_seed re-exported)
     EMATeacherMixin,
     mask_seed,
 )
-from .teacher_masks import TeacherMasksMixin, check_masking_cfg
+from .teacher_masks import (
+    TeacherMasksMixin,
+    check_affinity_source,
+    check_masking_cfg,
+)
 
 FEATURE_POOLS = ('avg', 'cls')
 
@@ -66,6 +71,15 @@ class EHMMAE(TeacherMasksMixin, MAE):
     teacher has no gradients, so the optimizer never changes it (no weight
     decay either) and DDP ignores it.
 
+    With ``affinity_source='pixels'`` steps 1 and 3 change: there is no
+    teacher (none is built or updated, whatever ``teacher`` says), and the
+    affinity is computed from the inputs' own pixel cues, mean colour and
+    gradient texture per encoder patch
+    (:meth:`TeacherMasksMixin.pixel_affinity`);
+    the tree builder, depth schedule and node masking are the same, and so
+    is :meth:`predict`, whose hierarchies are then the pixel trees. This
+    is the masking study's "pixel tree" control, this project's design.
+
     Args:
         backbone (dict): Config of the encoder; must build an
             :class:`~ehm_mm.models.EHMMAEViT`. Its ``mask_ratio`` only
@@ -100,6 +114,13 @@ class EHMMAE(TeacherMasksMixin, MAE):
             image's patch tokens as ``patch_features`` ``[h, w, C]`` (for
             ``PatchSegProbe``; memory grows with the evaluated set).
             Defaults to False.
+        affinity_source (str): Where the masks' affinity comes from:
+            ``'teacher'`` (the teacher's attention) or ``'pixels'`` (the
+            inputs' mean colour and gradient texture per patch, de-normalised
+            with the data preprocessor's ``mean`` / ``std``; no teacher is
+            built, ``teacher``, ``ema_momentum`` and ``ema_half_life`` are
+            checked but unused, ``attn_layers`` is unused). Defaults to
+            ``'teacher'``.
         **kwargs: The other arguments of mmpretrain's
             ``BaseSelfSupervisor``: ``target_generator`` (unused),
             ``pretrained``, ``data_preprocessor`` (None means
@@ -117,7 +138,9 @@ class EHMMAE(TeacherMasksMixin, MAE):
                  attn_layers: Optional[Sequence[int]] = None,
                  feature_pool: str = 'avg',
                  predict_patch_features: bool = False,
+                 affinity_source: str = 'teacher',
                  **kwargs: Any) -> None:
+        check_affinity_source(affinity_source)
         if feature_pool not in FEATURE_POOLS:
             raise ValueError(f'model.feature_pool must be one of '
                              f'{FEATURE_POOLS}, got {feature_pool!r}')
@@ -132,7 +155,14 @@ class EHMMAE(TeacherMasksMixin, MAE):
         self.attn_layers = self._check_attn_layers(attn_layers)
         self.feature_pool = feature_pool
         self.predict_patch_features = bool(predict_patch_features)
-        self.init_teacher(teacher, ema_momentum, ema_half_life)
+        self.affinity_source = affinity_source
+        self.init_teacher(teacher, ema_momentum, ema_half_life,
+                          needed=affinity_source == 'teacher')
+        if affinity_source == 'pixels':
+            print_log(
+                f"{type(self).__name__}: affinity_source='pixels', the masks' "
+                f'affinity comes from the pixel cues; no teacher is built '
+                f'(teacher={teacher!r} unused)', logger='current')
 
     @property
     def grid_size(self) -> tuple:
@@ -180,7 +210,10 @@ class EHMMAE(TeacherMasksMixin, MAE):
                        progress: float,
                        generator: Optional[torch.Generator] = None,
                        depth: Optional[List[int]] = None) -> MaskingResult:
-        """Teacher affinity -> hierarchy -> masks at depth ``d(progress)``.
+        """Affinity -> hierarchy -> masks at depth ``d(progress)``.
+
+        The affinity is the teacher's attention, or the pixel cues with
+        ``affinity_source='pixels'`` (:meth:`teacher_affinity`).
 
         Args:
             inputs (torch.Tensor): Normalised images ``[B, C, H, W]``.
@@ -252,8 +285,9 @@ class EHMMAE(TeacherMasksMixin, MAE):
 
         Writes into each data sample ``feature`` (``[C]``, see
         ``feature_pool``) and ``hierarchy_ancestors`` (``[L, h, w]``, the
-        teacher hierarchy's ancestor ids per level), which ``KNNAccuracy``
-        and ``HierarchyIoU`` read.
+        ancestor ids per level of the hierarchy the masks are cut from:
+        the teacher's, or the pixel tree with ``affinity_source='pixels'``),
+        which ``KNNAccuracy`` and ``HierarchyIoU`` read.
 
         Args:
             inputs (torch.Tensor): Normalised images ``[B, C, H, W]``.

@@ -224,7 +224,8 @@ class EMATeacherMixin:
     def init_teacher(self,
                      teacher: str,
                      ema_momentum: Optional[float],
-                     ema_half_life: Optional[float] = None) -> None:
+                     ema_half_life: Optional[float] = None,
+                     needed: bool = True) -> None:
         """Validate the options and build the teacher.
 
         Args:
@@ -235,6 +236,11 @@ class EMATeacherMixin:
             ema_half_life (float, optional): The teacher's half-life as a
                 fraction of the run's iterations, in ``(0, 1]``; needs
                 ``ema_momentum=None``. Defaults to None.
+            needed (bool): False when the masks take nothing from a teacher
+                (``affinity_source='pixels'``): the options are still
+                checked, but no EMA copy is built, nothing is updated or
+                logged, the state dict holds no ``teacher.*`` and
+                ``teacher_type`` is None. Defaults to True.
 
         Raises:
             ValueError: An unknown ``teacher``, both or (for ``'ema'``)
@@ -263,10 +269,10 @@ class EMATeacherMixin:
             raise ValueError(
                 "model.teacher='ema' needs ema_momentum (per iteration) or "
                 'ema_half_life (a fraction of the run); both are None')
-        self.teacher_type = teacher
+        self.teacher_type = teacher if needed else None
         self.ema_momentum = ema_momentum
         self.ema_half_life = ema_half_life
-        if teacher == 'ema':
+        if needed and teacher == 'ema':
             self.teacher = EMATeacher(self.backbone, ema_momentum)
             self.teacher.eval()
         else:

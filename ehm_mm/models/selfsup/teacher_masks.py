@@ -5,6 +5,8 @@
 comes from (``teacher_affinity``) and in what they do with the masks; the
 rest of a step (teacher update, progress, per-image depths, affinity ->
 hierarchy -> masks, the logged values) is :class:`TeacherMasksMixin`.
+With ``affinity_source='pixels'`` the affinity comes from the inputs' own
+pixel cues instead of a teacher (:meth:`TeacherMasksMixin.pixel_affinity`).
 """
 import copy
 import random
@@ -14,8 +16,29 @@ import torch
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from ..masking import MaskingResult, attention_affinity
+from ..masking import MaskingResult, attention_affinity, pixel_affinity
 from .ema_teacher import EMATeacherMixin
+
+AFFINITY_SOURCES = ('teacher', 'pixels')
+
+
+def check_affinity_source(affinity_source: Any) -> str:
+    """Refuse an unknown ``model.affinity_source``.
+
+    Args:
+        affinity_source: The ``affinity_source`` argument of the model.
+
+    Returns:
+        str: ``affinity_source``.
+
+    Raises:
+        ValueError: It is not one of :data:`AFFINITY_SOURCES`.
+    """
+    if (not isinstance(affinity_source, str)
+            or affinity_source not in AFFINITY_SOURCES):
+        raise ValueError(f'model.affinity_source must be one of '
+                         f'{AFFINITY_SOURCES}, got {affinity_source!r}')
+    return affinity_source
 
 
 def check_masking_cfg(masking: Any) -> None:
@@ -39,8 +62,10 @@ class TeacherMasksMixin(EMATeacherMixin):
     mixin first in the bases) that sets ``self.attn_layers`` and calls
     :meth:`build_masking` and :meth:`init_teacher` in its ``__init__``:
 
-    * :meth:`teacher_affinity`: the teacher's attention affinity
-      (:func:`~ehm_mm.attention_affinity`); override it for other sources;
+    * :meth:`teacher_affinity`: the affinity the masks are cut from: the
+      teacher's attention (:func:`~ehm_mm.attention_affinity`) or, with
+      ``self.affinity_source == 'pixels'``, :meth:`pixel_affinity`;
+      override it for other sources;
     * :meth:`teacher_masks`: affinity -> hierarchy -> masks, the teacher
       skipped when every drawn depth is 0 or the masking needs no affinity;
     * :meth:`training_masks`: one training step's masks: teacher update,
@@ -51,6 +76,9 @@ class TeacherMasksMixin(EMATeacherMixin):
     """
 
     attn_layers: Optional[List[int]]
+    # 'teacher' (attention) or 'pixels' (the inputs' cues); a subclass
+    # that offers the choice sets it (`check_affinity_source`).
+    affinity_source: str = 'teacher'
 
     def build_masking(self, masking: dict, grid: Tuple[int, int],
                       grid_name: str) -> None:
@@ -78,10 +106,12 @@ class TeacherMasksMixin(EMATeacherMixin):
 
     @torch.no_grad()
     def teacher_affinity(self, inputs: Tensor) -> Tensor:
-        """Patch affinity ``[B, N, N]`` from the teacher's attention.
+        """Patch affinity ``[B, N, N]`` the masks (and trees) come from.
 
-        ``attention_affinity`` runs the encoder in eval mode and restores
-        its mode, so the online teacher (the student) works too.
+        The teacher's attention: ``attention_affinity`` runs the encoder in
+        eval mode and restores its mode, so the online teacher (the
+        student) works too. With ``affinity_source='pixels'``
+        :meth:`pixel_affinity` instead (no network runs).
 
         Args:
             inputs (Tensor): Normalised images ``[B, C, H, W]``.
@@ -89,8 +119,47 @@ class TeacherMasksMixin(EMATeacherMixin):
         Returns:
             Tensor: float32 ``[B, N, N]``.
         """
+        if self.affinity_source == 'pixels':
+            return self.pixel_affinity(inputs)
         return attention_affinity(
             self.teacher_encoder(), inputs, layers=self.attn_layers)
+
+    @torch.no_grad()
+    def pixel_affinity(self, inputs: Tensor) -> Tensor:
+        """Patch affinity ``[B, N, N]`` from the inputs' own pixel cues.
+
+        The inputs are de-normalised with the data preprocessor's ``mean``
+        and ``std`` (when it normalises) back to the 0-255 scale the data
+        pipeline's ``EvolvedHierarchicalMaskGenerator`` sees; then per
+        patch of the mask grid (``self.masking.grid_size``) its mean colour
+        and gradient texture, and the affinity of two patches is minus the
+        squared distance of their cues (:func:`~ehm_mm.pixel_affinity`).
+        On the inputs' device, static shapes, no host read. The channel
+        order (RGB or BGR) does not change the affinity.
+
+        Args:
+            inputs (Tensor): Normalised images ``[B, C, H, W]``.
+
+        Returns:
+            Tensor: float32 ``[B, N, N]``.
+
+        Raises:
+            ValueError: The image is not the mask grid times one square
+                patch size.
+        """
+        grid_h, grid_w = self.masking.grid_size
+        height, width = inputs.shape[-2:]
+        patch = height // grid_h
+        if (patch == 0 or height != grid_h * patch
+                or width != grid_w * patch):
+            raise ValueError(
+                f'affinity_source=\'pixels\': the {height}x{width} input is '
+                f'not the {grid_h}x{grid_w} mask grid of square patches')
+        pixels = inputs.float()
+        preprocessor = self.data_preprocessor
+        if getattr(preprocessor, '_enable_normalize', False):
+            pixels = pixels * preprocessor.std + preprocessor.mean
+        return pixel_affinity(pixels, patch)
 
     @torch.no_grad()
     def teacher_masks(self,

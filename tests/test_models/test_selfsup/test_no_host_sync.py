@@ -154,6 +154,34 @@ def test_masking_options_make_no_host_read(options, hub):
     assert float(losses['mask_node_size']) > 1
 
 
+@pytest.mark.parametrize('options', [
+    dict(),
+    dict(depth_unit='node_size', boundary='subtree'),
+    dict(hierarchy_cfg=dict(compact=False, affinity_norm='degree')),
+])
+def test_pixel_affinity_step_makes_no_host_read(options, hub):
+    # affinity_source='pixels': cues of the de-normalised inputs on their
+    # device, no teacher
+    model = _model(
+        'cpu', affinity_source='pixels',
+        masking=dict(CFG['masking'], **options),
+        data_preprocessor=dict(type='SelfSupDataPreprocessor',
+                               mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375]))
+    images = torch.randn(4, 3, 32, 32)
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    for it in (0, 1, 5, 10):
+        hub.update_info('iter', it)
+        with host_reads() as found:
+            losses = model.loss(images, [])
+        assert found == [], (options, it, found)
+        assert 'teacher_distance' not in losses
+        optim.zero_grad()
+        losses['loss'].backward()
+        optim.step()
+    assert float(losses['mask_node_size']) > 1
+
+
 def test_half_life_teacher_step_makes_no_host_read(hub):
     # ema_half_life resolves the momentum from the hub's max_iters (a host
     # int) at the first step; the logged teacher distance stays a device
@@ -201,9 +229,12 @@ def test_fixed_level_trees_make_no_host_read():
 @pytest.mark.skipif(
     not torch.cuda.is_available(), reason='needs a CUDA device')
 @pytest.mark.parametrize('options', [
-    dict(), dict(depth_unit='node_size', boundary='subtree')])
+    dict(), dict(depth_unit='node_size', boundary='subtree'),
+    dict(affinity_source='pixels')])
 def test_cuda_training_step_does_not_synchronize(options, hub):
-    model = _model('cuda', masking=dict(
+    options = dict(options)
+    source = options.pop('affinity_source', 'teacher')
+    model = _model('cuda', affinity_source=source, masking=dict(
         type='EvolvedHierarchicalMasking', d_min=0., d_max=3., **options))
     images = torch.randn(4, 3, 32, 32, device='cuda')
     for it in (0, 5, 10):
