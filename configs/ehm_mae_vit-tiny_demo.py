@@ -106,19 +106,24 @@ optim_wrapper = dict(
             'cls_token': dict(decay_mult=0.)
         }))
 max_epochs = 20
+warmup_epochs = 2
+# Linear warm-up for `warmup_epochs`, then cosine decay to 0 at `max_epochs`,
+# both per iteration. mmengine evaluates each config file once, so a config
+# that changes either number sets them in this list again, taking the rest
+# from `_base_.param_scheduler` (configs/study/masking_study_scenes.py).
 param_scheduler = [
     dict(
         type='LinearLR',
         start_factor=1e-3,
         by_epoch=True,
         begin=0,
-        end=2,
+        end=warmup_epochs,
         convert_to_iter_based=True),
     dict(
         type='CosineAnnealingLR',
-        T_max=max_epochs - 2,
+        T_max=max_epochs - warmup_epochs,
         by_epoch=True,
-        begin=2,
+        begin=warmup_epochs,
         end=max_epochs,
         convert_to_iter_based=True)
 ]

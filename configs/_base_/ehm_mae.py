@@ -1,8 +1,9 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # What EHM adds to an mmpretrain MAE recipe, in one place. A pretraining
 # config inherits the MAE recipe it follows and this file, then sets
 #   model = _base_.ehm_mae_model
 # so that schedules, data and runtime stay exactly mmpretrain's.
-custom_imports = dict(imports=['ehm_mm'], allow_failed_imports=False)
+_base_ = './ehm_runtime.py'
 
 # Merged into the recipe's MAE model: the encoder keeps MAEViT's arch and
 # state-dict keys.
@@ -47,7 +48,6 @@ ehm_train_sampler = dict(
     _delete_=True,
     type='SeededAugmentSampler',
     sampler=dict(type='DefaultSampler', shuffle=True))
-# Checkpoints written to a temporary file, fsynced and renamed; old ones
-# deleted only afterwards. A config sets
+# Checkpoints: a config sets
 #   default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
-ehm_checkpoint_hook = dict(type='AtomicCheckpointHook')
+# (configs/_base_/ehm_runtime.py).

@@ -1,3 +1,4 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # What the pixel-cue arm of EHM adds to an mmpretrain MIM recipe, in one
 # place: masks made in the data pipeline from each image's own patch cues
 # (mean colour + gradient texture per mask patch), no teacher. A config
@@ -8,7 +9,7 @@
 #   train_dataloader = dict(collate_fn=_base_.ehm_mask_collate, ...)
 #   default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
 # (configs/{mae,maskfeat,simmim}/*_ehm-pix_*.py).
-custom_imports = dict(imports=['ehm_mm'], allow_failed_imports=False)
+_base_ = './ehm_runtime.py'
 
 # What every pixel-cue config shares of the mask generator; the config adds
 # the grid (input_size, mask_patch_size, model_patch_size), the masked share
@@ -32,6 +33,3 @@ ehm_mask_collate = dict(_delete_=True, type='evolved_mask_collate')
 # Writes iter / max_iters into the mask generator of every dataloader
 # worker (shared memory; persistent workers, DDP and --resume included).
 custom_hooks = [dict(type='MaskProgressHook')]
-
-# Checkpoints are written atomically (temporary file, fsync, rename).
-ehm_checkpoint_hook = dict(type='AtomicCheckpointHook')

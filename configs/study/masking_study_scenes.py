@@ -35,24 +35,17 @@ val_pipeline = [
     dict(type='LoadLabelMap'),
     dict(type='PackInputs', algorithm_keys=['gt_object_mask', 'gt_seg_map'])
 ]
+# Both loaders read SyntheticScenes in the main process.
+_loader = dict(num_workers=0, persistent_workers=False)
+_scenes = dict(type='SyntheticScenes', data_root=data_root)
 train_dataloader = dict(
+    _loader,
     batch_size=32,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        type='SyntheticScenes',
-        data_root=data_root,
-        num_samples=1024,
-        pipeline=train_pipeline))
+    dataset=dict(_scenes, num_samples=1024, pipeline=train_pipeline))
 val_dataloader = dict(
+    _loader,
     batch_size=120,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        type='SyntheticScenes',
-        data_root=data_root,
-        num_samples=480,
-        pipeline=val_pipeline))
+    dataset=dict(_scenes, num_samples=480, pipeline=val_pipeline))
 val_evaluator = [
     dict(type='HierarchyIoU'),
     dict(type='KNNAccuracy', k=20),
@@ -66,23 +59,13 @@ test_evaluator = val_evaluator
 # hour with --jobs 2: 160 iterations of batch 32 per run, validation after
 # epochs 3 and 5.
 max_epochs = 5
+warmup_epochs = 1
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
+# The demo's warm-up + cosine schedule with this budget's numbers.
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-3,
-        by_epoch=True,
-        begin=0,
-        end=1,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=max_epochs - 1,
-        by_epoch=True,
-        begin=1,
-        end=max_epochs,
-        convert_to_iter_based=True)
-]
+    dict(_base_.param_scheduler[0], end=warmup_epochs),
+    dict(_base_.param_scheduler[1], begin=warmup_epochs, end=max_epochs,
+         T_max=max_epochs - warmup_epochs)]
 train_cfg = dict(max_epochs=max_epochs, val_interval=3)
 default_hooks = dict(
     logger=dict(interval=20),

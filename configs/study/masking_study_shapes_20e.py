@@ -12,20 +12,9 @@
 _base_ = './masking_study_shapes.py'
 
 max_epochs = 20
+warmup_epochs = 2
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-3,
-        by_epoch=True,
-        begin=0,
-        end=2,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=max_epochs - 2,
-        by_epoch=True,
-        begin=2,
-        end=max_epochs,
-        convert_to_iter_based=True)
-]
+    dict(_base_.param_scheduler[0], end=warmup_epochs),
+    dict(_base_.param_scheduler[1], begin=warmup_epochs, end=max_epochs,
+         T_max=max_epochs - warmup_epochs)]
 train_cfg = dict(max_epochs=max_epochs, val_interval=5)

@@ -1,8 +1,12 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # ImageNet-1K fine-tuning of an EHM-pretrained ViT-B/16, 100 epochs.
 # Everything but the checkpoint is mmpretrain's MAE benchmark (83.1 top-1
 # from MAE 300-epoch weights): AdamW lr 2e-3 (batch 8 x 128), layer decay
 # 0.65, RandAugment, Mixup / CutMix, drop path 0.1, average-pooled head.
-_base_ = 'mmpretrain::mae/benchmarks/vit-base-p16_8xb128-coslr-100e_in1k.py'
+_base_ = [
+    'mmpretrain::mae/benchmarks/vit-base-p16_8xb128-coslr-100e_in1k.py',
+    '../../_base_/ehm_benchmark.py',
+]
 
 # The checkpoint: an EHM pretraining checkpoint (its student encoder,
 # ``backbone.*``, is read; decoder, mask token and EMA teacher are ignored)
@@ -12,9 +16,6 @@ _base_ = 'mmpretrain::mae/benchmarks/vit-base-p16_8xb128-coslr-100e_in1k.py'
 # Expected key differences (logged by mmengine): the pretrained final norm
 # ``ln1`` is unused and ``ln2`` (norm of the pooled tokens) is new.
 model = dict(backbone=dict(init_cfg=dict(
-    type='Pretrained', prefix='backbone.',
+    _base_.ehm_encoder_init,
     checkpoint='pretrain/ehm_vit-base-p16_mmpretrain.pth')))
-
-# Checkpoints are written atomically (temporary file, fsync, rename).
-custom_imports = dict(imports=['ehm_mm'], allow_failed_imports=False)
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
