@@ -14,21 +14,12 @@
 _base_ = '../ehm_mae_vit-tiny_demo.py'
 
 data_root = 'data/synthetic_scenes'
-img_size = 64
 
 model = dict(predict_patch_features=True)
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResizedCrop',
-        scale=img_size,
-        crop_ratio_range=(0.5, 1.0),
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackInputs')
-]
+# The demo's train_pipeline (64 px crops and flips) and this pipeline for
+# validation: object masks for the probes and the label map for the
+# patch-segmentation probe.
 val_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadObjectMask'),
@@ -41,7 +32,7 @@ _scenes = dict(type='SyntheticScenes', data_root=data_root)
 train_dataloader = dict(
     _loader,
     batch_size=32,
-    dataset=dict(_scenes, num_samples=1024, pipeline=train_pipeline))
+    dataset=dict(_scenes, num_samples=1024, pipeline=_base_.train_pipeline))
 val_dataloader = dict(
     _loader,
     batch_size=120,
