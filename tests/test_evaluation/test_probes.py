@@ -147,3 +147,28 @@ def test_patch_seg_probe_errors():
             dict(patch_features=torch.zeros(16, 8),
                  gt_seg_map=np.zeros((16, 16)))
         ])
+
+
+def test_probe_metrics_pass_their_arguments_on():
+    """Probe arguments reach the probe, the rest the metric's base class."""
+    linear = METRICS.build(
+        dict(type='LinearProbeAccuracy', train_fraction=0.25, weight_decay=0.5,
+             max_iter=7, seed=3, feature_key='feat', prefix='lp'))
+    seg = METRICS.build(
+        dict(type='PatchSegProbe', num_classes=4, label_source='object_mask',
+             train_fraction=0.25, weight_decay=0.5, max_iter=7, seed=3,
+             feature_key='patches', prefix='sp'))
+    for metric, key, prefix in ((linear, 'feat', 'lp'),
+                                (seg, 'patches', 'sp')):
+        probe = metric.probe
+        assert (probe.train_fraction, probe.weight_decay, probe.max_iter,
+                probe.seed) == (0.25, 0.5, 7, 3)
+        assert metric.feature_key == key and metric.prefix == prefix
+    assert METRICS.build(dict(type='LinearProbeAccuracy')).prefix == 'linear'
+    seg = METRICS.build(dict(type='PatchSegProbe', num_classes=4))
+    assert (seg.prefix, seg.feature_key) == ('segprobe', 'patch_features')
+    assert seg.probe.train_fraction == 0.5 and seg.probe.max_iter == 100
+    with pytest.raises(ValueError, match='max_iter'):
+        METRICS.build(dict(type='PatchSegProbe', num_classes=4, max_iter=0))
+    with pytest.raises(TypeError):
+        METRICS.build(dict(type='LinearProbeAccuracy', no_such_argument=1))

@@ -2,5 +2,9 @@
 from .feature_label_metric import FeatureLabelMetric  # noqa: F401
 from .hierarchy_iou import HierarchyIoU  # noqa: F401
 from .knn_accuracy import KNNAccuracy  # noqa: F401
-from .linear_probe import LinearProbe, LinearProbeAccuracy  # noqa: F401
+from .linear_probe import (  # noqa: F401
+    LinearProbe,
+    LinearProbeAccuracy,
+    LinearProbeMixin,
+)
 from .patch_seg_probe import PatchSegProbe  # noqa: F401

@@ -1,6 +1,6 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Linear probe of frozen image features on a held-out split."""
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -171,8 +171,37 @@ class LinearProbe:
         return probe_logits(test_features, probe).argmax(dim=1)
 
 
+class LinearProbeMixin:
+    """Gives a metric a :class:`LinearProbe` as ``self.probe``.
+
+    Mixed in before the metric's base class (``class M(LinearProbeMixin,
+    BaseMetric)``): it takes the probe's arguments, keyword only, and passes
+    every other keyword argument on to that base class.
+
+    Args:
+        train_fraction (float): Share of the samples that train the probe.
+            Defaults to 0.5.
+        weight_decay (float): L2 penalty of the classifier. Defaults to
+            1e-3.
+        max_iter (int): L-BFGS iterations. Defaults to 100.
+        seed (int): Seed of the split. Defaults to 0.
+        **kwargs: The arguments of the metric's base class (e.g.
+            ``collect_device`` and ``prefix``).
+    """
+
+    def __init__(self,
+                 *,
+                 train_fraction: float = 0.5,
+                 weight_decay: float = 1e-3,
+                 max_iter: int = 100,
+                 seed: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.probe = LinearProbe(train_fraction, weight_decay, max_iter, seed)
+
+
 @METRICS.register_module()
-class LinearProbeAccuracy(FeatureLabelMetric):
+class LinearProbeAccuracy(LinearProbeMixin, FeatureLabelMetric):
     """Top-1 accuracy of a linear classifier on frozen features.
 
     Collects one feature and one label per evaluated sample, splits the set
@@ -184,34 +213,14 @@ class LinearProbeAccuracy(FeatureLabelMetric):
     pretraining.
 
     Args:
-        train_fraction (float): Share of the samples that train the probe.
-            Defaults to 0.5.
-        weight_decay (float): L2 penalty of the classifier. Defaults to
-            1e-3.
-        max_iter (int): L-BFGS iterations. Defaults to 100.
-        seed (int): Seed of the split. Defaults to 0.
-        feature_key (str): Field of the feature. Defaults to ``'feature'``.
-        collect_device (str): Device to gather results across ranks.
-            Defaults to ``'cpu'``.
-        prefix (str, optional): Metric name prefix. Defaults to None, which
-            means ``'linear'``.
+        **kwargs: The probe's ``train_fraction``, ``weight_decay``,
+            ``max_iter`` and ``seed`` (:class:`LinearProbeMixin`), then
+            ``feature_key``, ``collect_device`` and ``prefix``
+            (:class:`~ehm_mm.evaluation.metrics.FeatureLabelMetric`; the
+            prefix defaults to ``'linear'``).
     """
 
     default_prefix: Optional[str] = 'linear'
-
-    def __init__(self,
-                 train_fraction: float = 0.5,
-                 weight_decay: float = 1e-3,
-                 max_iter: int = 100,
-                 seed: int = 0,
-                 feature_key: str = 'feature',
-                 collect_device: str = 'cpu',
-                 prefix: Optional[str] = None) -> None:
-        super().__init__(
-            feature_key=feature_key,
-            collect_device=collect_device,
-            prefix=prefix)
-        self.probe = LinearProbe(train_fraction, weight_decay, max_iter, seed)
 
     def compute_metrics(self, results: List[Tuple[Tensor, int]]) -> dict:
         """Train the probe on one part and test it on the other.

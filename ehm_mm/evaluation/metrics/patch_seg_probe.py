@@ -1,6 +1,6 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Patch-level segmentation probe: a linear classifier per patch feature."""
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -9,7 +9,7 @@ from mmengine.evaluator import BaseMetric
 from mmpretrain.registry import METRICS
 from torch import Tensor
 
-from .linear_probe import LinearProbe
+from .linear_probe import LinearProbeMixin
 
 LABEL_SOURCES = ('seg_map', 'object_mask')
 
@@ -72,7 +72,7 @@ def mean_iou(pred: Tensor, target: Tensor,
 
 
 @METRICS.register_module()
-class PatchSegProbe(BaseMetric):
+class PatchSegProbe(LinearProbeMixin, BaseMetric):
     """Linear segmentation probe on frozen patch features, mIoU.
 
     Every evaluated image contributes its patch features (``EHMMAE`` with
@@ -95,18 +95,13 @@ class PatchSegProbe(BaseMetric):
             included (7 for the synthetic datasets).
         label_source (str): ``'seg_map'`` or ``'object_mask'``. Defaults
             to ``'seg_map'``.
-        train_fraction (float): Share of the images that train the probe.
-            Defaults to 0.5.
-        weight_decay (float): L2 penalty of the classifier. Defaults to
-            1e-3.
-        max_iter (int): L-BFGS iterations. Defaults to 100.
-        seed (int): Seed of the split. Defaults to 0.
-        feature_key (str): Field of the patch features. Defaults to
-            ``'patch_features'``.
-        collect_device (str): Device to gather results across ranks.
-            Defaults to ``'cpu'``.
-        prefix (str, optional): Metric name prefix. Defaults to None, which
-            means ``'segprobe'``.
+        feature_key (str): Field of the patch features, keyword only.
+            Defaults to ``'patch_features'``.
+        **kwargs: The probe's ``train_fraction`` (share of the images that
+            train it), ``weight_decay``, ``max_iter`` and ``seed``
+            (:class:`~ehm_mm.evaluation.metrics.LinearProbeMixin`),
+            then ``collect_device`` and ``prefix`` (defaults to
+            ``'segprobe'``).
     """
 
     default_prefix: Optional[str] = 'segprobe'
@@ -114,14 +109,11 @@ class PatchSegProbe(BaseMetric):
     def __init__(self,
                  num_classes: int,
                  label_source: str = 'seg_map',
-                 train_fraction: float = 0.5,
-                 weight_decay: float = 1e-3,
-                 max_iter: int = 100,
-                 seed: int = 0,
+                 *,
                  feature_key: str = 'patch_features',
-                 collect_device: str = 'cpu',
-                 prefix: Optional[str] = None) -> None:
-        super().__init__(collect_device=collect_device, prefix=prefix)
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.feature_key = feature_key
         if (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                 or num_classes < 2):
             raise ValueError(
@@ -131,8 +123,6 @@ class PatchSegProbe(BaseMetric):
                              f'got {label_source!r}')
         self.num_classes = num_classes
         self.label_source = label_source
-        self.probe = LinearProbe(train_fraction, weight_decay, max_iter, seed)
-        self.feature_key = feature_key
 
     def _label_map(self, sample: dict) -> Tensor:
         if self.label_source == 'seg_map':
