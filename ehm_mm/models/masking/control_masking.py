@@ -32,6 +32,7 @@ from .evolved_masking import (
     EvolvedHierarchicalMasking,
     MaskingResult,
     check_mask_ratio,
+    masked_node_size,
     num_masked,
 )
 from .hierarchy import Hierarchy, build_hierarchy, check_grid_size
@@ -126,8 +127,50 @@ def _order_to_result(order: Tensor, num_mask: int, depth: Tensor,
                          hierarchy)
 
 
+class _ContentFreeMasking:
+    """The ``forward`` of the control maskings, which ignore the affinity.
+
+    It finds the batch size and device (:func:`_batch_and_device`) and
+    hands them to the subclass's ``_make_masks``.
+    """
+
+    #: EHMMAE may skip the teacher's affinity: these masks ignore it.
+    requires_affinity = False
+
+    def forward(self,
+                affinity: Optional[Tensor] = None,
+                progress: Optional[float] = None,
+                depth: Union[int, Sequence[int], Tensor, None] = None,
+                generator: Optional[torch.Generator] = None,
+                batch_size: Optional[int] = None) -> MaskingResult:
+        """Make masks for a batch.
+
+        Args:
+            affinity (Tensor, optional): Only its batch size and device are
+                used. Defaults to None.
+            progress (float, optional): Training progress in ``[0, 1]``
+                (block masks do not evolve and ignore it). Defaults to None.
+            depth (int | Sequence[int] | Tensor, optional): Depths instead
+                of ``progress`` (exactly one of the two; block masks use
+                only its length, the batch size when a list). Defaults to
+                None.
+            generator (torch.Generator, optional): Random source (and,
+                without an affinity, the device); None uses the global one
+                on the CPU. Defaults to None.
+            batch_size (int, optional): ``B`` when neither ``affinity`` nor
+                a depth list gives it. Defaults to None.
+
+        Returns:
+            MaskingResult: The subclass's masks (its ``_make_masks``).
+        """
+        batch, device = _batch_and_device(affinity, depth, batch_size,
+                                          generator)
+        return self._make_masks(affinity, batch, device, progress, depth,
+                                generator)
+
+
 @MODELS.register_module()
-class BlockwiseMasking(BaseModule):
+class BlockwiseMasking(_ContentFreeMasking, BaseModule):
     """Random rectangular blocks of patches (BEiT / SimMIM style).
 
     Every image draws ``num_blocks`` rectangles: area uniform in
@@ -167,9 +210,6 @@ class BlockwiseMasking(BaseModule):
             ``2 * ceil(masked / min_block_patches)``. Defaults to None.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
-
-    #: EHMMAE may skip the teacher's affinity: these masks ignore it.
-    requires_affinity = False
 
     def __init__(self,
                  grid_size: Sequence[int],
@@ -298,34 +338,18 @@ class BlockwiseMasking(BaseModule):
                             torch.full_like(block_index, blocks))
         return first.amin(dim=1)  # [B, N]
 
-    def forward(self,
-                affinity: Optional[Tensor] = None,
-                progress: Optional[float] = None,
-                depth: Union[int, Sequence[int], Tensor, None] = None,
-                generator: Optional[torch.Generator] = None,
-                batch_size: Optional[int] = None) -> MaskingResult:
-        """Make block masks for a batch.
-
-        Args:
-            affinity (Tensor, optional): Only its batch size and device are
-                used. Defaults to None.
-            progress (float, optional): Unused (block masks do not evolve).
-                Defaults to None.
-            depth (int | Sequence[int] | Tensor, optional): Unused but for
-                its length (the batch size, when a list). Defaults to None.
-            generator (torch.Generator, optional): Random source (and, without
-                an affinity, the device); None uses the global one on the
-                CPU. Defaults to None.
-            batch_size (int, optional): ``B`` when neither ``affinity`` nor
-                a depth list gives it. Defaults to None.
+    def _make_masks(self, affinity: Optional[Tensor], batch: int,
+                    device: torch.device, progress: Optional[float],
+                    depth: Union[int, Sequence[int], Tensor, None],
+                    generator: Optional[torch.Generator]) -> MaskingResult:
+        """Block masks for ``batch`` images (see :meth:`forward`).
 
         Returns:
             MaskingResult: ``mask``, ``ids_restore``, ``ids_keep``,
-            ``depth`` (ones: the block level) and ``hierarchy`` (patches and
-            block pieces).
+            ``depth`` (ones: the block level), ``hierarchy`` (patches and
+            block pieces) and ``node_size`` (the mean size in patches of
+            the block pieces the mask covers, :func:`masked_node_size`).
         """
-        batch, device = _batch_and_device(affinity, depth, batch_size,
-                                          generator)
         h, w = self.grid_size
         num = h * w
         if affinity is not None and affinity.dim() == 3 and (
@@ -347,9 +371,11 @@ class BlockwiseMasking(BaseModule):
             (torch.full((batch, ), num, device=device), pieces.amax(1) + 1),
             dim=1)
         hierarchy = Hierarchy(ancestors, counts, (h, w))
-        return _order_to_result(order, num_mask,
-                                torch.ones(batch, dtype=torch.long,
-                                           device=device), hierarchy)
+        result = _order_to_result(order, num_mask,
+                                  torch.ones(batch, dtype=torch.long,
+                                             device=device), hierarchy)
+        result.node_size = masked_node_size(pieces, result.mask)
+        return result
 
     def extra_repr(self) -> str:
         return (f'grid_size={self.grid_size}, mask_ratio={self.mask_ratio}, '
@@ -359,7 +385,8 @@ class BlockwiseMasking(BaseModule):
 
 
 @MODELS.register_module()
-class RandomHierarchyMasking(EvolvedHierarchicalMasking):
+class RandomHierarchyMasking(_ContentFreeMasking,
+                             EvolvedHierarchicalMasking):
     """EHM's trees and depth schedule on an affinity without image content.
 
     The affinity handed in is replaced by i.i.d. uniform noise,
@@ -374,40 +401,20 @@ class RandomHierarchyMasking(EvolvedHierarchicalMasking):
     noise affinity), then those of :class:`EvolvedHierarchicalMasking`.
     """
 
-    #: EHMMAE may skip the teacher's affinity: these masks ignore it.
-    requires_affinity = False
-
-    def forward(self,
-                affinity: Optional[Tensor] = None,
-                progress: Optional[float] = None,
-                depth: Union[int, Sequence[int], Tensor, None] = None,
-                generator: Optional[torch.Generator] = None,
-                batch_size: Optional[int] = None) -> MaskingResult:
-        """Make random-hierarchy masks for a batch.
-
-        Args:
-            affinity (Tensor, optional): Only its batch size and device are
-                used. Defaults to None.
-            progress (float, optional): Training progress in ``[0, 1]``.
-                Defaults to None.
-            depth (int | Sequence[int] | Tensor, optional): Depths instead
-                of ``progress`` (exactly one of the two). Defaults to None.
-            generator (torch.Generator, optional): Random source (and,
-                without an affinity, the device); None uses the global one
-                on the CPU. Defaults to None.
-            batch_size (int, optional): ``B`` when neither ``affinity`` nor
-                a depth list gives it. Defaults to None.
+    def _make_masks(self, affinity: Optional[Tensor], batch: int,
+                    device: torch.device, progress: Optional[float],
+                    depth: Union[int, Sequence[int], Tensor, None],
+                    generator: Optional[torch.Generator]) -> MaskingResult:
+        """Random-hierarchy masks for ``batch`` images (see :meth:`forward`).
 
         Returns:
             MaskingResult: As :class:`EvolvedHierarchicalMasking` returns.
         """
         if (progress is None) == (depth is None):
             raise ValueError('give exactly one of progress and depth')
-        batch, device = _batch_and_device(affinity, depth, batch_size,
-                                          generator)
         num = self.num_patches
         noise = torch.rand(batch, num, num, device=device,
                            generator=generator)
         noise = (noise + noise.transpose(1, 2)) / 2
-        return super().forward(
-            noise, progress=progress, depth=depth, generator=generator)
+        return EvolvedHierarchicalMasking.forward(
+            self, noise, progress=progress, depth=depth, generator=generator)

@@ -130,6 +130,35 @@ def test_blockwise_falls_back_to_single_patches_when_blocks_run_out():
     assert bool((out.mask.sum(1) == 6).all())
 
 
+def test_blockwise_node_size_is_the_mean_masked_piece_size():
+    # one 2x2 block (area 4, aspect 1) masks exactly the 4 masked patches
+    masking = BlockwiseMasking((4, 4), mask_ratio=0.25, min_block_patches=4,
+                               max_block_patches=4, min_aspect=1.0,
+                               num_blocks=1)
+    out = masking(None, batch_size=3,
+                  generator=torch.Generator().manual_seed(0))
+    assert out.node_size.dtype == out.mask.dtype
+    assert out.node_size.device == out.mask.device
+    assert torch.equal(out.node_size, torch.full((3, ), 4.0))
+    # 8 masked: the whole block (4) and 4 single patches -> 8 / 5 regions
+    masking = BlockwiseMasking((4, 4), mask_ratio=0.5, min_block_patches=4,
+                               max_block_patches=4, min_aspect=1.0,
+                               num_blocks=1)
+    out = masking(None, batch_size=3,
+                  generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(out.node_size, torch.full((3, ), 1.6))
+    # default blocks: every masked region is a block piece of its hierarchy
+    masking = BlockwiseMasking((8, 8))
+    out = masking(None, batch_size=4,
+                  generator=torch.Generator().manual_seed(2))
+    pieces = out.hierarchy.ancestors[:, 1].flatten(1)
+    for b in range(4):
+        touched = pieces[b][out.mask[b] > 0].unique()
+        sizes = torch.stack([(pieces[b] == p).sum() for p in touched])
+        assert float(out.node_size[b]) == pytest.approx(
+            float(sizes.float().mean()))
+
+
 @pytest.mark.parametrize('progress,depth', [(0.0, 0), (0.5, 2), (1.0, 4)])
 def test_random_hierarchy_exact_ratio_whole_nodes(progress, depth):
     masking = MODELS.build(

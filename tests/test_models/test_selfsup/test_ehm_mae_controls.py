@@ -55,6 +55,7 @@ def test_control_masks_train_without_teacher_affinity(hub, masking, kind):
         losses = model.loss(images, [DataSample() for _ in range(4)])
         masks = model.generate_masks(images, 0.5)
     assert torch.isfinite(losses['loss'])
+    assert float(losses['mask_node_size']) >= 1  # logged for both controls
     assert bool((masks.mask.sum(1) == 12).all())
     losses['loss'].backward()
     # predict still scores the teacher's own hierarchy
