@@ -33,7 +33,7 @@ import argparse
 import ast
 import math
 import time
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -115,20 +115,27 @@ def smooth_affinity(batch: int, h: int, w: int,
     return feat @ feat.transpose(1, 2)
 
 
+def call_seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call, the device synchronised before and after."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def median(times: List[float]) -> float:
+    """The median of an odd count; the upper of the middle two otherwise."""
+    return sorted(times)[len(times) // 2]
+
+
 def timed(fn: Callable[[], object], repeats: int,
           device: torch.device) -> float:
     """Median seconds of ``repeats`` calls after one warm-up call."""
     fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return median([call_seconds(fn, device) for _ in range(repeats)])
 
 
 def timed_pair(first: Callable[[], object], second: Callable[[], object],
@@ -141,14 +148,8 @@ def timed_pair(first: Callable[[], object], second: Callable[[], object],
     times = ([], [])
     for _ in range(repeats):
         for fn, out in zip((first, second), times):
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            fn()
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
-            out.append(time.perf_counter() - start)
-    return tuple(sorted(t)[len(t) // 2] for t in times)
+            out.append(call_seconds(fn, device))
+    return median(times[0]), median(times[1])
 
 
 def operator_launches(fn: Callable[[], object]) -> Tuple[int, int]:
