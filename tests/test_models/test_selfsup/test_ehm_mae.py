@@ -10,37 +10,15 @@ from mmengine.logging import MessageHub
 from mmengine.model import ExponentialMovingAverage
 from mmengine.optim import build_optim_wrapper
 from mmpretrain.models import MAEViT
-from mmpretrain.registry import MODELS
+from tiny_models import TINY_ARCH, TINY_EHM_MAE, build_tiny
 
 import ehm_mm  # noqa: F401
 from ehm_mm.models import EHMMAE, attention_affinity
 from ehm_mm.models.selfsup import ema_teacher
 from ehm_mm.models.selfsup.ehm_mae import mask_seed
 
-ARCH = dict(embed_dims=48, num_layers=2, num_heads=3, feedforward_channels=96)
-CFG = dict(
-    type='EHMMAE',
-    backbone=dict(
-        type='EHMMAEViT', arch=ARCH, img_size=32, patch_size=8,
-        mask_ratio=0.75),
-    neck=dict(
-        type='MAEPretrainDecoder',
-        num_patches=16,
-        patch_size=8,
-        in_chans=3,
-        embed_dim=48,
-        decoder_embed_dim=32,
-        decoder_depth=1,
-        decoder_num_heads=2,
-        mlp_ratio=2.),
-    head=dict(
-        type='MAEPretrainHead',
-        norm_pix=True,
-        patch_size=8,
-        loss=dict(type='PixelReconstructionLoss', criterion='L2')),
-    masking=dict(type='EvolvedHierarchicalMasking', d_min=0., d_max=3.),
-    teacher='ema',
-    ema_momentum=0.25)
+ARCH = TINY_ARCH
+CFG = TINY_EHM_MAE
 
 
 def _build(**changes) -> EHMMAE:
@@ -50,10 +28,7 @@ def _build(**changes) -> EHMMAE:
             cfg[key].update(value)
         else:
             cfg[key] = value
-    torch.manual_seed(0)
-    model = MODELS.build(cfg)
-    model.init_weights()
-    return model
+    return build_tiny(cfg)
 
 
 @pytest.fixture

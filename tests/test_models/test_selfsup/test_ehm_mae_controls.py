@@ -1,33 +1,17 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """EHMMAE with the study's control masks and patch features for probes."""
-import copy
 from unittest import mock
 
 import pytest
 import torch
 from mmengine.logging import MessageHub
-from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+from tiny_models import TINY_EHM_MAE, build_tiny
 
 import ehm_mm  # noqa: F401
 from ehm_mm.models.masking import BlockwiseMasking, RandomHierarchyMasking
 
-CFG = dict(
-    type='EHMMAE',
-    backbone=dict(
-        type='EHMMAEViT',
-        arch=dict(embed_dims=48, num_layers=2, num_heads=3,
-                  feedforward_channels=96),
-        img_size=32, patch_size=8, mask_ratio=0.75),
-    neck=dict(
-        type='MAEPretrainDecoder', num_patches=16, patch_size=8, in_chans=3,
-        embed_dim=48, decoder_embed_dim=32, decoder_depth=1,
-        decoder_num_heads=2, mlp_ratio=2.),
-    head=dict(
-        type='MAEPretrainHead', norm_pix=True, patch_size=8,
-        loss=dict(type='PixelReconstructionLoss', criterion='L2')),
-    masking=dict(type='EvolvedHierarchicalMasking', d_min=0., d_max=3.),
-    ema_momentum=0.25)
+CFG = TINY_EHM_MAE
 
 
 @pytest.fixture
@@ -44,9 +28,7 @@ def hub():
     (dict(type='RandomHierarchyMasking', d_max=3.), RandomHierarchyMasking),
 ])
 def test_control_masks_train_without_teacher_affinity(hub, masking, kind):
-    torch.manual_seed(0)
-    model = MODELS.build(dict(copy.deepcopy(CFG), masking=masking))
-    model.init_weights()
+    model = build_tiny(CFG, masking=masking)
     assert isinstance(model.masking, kind)
     images = torch.randn(4, 3, 32, 32)
     with mock.patch.object(
@@ -64,9 +46,7 @@ def test_control_masks_train_without_teacher_affinity(hub, masking, kind):
 
 
 def test_predict_patch_features(hub):
-    torch.manual_seed(0)
-    model = MODELS.build(dict(copy.deepcopy(CFG)))
-    model.init_weights()
+    model = build_tiny(CFG)
     images = torch.randn(3, 3, 32, 32)
     assert 'patch_features' not in model.predict(images)[0]
     model.predict_patch_features = True

@@ -14,14 +14,13 @@ is free there). On CUDA the step also runs under
 ``torch.cuda.set_sync_debug_mode('error')``.
 """
 import contextlib
-import copy
 from typing import Iterator, List
 from unittest import mock
 
 import pytest
 import torch
 from mmengine.logging import MessageHub
-from mmpretrain.registry import MODELS
+from tiny_models import TINY_EHM_MAE, build_tiny
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import ehm_mm  # noqa: F401
@@ -85,21 +84,8 @@ def test_the_guard_sees_host_reads():
 
 
 CFG = dict(
-    type='EHMMAE',
-    backbone=dict(
-        type='EHMMAEViT',
-        arch=dict(embed_dims=48, num_layers=2, num_heads=3,
-                  feedforward_channels=96),
-        img_size=32, patch_size=8),
-    neck=dict(type='MAEPretrainDecoder', num_patches=16, patch_size=8,
-              in_chans=3, embed_dim=48, decoder_embed_dim=32,
-              decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.),
-    head=dict(type='MAEPretrainHead', norm_pix=True, patch_size=8,
-              loss=dict(type='PixelReconstructionLoss', criterion='L2')),
-    masking=dict(type='EvolvedHierarchicalMasking', d_min=0., d_max=3.,
-                 hierarchy_cfg=dict(compact=False)),
-    teacher='ema',
-    ema_momentum=0.25)
+    TINY_EHM_MAE,
+    masking=dict(TINY_EHM_MAE['masking'], hierarchy_cfg=dict(compact=False)))
 
 
 @pytest.fixture
@@ -111,12 +97,7 @@ def hub():
 
 
 def _model(device: str, **changes) -> torch.nn.Module:
-    cfg = copy.deepcopy(CFG)
-    cfg.update(changes)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg)
-    model.init_weights()
-    return model.to(device).train()
+    return build_tiny(CFG, **changes).to(device).train()
 
 
 @pytest.mark.parametrize('teacher', ['ema', 'online'])

@@ -11,29 +11,15 @@ from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
 from mmengine.runner import Runner
-from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from runner_utils import restoring_mmengine_globals
+from tiny_models import TINY_EHM_MAE, build_tiny
 
 import ehm_mm  # noqa: F401
 from ehm_mm.models.selfsup.ema_teacher import half_life_momentum
 from ehm_mm.utils import launch
 
-MAE = dict(
-    type='EHMMAE',
-    backbone=dict(
-        type='EHMMAEViT',
-        arch=dict(embed_dims=48, num_layers=2, num_heads=3,
-                  feedforward_channels=96),
-        img_size=32, patch_size=8),
-    neck=dict(type='MAEPretrainDecoder', num_patches=16, patch_size=8,
-              in_chans=3, embed_dim=48, decoder_embed_dim=32,
-              decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.),
-    head=dict(type='MAEPretrainHead', norm_pix=True, patch_size=8,
-              loss=dict(type='PixelReconstructionLoss', criterion='L2')),
-    masking=dict(type='EvolvedHierarchicalMasking', d_min=0., d_max=3.),
-    ema_momentum=None,
-    ema_half_life=0.25)
+MAE = dict(TINY_EHM_MAE, ema_momentum=None, ema_half_life=0.25)
 SIMMIM = dict(
     type='EHMSimMIM',
     backbone=dict(
@@ -53,12 +39,7 @@ SIMMIM = dict(
 
 
 def _build(base: dict = MAE, **changes) -> torch.nn.Module:
-    cfg = copy.deepcopy(base)
-    cfg.update(changes)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg)
-    model.init_weights()
-    return model.train()
+    return build_tiny(base, **changes).train()
 
 
 def _images(batch: int = 4, seed: int = 3) -> torch.Tensor:
