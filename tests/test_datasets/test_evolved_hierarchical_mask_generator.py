@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from mmcv.transforms import Compose
-from mmengine.registry import FUNCTIONS, DefaultScope
+from mask_generator_utils import single_and_batched
+from mmengine.registry import FUNCTIONS
 from mmpretrain.registry import TRANSFORMS
 from mmpretrain.structures import DataSample
 from torch.utils.data import DataLoader, Dataset
@@ -197,17 +197,7 @@ def test_batched_masks_equal_the_unbatched_ones():
     gen = dict(type='EvolvedHierarchicalMaskGenerator', input_size=32,
                mask_patch_size=8, model_patch_size=4, mask_ratio=0.5,
                d_max=3.0, progress=0.5)  # d = 1.5: depths 1 and 2
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        single = Compose([gen, dict(type='PackInputs',
-                                    algorithm_keys=['mask_depth'])])
-        batched = Compose([dict(gen, batched=True),
-                           dict(type='PackInputs',
-                                algorithm_keys=['mask_request'])])
-        collate = FUNCTIONS.get('evolved_mask_collate')
-        torch.manual_seed(5)
-        expected = [single(dict(img=img)) for img in imgs]
-        torch.manual_seed(5)
-        batch = collate([batched(dict(img=img)) for img in imgs])
+    expected, batch = single_and_batched(gen, imgs)
     samples = batch['data_samples']
     assert {int(s.mask_depth) for s in samples} == {1, 2}
     for sample, want in zip(samples, expected):

@@ -130,6 +130,29 @@ def check_tree(hierarchy, max_levels: Optional[int] = None) -> None:
             assert bool((counts[:, -1] == 1).all())
 
 
+def count_quadrant_violations(tree, quadrant: Tensor) -> int:
+    """Nodes spanning two quadrants without holding each of them whole.
+
+    Args:
+        tree (Hierarchy): The trees.
+        quadrant (Tensor): ``[N]``, each patch's quadrant.
+
+    Returns:
+        int: The number of such nodes over all images and levels.
+    """
+    bad = 0
+    for b in range(tree.batch_size):
+        for level in range(tree.num_levels):
+            ids = tree.level(level)[b]
+            for node in range(int(tree.num_nodes[b, level])):
+                inside = ids == node
+                touched = quadrant[inside].unique()
+                if len(touched) > 1:
+                    bad += not all(
+                        bool(inside[quadrant == q].all()) for q in touched)
+    return bad
+
+
 @pytest.fixture(scope='session')
 def smooth_affinity() -> Callable[..., Tensor]:
     """Factory: ``smooth_affinity(batch, h, w, seed=0)``."""
@@ -146,3 +169,9 @@ def quadrant_affinity() -> Callable[..., Tuple[Tensor, Tensor]]:
 def tree_checker() -> Callable[..., None]:
     """``tree_checker(hierarchy, max_levels=None)`` asserts tree rules."""
     return check_tree
+
+
+@pytest.fixture(scope='session')
+def quadrant_violations() -> Callable[..., int]:
+    """``quadrant_violations(tree, quadrant)``: nodes splitting a quadrant."""
+    return count_quadrant_violations

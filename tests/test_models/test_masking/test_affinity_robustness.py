@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from mmcv.transforms import Compose
-from mmengine.registry import FUNCTIONS, DefaultScope
+from mask_generator_utils import single_and_batched
 
 from ehm_mm import EvolvedHierarchicalMasking, build_hierarchy
 from ehm_mm.models.masking import hierarchy as hierarchy_module
@@ -90,21 +89,6 @@ def bonded_quadrants(batch: int,
     affinity = block + bond * bonded.float()
     return affinity + noise * torch.randn(
         batch, num, num, generator=gen), quadrant
-
-
-def quadrant_violations(tree: Hierarchy, quadrant: torch.Tensor) -> int:
-    """Nodes spanning two quadrants without holding each of them whole."""
-    bad = 0
-    for b in range(tree.batch_size):
-        for level in range(tree.num_levels):
-            ids = tree.level(level)[b]
-            for node in range(int(tree.num_nodes[b, level])):
-                inside = ids == node
-                touched = quadrant[inside].unique()
-                if len(touched) > 1:
-                    bad += not all(
-                        bool(inside[quadrant == q].all()) for q in touched)
-    return bad
 
 
 def _neighbours(patch: int, size: int):
@@ -380,7 +364,7 @@ def test_jitter_without_a_generator_uses_no_random_state():
     assert int(first.num_nodes[0, 1]) <= 40
 
 
-def test_jitter_keeps_real_structure(quadrant_affinity):
+def test_jitter_keeps_real_structure(quadrant_affinity, quadrant_violations):
     affinity, quadrant = quadrant_affinity(4, noise=0.1, seed=1)
     today = build_hierarchy(affinity, (14, 14), **TODAY)
     jitter = build_hierarchy(affinity, (14, 14), tie_jitter=1e-6,
@@ -393,7 +377,8 @@ def test_jitter_keeps_real_structure(quadrant_affinity):
 # --------------------------------------------------------------------------
 # Planted quadrants and the per-level tolerance
 # --------------------------------------------------------------------------
-def test_level_tolerance_keeps_quadrants_under_strong_fine_bonds():
+def test_level_tolerance_keeps_quadrants_under_strong_fine_bonds(
+        quadrant_violations):
     affinity, quadrant = bonded_quadrants(4, size=16, bond=30.0, seed=0)
     # today: the pair bonds set a level-0 spread larger than the quadrant
     # contrast, so waiting nodes of upper levels merge across quadrants
@@ -416,7 +401,7 @@ def test_level_tolerance_keeps_quadrants_under_strong_fine_bonds():
     dict(affinity_norm='degree', tolerance_scope='level', tie_jitter=1e-6),
 ])
 def test_planted_quadrants_stay_whole_with_the_options(
-        noise, options, quadrant_affinity):
+        noise, options, quadrant_affinity, quadrant_violations):
     affinity, quadrant = quadrant_affinity(4, noise=noise, seed=1)
     tree = build_hierarchy(affinity, (14, 14), **options)
     assert quadrant_violations(tree, quadrant) == 0
@@ -470,17 +455,7 @@ def test_pipeline_generator_takes_the_options_batched_or_not():
     gen = dict(type='EvolvedHierarchicalMaskGenerator', input_size=32,
                mask_patch_size=4, model_patch_size=4, mask_ratio=0.5,
                d_max=4.0, progress=0.5, hierarchy_cfg=options)
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        single = Compose([gen, dict(type='PackInputs',
-                                    algorithm_keys=['mask_depth'])])
-        batched = Compose([dict(gen, batched=True),
-                           dict(type='PackInputs',
-                                algorithm_keys=['mask_request'])])
-        collate = FUNCTIONS.get('evolved_mask_collate')
-        torch.manual_seed(5)
-        expected = [single(dict(img=img)) for img in imgs]
-        torch.manual_seed(5)
-        batch = collate([batched(dict(img=img)) for img in imgs])
+    expected, batch = single_and_batched(gen, imgs)
     for sample, want in zip(batch['data_samples'], expected):
         assert torch.equal(sample.mask, want['data_samples'].mask)
         assert int(sample.mask.sum()) == 32  # round(0.5 * 64)

@@ -196,26 +196,12 @@ def test_node_count_roughly_halves_on_smooth_affinities(smooth_affinity):
     assert float(single_round.num_nodes[:, 4].float().mean()) > 196 / 4
 
 
-def _quadrant_violations(tree: Hierarchy, quadrant: torch.Tensor) -> int:
-    """Nodes spanning two quadrants without holding each of them whole."""
-    bad = 0
-    for b in range(tree.batch_size):
-        for level in range(tree.num_levels):
-            ids = tree.level(level)[b]
-            for node in range(int(tree.num_nodes[b, level])):
-                inside = ids == node
-                touched = quadrant[inside].unique()
-                if len(touched) > 1:
-                    bad += not all(
-                        bool(inside[quadrant == q].all()) for q in touched)
-    return bad
-
-
 @pytest.mark.parametrize('noise', [0.1, 0.3])
-def test_planted_quadrants_are_respected(noise, quadrant_affinity):
+def test_planted_quadrants_are_respected(noise, quadrant_affinity,
+                                         quadrant_violations):
     affinity, quadrant = quadrant_affinity(6, noise=noise, seed=1)
     tree = build_hierarchy(affinity, (14, 14))
-    assert _quadrant_violations(tree, quadrant) == 0
+    assert quadrant_violations(tree, quadrant) == 0
     for b in range(6):
         pure_small_level = False
         for level in range(tree.num_levels):
@@ -228,7 +214,7 @@ def test_planted_quadrants_are_respected(noise, quadrant_affinity):
         assert pure_small_level
     # matching with any neighbour, however dissimilar, leaks across
     greedy = build_hierarchy(affinity, (14, 14), tolerance=math.inf)
-    assert _quadrant_violations(greedy, quadrant) > 0
+    assert quadrant_violations(greedy, quadrant) > 0
 
 
 def test_compact_and_static_shapes_agree(smooth_affinity):
