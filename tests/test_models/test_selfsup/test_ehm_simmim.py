@@ -7,12 +7,11 @@ import pytest
 import torch
 from mmengine.logging import MessageHub
 from mmengine.optim import build_optim_wrapper
-from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+from tiny_models import build_tiny as build
 
 import ehm_mm  # noqa: F401
 from ehm_mm.models.selfsup.ehm_simmim import (
-    EHMSimMIM,
     feature_affinity,
     pool_affinity,
 )
@@ -44,15 +43,6 @@ VIT = dict(
     masking=dict(type='EvolvedHierarchicalMasking', mask_ratio=0.6,
                  d_max=3.0),
     ema_momentum=0.5)
-
-
-def build(base: dict, **changes) -> EHMSimMIM:
-    cfg = copy.deepcopy(base)
-    cfg.update(changes)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg)
-    model.init_weights()
-    return model
 
 
 def images(size: int, batch: int = 2) -> torch.Tensor:

@@ -1,5 +1,5 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-"""The tiny EHM-MAE the self-supervised tests build, and its builder.
+"""The tiny EHM-MAE of the self-supervised tests, and their model builder.
 
 32 x 32 images, 8 px patches (a 4 x 4 grid), a 2-layer 48-d ViT, a 1-layer
 decoder, EHM masks up to level 3 and an EMA teacher with a fast momentum.
