@@ -37,5 +37,10 @@ train_dataloader = dict(
     collate_fn=dict(_delete_=True, type='default_collate'),
     dataset=dict(pipeline=train_pipeline))
 
+# Pictures of the teacher's trees and the masks on 4 training images every
+# 10 epochs (through the runner's visualizer).
+custom_hooks = [
+    dict(type='HierarchyVisualizationHook', interval=10, num_images=4)
+]
 # Checkpoints are written atomically (temporary file, fsync, rename).
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

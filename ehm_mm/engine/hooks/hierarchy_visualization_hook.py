@@ -1,5 +1,5 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,10 +20,11 @@ class HierarchyVisualizationHook(Hook):
 
     Every ``interval`` epochs (or iterations with ``by_epoch=False``), and
     before training starts, the hook runs the model's mask generation
-    (``EHMMAE.generate_masks``: teacher affinity -> hierarchy -> masks at the
-    current depth) on the same few training images and writes one figure
-    through the runner's visualizer (``add_image``), so every configured
-    backend gets it: the local backend saves
+    (``EHMMAE`` or ``EHMSimMIM``: teacher affinity -> hierarchy -> masks at
+    the current depth, on the model's mask grid) on the same few training
+    images and writes one figure through the runner's visualizer
+    (``add_image``), so every configured backend gets it: the local backend
+    saves
     ``<work_dir>/<timestamp>/vis_data/vis_image/<name>_<step>.png``,
     TensorBoard shows it under ``<name>``.
 
@@ -98,9 +99,39 @@ class HierarchyVisualizationHook(Hook):
         self._batch: Optional[dict] = None
         self._last_step: Optional[int] = None
 
+    @staticmethod
+    def _check_model(model: torch.nn.Module) -> None:
+        """Raise a TypeError unless the model makes teacher masks."""
+        needed = ('teacher_affinity', 'masking', 'current_progress')
+        missing = [name for name in needed if not hasattr(model, name)]
+        if missing:
+            raise TypeError(
+                'HierarchyVisualizationHook draws the masks a model makes '
+                'from its own affinity (EHMMAE, EHMSimMIM); '
+                f'{type(model).__name__} has no {", ".join(missing)}: remove '
+                'the hook from custom_hooks for this model')
+
+    @staticmethod
+    def _input_size(model: torch.nn.Module) -> Tuple[int, int]:
+        """The encoder's input ``(height, width)`` in pixels."""
+        backbone = model.backbone
+        size = getattr(backbone, 'img_size', None)  # ViT
+        if size is None:  # Swin and other PatchEmbed encoders
+            size = getattr(
+                getattr(backbone, 'patch_embed', None), 'init_input_size',
+                None)
+        if size is None:
+            raise TypeError(
+                'HierarchyVisualizationHook cannot tell the input size of '
+                f'{type(backbone).__name__} (no img_size or '
+                'patch_embed.init_input_size): give the hook a pipeline '
+                'that loads, resizes and packs one image')
+        height, width = (size, size) if isinstance(size, int) else size
+        return int(height), int(width)
+
     def _default_pipeline(self, model: torch.nn.Module) -> List[dict]:
         """Load, resize + centre-crop to the encoder's input size, pack."""
-        height, width = model.backbone.img_size
+        height, width = self._input_size(model)
         return [
             dict(type='LoadImageFromFile'),
             dict(type='ResizeEdge', scale=min(height, width), edge='short'),
@@ -144,6 +175,7 @@ class HierarchyVisualizationHook(Hook):
         if not is_main_process():
             return None
         model = get_ori_model(runner.model)
+        self._check_model(model)
         if self._batch is None:
             self._batch = self._load_images(runner)
         data = model.data_preprocessor(self._batch, training=False)
@@ -154,7 +186,7 @@ class HierarchyVisualizationHook(Hook):
         affinity = model.teacher_affinity(inputs)
         masks = model.masking(affinity, progress=progress, generator=generator)
         tree = model.masking.hierarchy(affinity)  # every level, to draw
-        h, w = model.grid_size
+        h, w = model.masking.grid_size  # EHMSimMIM: the mask grid
         ancestors = tree.ancestors.reshape(
             inputs.shape[0], -1, h, w).cpu().numpy()
         mask = masks.mask.reshape(-1, h, w).cpu().numpy()
