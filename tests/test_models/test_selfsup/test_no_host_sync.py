@@ -100,20 +100,33 @@ def _model(device: str, **changes) -> torch.nn.Module:
     return build_tiny(CFG, **changes).to(device).train()
 
 
-@pytest.mark.parametrize('teacher', ['ema', 'online'])
-def test_training_step_makes_no_host_read(teacher, hub):
-    model = _model('cpu', teacher=teacher)
+def _steps_without_host_reads(model: torch.nn.Module, hub, iters,
+                              step_optimizer: bool = True,
+                              each=None) -> dict:
+    """Run ``model.loss`` at each iteration of ``iters`` (backward, and an
+    SGD step when ``step_optimizer``) and assert no step reads the host;
+    ``each(losses)`` checks every step's losses. Returns the last losses."""
     images = torch.randn(4, 3, 32, 32)
     optim = torch.optim.SGD(model.parameters(), lr=0.1)
-    # iter 0: depth 0 (no tree, no teacher); then up to depth 3
-    for it in (0, 1, 5, 10):
+    for it in iters:
         hub.update_info('iter', it)
         with host_reads() as found:
             losses = model.loss(images, [])
         assert found == [], (it, found)
+        if each is not None:
+            each(losses)
         optim.zero_grad()
         losses['loss'].backward()
-        optim.step()
+        if step_optimizer:
+            optim.step()
+    return losses
+
+
+@pytest.mark.parametrize('teacher', ['ema', 'online'])
+def test_training_step_makes_no_host_read(teacher, hub):
+    model = _model('cpu', teacher=teacher)
+    # iter 0: depth 0 (no tree, no teacher); then up to depth 3
+    losses = _steps_without_host_reads(model, hub, (0, 1, 5, 10))
     assert float(losses['mask_depth']) > 0
 
 
@@ -124,13 +137,8 @@ def test_training_step_makes_no_host_read(teacher, hub):
 ])
 def test_masking_options_make_no_host_read(options, hub):
     model = _model('cpu', masking=dict(CFG['masking'], **options))
-    images = torch.randn(4, 3, 32, 32)
-    for it in (0, 1, 5, 10):
-        hub.update_info('iter', it)
-        with host_reads() as found:
-            losses = model.loss(images, [])
-        assert found == [], (options, it, found)
-        losses['loss'].backward()
+    losses = _steps_without_host_reads(
+        model, hub, (0, 1, 5, 10), step_optimizer=False)
     # whole-node masks of the last step: nodes of more than one patch
     assert float(losses['mask_node_size']) > 1
 
@@ -149,17 +157,12 @@ def test_pixel_affinity_step_makes_no_host_read(options, hub):
         data_preprocessor=dict(type='SelfSupDataPreprocessor',
                                mean=[123.675, 116.28, 103.53],
                                std=[58.395, 57.12, 57.375]))
-    images = torch.randn(4, 3, 32, 32)
-    optim = torch.optim.SGD(model.parameters(), lr=0.1)
-    for it in (0, 1, 5, 10):
-        hub.update_info('iter', it)
-        with host_reads() as found:
-            losses = model.loss(images, [])
-        assert found == [], (options, it, found)
+
+    def no_teacher_distance(losses: dict) -> None:
         assert 'teacher_distance' not in losses
-        optim.zero_grad()
-        losses['loss'].backward()
-        optim.step()
+
+    losses = _steps_without_host_reads(
+        model, hub, (0, 1, 5, 10), each=no_teacher_distance)
     assert float(losses['mask_node_size']) > 1
 
 
@@ -168,17 +171,12 @@ def test_half_life_teacher_step_makes_no_host_read(hub):
     # int) at the first step; the logged teacher distance stays a device
     # tensor.
     model = _model('cpu', ema_momentum=None, ema_half_life=0.3)
-    images = torch.randn(4, 3, 32, 32)
-    optim = torch.optim.SGD(model.parameters(), lr=0.1)
-    for it in (0, 1, 5):
-        hub.update_info('iter', it)
-        with host_reads() as found:
-            losses = model.loss(images, [])
-        assert found == [], (it, found)
+
+    def distance_on_device(losses: dict) -> None:
         assert isinstance(losses['teacher_distance'], torch.Tensor)
-        optim.zero_grad()
-        losses['loss'].backward()
-        optim.step()
+
+    losses = _steps_without_host_reads(
+        model, hub, (0, 1, 5), each=distance_on_device)
     assert model.teacher.momentum == pytest.approx(1 - 0.5**(1 / 3))
     assert float(losses['teacher_distance']) > 0
 
