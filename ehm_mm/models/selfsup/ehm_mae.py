@@ -3,7 +3,6 @@
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
-from mmengine.logging import print_log
 from mmpretrain.models import MAE
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
@@ -155,14 +154,8 @@ class EHMMAE(TeacherMasksMixin, MAE):
         self.attn_layers = self._check_attn_layers(attn_layers)
         self.feature_pool = feature_pool
         self.predict_patch_features = bool(predict_patch_features)
-        self.affinity_source = affinity_source
-        self.init_teacher(teacher, ema_momentum, ema_half_life,
-                          needed=affinity_source == 'teacher')
-        if affinity_source == 'pixels':
-            print_log(
-                f"{type(self).__name__}: affinity_source='pixels', the masks' "
-                f'affinity comes from the pixel cues; no teacher is built '
-                f'(teacher={teacher!r} unused)', logger='current')
+        self.init_affinity_source(affinity_source, teacher, ema_momentum,
+                                  ema_half_life)
 
     @property
     def grid_size(self) -> tuple:
@@ -299,9 +292,8 @@ class EHMMAE(TeacherMasksMixin, MAE):
             List[DataSample]: The data samples with the two fields added.
         """
         features = self.extract_pooled_feat(inputs)
-        hierarchy = self.masking.hierarchy(self.teacher_affinity(inputs))
+        ancestors = self.predict_hierarchy(inputs)  # [B, L, h, w]
         h, w = self.grid_size
-        ancestors = hierarchy.ancestors.reshape(inputs.shape[0], -1, h, w)
         if data_samples is None:
             data_samples = [DataSample() for _ in range(inputs.shape[0])]
         for sample, feat, anc in zip(data_samples, features, ancestors):

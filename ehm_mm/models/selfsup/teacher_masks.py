@@ -1,18 +1,20 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Masks from the teacher: the training-step code EHM self-supervisors share.
 
-``EHMMAE`` and ``EHMSimMIM`` differ in their encoder, in where the affinity
-comes from (``teacher_affinity``) and in what they do with the masks; the
-rest of a step (teacher update, progress, per-image depths, affinity ->
-hierarchy -> masks, the logged values) is :class:`TeacherMasksMixin`.
-With ``affinity_source='pixels'`` the affinity comes from the inputs' own
-pixel cues instead of a teacher (:meth:`TeacherMasksMixin.pixel_affinity`).
+``EHMMAE`` and ``EHMSimMIM`` differ in their encoder, in how the teacher's
+affinity is read from it (``encoder_affinity``) and in what they do with
+the masks; the rest of a step (teacher update, progress, per-image depths,
+affinity -> hierarchy -> masks, the logged values) is
+:class:`TeacherMasksMixin`. With ``affinity_source='pixels'`` the affinity
+comes from the inputs' own pixel cues on the mask grid instead of a teacher
+(:meth:`TeacherMasksMixin.pixel_affinity`), for both models.
 """
 import copy
 import random
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from mmengine.logging import print_log
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
@@ -60,12 +62,18 @@ class TeacherMasksMixin(EMATeacherMixin):
 
     For a :class:`~mmpretrain.models.BaseSelfSupervisor` subclass (put the
     mixin first in the bases) that sets ``self.attn_layers`` and calls
-    :meth:`build_masking` and :meth:`init_teacher` in its ``__init__``:
+    :meth:`build_masking` and :meth:`init_affinity_source` in its
+    ``__init__``:
 
-    * :meth:`teacher_affinity`: the affinity the masks are cut from: the
-      teacher's attention (:func:`~ehm_mm.attention_affinity`) or, with
-      ``self.affinity_source == 'pixels'``, :meth:`pixel_affinity`;
-      override it for other sources;
+    * :meth:`init_affinity_source`: ``affinity_source`` and the teacher it
+      needs (none with ``'pixels'``);
+    * :meth:`teacher_affinity`: the affinity the masks are cut from, on the
+      mask grid: :meth:`encoder_affinity` (the teacher's attention,
+      :func:`~ehm_mm.attention_affinity`; override it for other teacher
+      signals) or, with ``affinity_source='pixels'``,
+      :meth:`pixel_affinity`;
+    * :meth:`predict_hierarchy`: the ancestors of the trees the masks are
+      cut from, for ``predict()``;
     * :meth:`teacher_masks`: affinity -> hierarchy -> masks, the teacher
       skipped when every drawn depth is 0 or the masking needs no affinity;
     * :meth:`training_masks`: one training step's masks: teacher update,
@@ -76,8 +84,8 @@ class TeacherMasksMixin(EMATeacherMixin):
     """
 
     attn_layers: Optional[List[int]]
-    # 'teacher' (attention) or 'pixels' (the inputs' cues); a subclass
-    # that offers the choice sets it (`check_affinity_source`).
+    # 'teacher' (the teacher encoder) or 'pixels' (the inputs' cues); set
+    # by `init_affinity_source`.
     affinity_source: str = 'teacher'
 
     def build_masking(self, masking: dict, grid: Tuple[int, int],
@@ -104,14 +112,43 @@ class TeacherMasksMixin(EMATeacherMixin):
         except (TypeError, ValueError) as e:
             raise type(e)(f'model.masking: {e}') from e
 
+    def init_affinity_source(self, affinity_source: str, teacher: str,
+                             ema_momentum: Optional[float],
+                             ema_half_life: Optional[float]) -> None:
+        """Set ``affinity_source`` and build the teacher it needs.
+
+        With ``'pixels'`` the teacher options are checked but no teacher is
+        built or updated (``init_teacher(needed=False)``), and the log says
+        so.
+
+        Args:
+            affinity_source (str): ``'teacher'`` or ``'pixels'``, checked
+                with :func:`check_affinity_source`.
+            teacher (str): ``'ema'`` or ``'online'``.
+            ema_momentum (float, optional): EMA momentum per iteration.
+            ema_half_life (float, optional): The teacher's half-life as a
+                fraction of the run.
+
+        Raises:
+            ValueError: An unknown ``affinity_source`` or bad teacher
+                options (:meth:`init_teacher`).
+        """
+        self.affinity_source = check_affinity_source(affinity_source)
+        self.init_teacher(teacher, ema_momentum, ema_half_life,
+                          needed=affinity_source == 'teacher')
+        if affinity_source == 'pixels':
+            print_log(
+                f"{type(self).__name__}: affinity_source='pixels', the masks' "
+                f'affinity comes from the pixel cues; no teacher is built '
+                f'(teacher={teacher!r} unused)', logger='current')
+
     @torch.no_grad()
     def teacher_affinity(self, inputs: Tensor) -> Tensor:
         """Patch affinity ``[B, N, N]`` the masks (and trees) come from.
 
-        The teacher's attention: ``attention_affinity`` runs the encoder in
-        eval mode and restores its mode, so the online teacher (the
-        student) works too. With ``affinity_source='pixels'``
-        :meth:`pixel_affinity` instead (no network runs).
+        :meth:`encoder_affinity`, or with ``affinity_source='pixels'``
+        :meth:`pixel_affinity` (no network runs). ``N`` is the mask grid's
+        (``self.masking.grid_size``) patch count.
 
         Args:
             inputs (Tensor): Normalised images ``[B, C, H, W]``.
@@ -121,6 +158,23 @@ class TeacherMasksMixin(EMATeacherMixin):
         """
         if self.affinity_source == 'pixels':
             return self.pixel_affinity(inputs)
+        return self.encoder_affinity(inputs)
+
+    @torch.no_grad()
+    def encoder_affinity(self, inputs: Tensor) -> Tensor:
+        """Patch affinity ``[B, N, N]`` from the teacher encoder.
+
+        The teacher's attention: ``attention_affinity`` runs the encoder in
+        eval mode and restores its mode, so the online teacher (the
+        student) works too. A model whose mask grid or teacher signal
+        differs overrides this.
+
+        Args:
+            inputs (Tensor): Normalised images ``[B, C, H, W]``.
+
+        Returns:
+            Tensor: float32 ``[B, N, N]``.
+        """
         return attention_affinity(
             self.teacher_encoder(), inputs, layers=self.attn_layers)
 
@@ -160,6 +214,24 @@ class TeacherMasksMixin(EMATeacherMixin):
         if getattr(preprocessor, '_enable_normalize', False):
             pixels = pixels * preprocessor.std + preprocessor.mean
         return pixel_affinity(pixels, patch)
+
+    @torch.no_grad()
+    def predict_hierarchy(self, inputs: Tensor) -> Tensor:
+        """Ancestor ids of every tree level, for ``predict()``.
+
+        The whole tree of :meth:`teacher_affinity` (the teacher's, or the
+        pixel tree with ``affinity_source='pixels'``) on the mask grid.
+
+        Args:
+            inputs (Tensor): Normalised images ``[B, C, H, W]``.
+
+        Returns:
+            Tensor: ``[B, L, gh, gw]`` ancestor ids per level and mask
+            patch, ``(gh, gw) = self.masking.grid_size``.
+        """
+        hierarchy = self.masking.hierarchy(self.teacher_affinity(inputs))
+        h, w = self.masking.grid_size
+        return hierarchy.ancestors.reshape(inputs.shape[0], -1, h, w)
 
     @torch.no_grad()
     def teacher_masks(self,

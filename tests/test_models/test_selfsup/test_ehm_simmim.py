@@ -8,6 +8,9 @@ import torch
 from mmengine.logging import MessageHub
 from mmengine.optim import build_optim_wrapper
 from mmpretrain.structures import DataSample
+from tiny_models import SIMMIM_L1 as L1
+from tiny_models import TINY_EHM_SIMMIM_SWIN as SWIN
+from tiny_models import TINY_EHM_SIMMIM_VIT as VIT
 from tiny_models import build_tiny as build
 
 import ehm_mm  # noqa: F401
@@ -15,34 +18,6 @@ from ehm_mm.models.selfsup.ehm_simmim import (
     feature_affinity,
     pool_affinity,
 )
-
-L1 = dict(type='PixelReconstructionLoss', criterion='L1', channel=3)
-SWIN = dict(
-    type='EHMSimMIM',
-    backbone=dict(
-        type='SimMIMSwinTransformer',
-        arch=dict(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2]),
-        img_size=128,
-        stage_cfgs=dict(block_cfgs=dict(window_size=4))),
-    neck=dict(type='SimMIMLinearDecoder', in_channels=128, encoder_stride=32),
-    head=dict(type='SimMIMHead', patch_size=4, loss=L1),
-    masking=dict(type='EvolvedHierarchicalMasking', mask_ratio=0.6,
-                 d_max=3.0),
-    ema_momentum=0.5)
-VIT = dict(
-    type='EHMSimMIM',
-    backbone=dict(
-        type='MaskFeatViT',
-        arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                  feedforward_channels=64),
-        img_size=64,
-        patch_size=8),
-    neck=dict(type='SimMIMLinearDecoder', in_channels=32, encoder_stride=8),
-    head=dict(type='SimMIMHead', patch_size=8, loss=L1),
-    mask_patch_size=8,
-    masking=dict(type='EvolvedHierarchicalMasking', mask_ratio=0.6,
-                 d_max=3.0),
-    ema_momentum=0.5)
 
 
 def images(size: int, batch: int = 2) -> torch.Tensor:

@@ -1,8 +1,12 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-"""The tiny EHM-MAE of the self-supervised tests, and their model builder.
+"""The tiny EHM models of the self-supervised tests, and their builder.
 
-32 x 32 images, 8 px patches (a 4 x 4 grid), a 2-layer 48-d ViT, a 1-layer
-decoder, EHM masks up to level 3 and an EMA teacher with a fast momentum.
+EHM-MAE: 32 x 32 images, 8 px patches (a 4 x 4 grid), a 2-layer 48-d ViT,
+a 1-layer decoder, EHM masks up to level 3 and an EMA teacher with a fast
+momentum. EHM-SimMIM: a 1-block-per-stage Swin at 128 px (32 px mask
+patches, a 4 x 4 mask grid over 32 x 32 tokens) and a 2-layer 32-d
+``MaskFeatViT`` at 64 px (8 px patches and mask patches, an 8 x 8 grid),
+masks at ratio 0.6 up to level 3.
 """
 import copy
 
@@ -34,6 +38,33 @@ TINY_EHM_MAE = dict(
     masking=dict(type='EvolvedHierarchicalMasking', d_min=0., d_max=3.),
     teacher='ema',
     ema_momentum=0.25)
+SIMMIM_L1 = dict(type='PixelReconstructionLoss', criterion='L1', channel=3)
+TINY_EHM_SIMMIM_SWIN = dict(
+    type='EHMSimMIM',
+    backbone=dict(
+        type='SimMIMSwinTransformer',
+        arch=dict(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2]),
+        img_size=128,
+        stage_cfgs=dict(block_cfgs=dict(window_size=4))),
+    neck=dict(type='SimMIMLinearDecoder', in_channels=128, encoder_stride=32),
+    head=dict(type='SimMIMHead', patch_size=4, loss=SIMMIM_L1),
+    masking=dict(type='EvolvedHierarchicalMasking', mask_ratio=0.6,
+                 d_max=3.0),
+    ema_momentum=0.5)
+TINY_EHM_SIMMIM_VIT = dict(
+    type='EHMSimMIM',
+    backbone=dict(
+        type='MaskFeatViT',
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                  feedforward_channels=64),
+        img_size=64,
+        patch_size=8),
+    neck=dict(type='SimMIMLinearDecoder', in_channels=32, encoder_stride=8),
+    head=dict(type='SimMIMHead', patch_size=8, loss=SIMMIM_L1),
+    mask_patch_size=8,
+    masking=dict(type='EvolvedHierarchicalMasking', mask_ratio=0.6,
+                 d_max=3.0),
+    ema_momentum=0.5)
 
 
 def build_tiny(base: dict, **changes) -> torch.nn.Module:
