@@ -11,7 +11,11 @@ from torch import Tensor
 
 from ..masking import MaskingResult
 from .ema_teacher import eval_mode
-from .teacher_masks import TeacherMasksMixin, check_masking_cfg
+from .teacher_masks import (
+    TeacherMasksMixin,
+    check_affinity_source,
+    check_masking_cfg,
+)
 
 AFFINITY_TYPES = ('attention', 'features')
 
@@ -91,9 +95,23 @@ class EHMSimMIM(TeacherMasksMixin, SimMIM):
       mask grid, cosine similarity, summed over the stages.
       ``'attention'`` raises.
 
+    With ``affinity_source='pixels'`` (as in ``EHMMAE``) there is no
+    teacher (none is built or updated, whatever ``teacher`` says) and the
+    affinity comes from the inputs' own pixel cues, mean colour and
+    gradient texture per *mask patch* (e.g. 32 px on Swin's 6 x 6 grid),
+    de-normalised with the data preprocessor's ``mean`` / ``std``
+    (:meth:`TeacherMasksMixin.pixel_affinity`): the in-model, on-device
+    counterpart of the pipeline's ``EvolvedHierarchicalMaskGenerator``.
+    The tree builder, depth schedule, node masking and :meth:`predict`
+    are the same; ``affinity`` and ``attn_layers`` are checked but unused.
+
+    :meth:`predict` (``mode='predict'``) writes each image's pooled
+    feature and the ancestors of its tree on the mask grid, which
+    ``HierarchyIoU`` reads.
+
     The state dict holds ``backbone.*``, ``neck.*``, ``head.*`` and, with
-    ``teacher='ema'``, ``teacher.module.*`` (the backbone's keys) and
-    ``teacher.steps``.
+    ``teacher='ema'`` (and ``affinity_source='teacher'``),
+    ``teacher.module.*`` (the backbone's keys) and ``teacher.steps``.
 
     Args:
         backbone (dict): Config of the encoder; ``SimMIMSwinTransformer``
@@ -121,6 +139,12 @@ class EHMSimMIM(TeacherMasksMixin, SimMIM):
             fraction of the run's iterations, in ``(0, 1]``; needs
             ``ema_momentum=None`` (see ``EMATeacherMixin``).
             Defaults to None.
+        affinity_source (str): Where the masks' affinity comes from:
+            ``'teacher'`` (the teacher encoder, as ``affinity`` says) or
+            ``'pixels'`` (the inputs' mean colour and gradient texture per
+            mask patch; no teacher is built, ``teacher``, ``ema_momentum``,
+            ``ema_half_life``, ``affinity`` and ``attn_layers`` are checked
+            but unused). Defaults to ``'teacher'``.
         **kwargs: ``target_generator``, ``pretrained``,
             ``data_preprocessor`` and ``init_cfg``, as in ``EHMMAE``.
     """
@@ -136,7 +160,9 @@ class EHMSimMIM(TeacherMasksMixin, SimMIM):
                  teacher: str = 'ema',
                  ema_momentum: Optional[float] = 4e-5,
                  ema_half_life: Optional[float] = None,
+                 affinity_source: str = 'teacher',
                  **kwargs: Any) -> None:
+        check_affinity_source(affinity_source)
         check_masking_cfg(masking)
         super().__init__(backbone=backbone, neck=neck, head=head, **kwargs)
         self.backbone_kind, self.token_grid, token_size = self._inspect()
@@ -175,7 +201,8 @@ class EHMSimMIM(TeacherMasksMixin, SimMIM):
         self.affinity = affinity
         self.attn_layers = attn_layers
         self.build_masking(masking, self.mask_grid, 'mask grid')
-        self.init_teacher(teacher, ema_momentum, ema_half_life)
+        self.init_affinity_source(affinity_source, teacher, ema_momentum,
+                                  ema_half_life)
 
     def _inspect(self) -> Tuple[str, Tuple[int, int], int]:
         """The backbone's kind, token grid and token size in pixels."""
@@ -215,8 +242,13 @@ class EHMSimMIM(TeacherMasksMixin, SimMIM):
         return maps
 
     @torch.no_grad()
-    def teacher_affinity(self, inputs: Tensor) -> Tensor:
+    def encoder_affinity(self, inputs: Tensor) -> Tensor:
         """Patch affinity ``[B, N, N]`` on the mask grid from the teacher.
+
+        ``affinity='attention'``: the teacher's attention averaged over each
+        mask patch's tokens; ``'features'``: the cosine similarity of its
+        outputs pooled to the mask grid. (With ``affinity_source='pixels'``
+        :meth:`teacher_affinity` does not call this.)
 
         Args:
             inputs (Tensor): Normalised images ``[B, C, H, W]``.
@@ -225,7 +257,7 @@ class EHMSimMIM(TeacherMasksMixin, SimMIM):
             Tensor: float32 ``[B, N, N]``, ``N = gh * gw``.
         """
         if self.affinity == 'attention':
-            return pool_affinity(super().teacher_affinity(inputs),
+            return pool_affinity(super().encoder_affinity(inputs),
                                  self.token_grid, self.scale)
         encoder = self.teacher_encoder()
         with eval_mode(encoder):
@@ -290,3 +322,71 @@ class EHMSimMIM(TeacherMasksMixin, SimMIM):
         img_rec = self.neck(self._featmaps(latent)[-1])  # deepest output
         loss = self.head.loss(img_rec, inputs, mask)
         return dict(loss=loss, **self.masking_log_vars(result))
+
+    def extract_pooled_feat(self, inputs: Tensor) -> Tensor:
+        """One feature vector per image from the student encoder.
+
+        Args:
+            inputs (Tensor): Normalised images ``[B, C, H, W]``.
+
+        Returns:
+            Tensor: ``[B, C]``: the encoder's deepest output averaged over
+            its tokens (or as the encoder pooled it).
+        """
+        out = self.backbone(inputs, mask=None)
+        deepest = out if isinstance(out, Tensor) else out[-1]
+        if deepest.dim() == 2:  # already pooled ([B, C])
+            return deepest
+        return self._featmaps(deepest)[0].mean(dim=(2, 3))
+
+    @torch.no_grad()
+    def predict(self,
+                inputs: Tensor,
+                data_samples: Optional[List[DataSample]] = None,
+                **kwargs) -> List[DataSample]:
+        """Features and hierarchies for evaluation.
+
+        Writes into each data sample ``feature`` (``[C]``,
+        :meth:`extract_pooled_feat`) and ``hierarchy_ancestors``
+        (``[L, gh, gw]``, the ancestor ids per level of the tree the masks
+        are cut from, on the mask grid: the teacher's, or the pixel tree
+        with ``affinity_source='pixels'``), which ``KNNAccuracy`` and
+        ``HierarchyIoU`` read.
+
+        Args:
+            inputs (Tensor): Normalised images ``[B, C, H, W]``.
+            data_samples (List[DataSample], optional): Annotations; new
+                samples are made when None. Defaults to None.
+            **kwargs: Unused.
+
+        Returns:
+            List[DataSample]: The data samples with the two fields added.
+        """
+        features = self.extract_pooled_feat(inputs)
+        ancestors = self.predict_hierarchy(inputs)  # [B, L, gh, gw]
+        if data_samples is None:
+            data_samples = [DataSample() for _ in range(inputs.shape[0])]
+        for sample, feat, anc in zip(data_samples, features, ancestors):
+            sample.set_field(feat, 'feature')
+            sample.set_field(anc, 'hierarchy_ancestors')
+        return data_samples
+
+    def forward(self,
+                inputs: Union[Tensor, List[Tensor]],
+                data_samples: Optional[List[DataSample]] = None,
+                mode: str = 'tensor'):
+        """Dispatch to ``extract_feat``, ``loss`` or ``predict``.
+
+        Args:
+            inputs (Tensor | List[Tensor]): The images.
+            data_samples (List[DataSample], optional): Annotations.
+                Defaults to None.
+            mode (str): ``'tensor'``, ``'loss'`` or ``'predict'``.
+                Defaults to ``'tensor'``.
+
+        Returns:
+            The features, the loss dict or the predicted data samples.
+        """
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        return super().forward(inputs, data_samples, mode=mode)

@@ -20,7 +20,12 @@ from unittest import mock
 import pytest
 import torch
 from mmengine.logging import MessageHub
-from tiny_models import TINY_EHM_MAE, build_tiny
+from tiny_models import (
+    TINY_EHM_MAE,
+    TINY_EHM_SIMMIM_SWIN,
+    TINY_EHM_SIMMIM_VIT,
+    build_tiny,
+)
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import ehm_mm  # noqa: F401
@@ -102,11 +107,12 @@ def _model(device: str, **changes) -> torch.nn.Module:
 
 def _steps_without_host_reads(model: torch.nn.Module, hub, iters,
                               step_optimizer: bool = True,
-                              each=None) -> dict:
+                              each=None, size: int = 32) -> dict:
     """Run ``model.loss`` at each iteration of ``iters`` (backward, and an
-    SGD step when ``step_optimizer``) and assert no step reads the host;
-    ``each(losses)`` checks every step's losses. Returns the last losses."""
-    images = torch.randn(4, 3, 32, 32)
+    SGD step when ``step_optimizer``) on 4 random ``size`` px images and
+    assert no step reads the host; ``each(losses)`` checks every step's
+    losses. Returns the last losses."""
+    images = torch.randn(4, 3, size, size)
     optim = torch.optim.SGD(model.parameters(), lr=0.1)
     for it in iters:
         hub.update_info('iter', it)
@@ -164,6 +170,27 @@ def test_pixel_affinity_step_makes_no_host_read(options, hub):
     losses = _steps_without_host_reads(
         model, hub, (0, 1, 5, 10), each=no_teacher_distance)
     assert float(losses['mask_node_size']) > 1
+
+
+@pytest.mark.parametrize('base, size', [
+    (TINY_EHM_SIMMIM_SWIN, 128), (TINY_EHM_SIMMIM_VIT, 64)],
+    ids=['swin', 'vit'])
+def test_ehm_simmim_pixel_step_makes_no_host_read(base, size, hub):
+    # EHMSimMIM(affinity_source='pixels'): cues per mask patch of the
+    # de-normalised inputs, the masks expanded to the token grid
+    model = build_tiny(
+        base, affinity_source='pixels',
+        masking=dict(base['masking'], hierarchy_cfg=dict(compact=False)),
+        data_preprocessor=dict(type='SelfSupDataPreprocessor',
+                               mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375])).train()
+
+    def no_teacher_distance(losses: dict) -> None:
+        assert 'teacher_distance' not in losses
+
+    losses = _steps_without_host_reads(
+        model, hub, (0, 1, 5, 10), each=no_teacher_distance, size=size)
+    assert model.teacher is None and float(losses['mask_depth']) > 0
 
 
 def test_half_life_teacher_step_makes_no_host_read(hub):
