@@ -133,6 +133,18 @@ def test_contrast_averages_groups_per_seed():
         ])
 
 
+def test_arm_styles_tell_up_to_30_arms_apart():
+    tool = _tool()
+    arms = ['mae'] + [f'arm{i}' for i in range(29)]
+    styles = tool.arm_styles(arms, 'mae')
+    assert styles['mae']['color'] == 'k'
+    keys = {(st['color'], st['linestyle'], st['marker'])
+            for st in styles.values()}
+    assert len(keys) == 30  # every arm its own (colour, line, marker)
+    # the first ten non-baseline arms share one line style
+    assert {styles[f'arm{i}']['linestyle'] for i in range(10)} == {'-'}
+
+
 def test_every_shipped_arm_builds_its_model(tmp_path):
     """A typo in an arm's options fails here, not an hour into a study."""
     from mmengine.registry import init_default_scope

@@ -33,7 +33,11 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: Metrics reported (validation keys) and their short names in the tables.
 METRICS = (('knn/top1', 'k-NN top-1'), ('linear/top1', 'linear top-1'),
@@ -602,6 +606,41 @@ def write_csv(results: List[dict], path: str) -> None:
                             [round(r['wall_s'], 1)])
 
 
+def arm_styles(arms: Sequence[str], baseline: str) -> Dict[str, dict]:
+    """One distinguishable line style per arm for the curve plots.
+
+    Colours cycle through the 10 of matplotlib's ``tab10``; every further
+    10 arms change the line style and marker, so up to 30 arms get unique
+    (colour, line, marker) triples. The baseline is a thick black line.
+
+    Args:
+        arms (Sequence[str]): The arms, in plotting order.
+        baseline (str): The baseline arm.
+
+    Returns:
+        dict[str, dict]: ``Axes.plot`` keyword arguments per arm.
+    """
+    lines, markers = ('-', '--', ':'), ('o', 's', '^')
+    styles, k = {}, 0
+    for arm in arms:
+        if arm == baseline:
+            styles[arm] = dict(color='k', linestyle='-', marker='o',
+                               linewidth=2.5)
+            continue
+        cycle = (k // 10) % len(lines)
+        styles[arm] = dict(color=f'C{k % 10}', linestyle=lines[cycle],
+                           marker=markers[cycle], linewidth=1.2)
+        k += 1
+    return styles
+
+
+def _legend_right(fig: 'Figure', ax: 'Axes') -> None:
+    """Lay out ``fig`` with the legend of ``ax`` right of the plots."""
+    fig.tight_layout()
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1.0),
+              borderaxespad=0.)
+
+
 def plot(summary: dict, out: str) -> List[str]:
     """Bar charts of the final metrics, curves, attention distances.
 
@@ -641,33 +680,32 @@ def plot(summary: dict, out: str) -> List[str]:
     fig.savefig(files[-1], dpi=80)
     plt.close(fig)
 
+    styles = arm_styles(arms, summary['baseline'])
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4))
     for ax, (key, name) in zip(axes, METRICS):
         for arm in arms:
             m = summary['arms'][arm]['metrics'].get(key)
             if m and m['curve']:
                 epochs, values = zip(*m['curve'])
-                ax.plot(epochs, values, marker='o', markersize=3, label=arm,
-                        linewidth=2 if arm == summary['baseline'] else 1)
+                ax.plot(epochs, values, markersize=3, label=arm,
+                        **styles[arm])
         ax.set_xlabel('epoch')
         ax.set_title(name)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    _legend_right(fig, axes[-1])
     files.append(osp.join(out, 'metric_curves.png'))
-    fig.savefig(files[-1], dpi=80)
+    fig.savefig(files[-1], dpi=80, bbox_inches='tight')
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for arm in arms:
         dist = summary['arms'][arm]['attention_distance']
-        ax.plot(range(len(dist)), dist, marker='o', label=arm,
-                linewidth=2 if arm == summary['baseline'] else 1)
+        ax.plot(range(len(dist)), dist, markersize=4, label=arm,
+                **styles[arm])
     ax.set_xlabel('encoder layer')
     ax.set_ylabel('mean attention distance (px)')
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    _legend_right(fig, ax)
     files.append(osp.join(out, 'attention_distance.png'))
-    fig.savefig(files[-1], dpi=80)
+    fig.savefig(files[-1], dpi=80, bbox_inches='tight')
     plt.close(fig)
     return files
 
