@@ -81,8 +81,9 @@ class HierarchyIoU(BaseMetric):
     mask is empty count as 0.
 
     The predictions must carry the hierarchy as ``[L, h, w]`` ancestor ids
-    (``EHMMAE`` in ``'predict'`` mode writes ``hierarchy_ancestors``) and the
-    ground truth as an ``[H, W]`` mask (``LoadObjectMask`` plus
+    (``EHMMAE`` and ``EHMSimMIM`` in ``'predict'`` mode write
+    ``hierarchy_ancestors``) and the ground truth as an ``[H, W]`` mask
+    (``LoadObjectMask`` plus
     ``PackInputs(algorithm_keys=['gt_object_mask'])``).
 
     Args:

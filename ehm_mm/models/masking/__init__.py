@@ -8,7 +8,7 @@
 * ``affinity.py``: the patch affinity from a ViT teacher's attention;
 * ``pixel_affinity.py``: a patch affinity from the image's own low-level
   cues (mean colour, gradient texture), for the data pipeline's masks and
-  ``EHMMAE(affinity_source='pixels')``.
+  ``EHMMAE`` / ``EHMSimMIM`` with ``affinity_source='pixels'``.
 
 ``control_masking.py`` holds the masking study's controls (block-wise and
 random-hierarchy masks), which read no image.

@@ -5,9 +5,10 @@ Per patch a cue vector, its mean colour and a gradient texture statistic
 (:func:`patch_cues`); two patches are as similar as their cue vectors are
 close (:func:`cue_affinity`). The data pipeline's
 ``EvolvedHierarchicalMaskGenerator`` builds its trees from it in the
-dataloader workers (uint8 ``[H, W, C]`` images); ``EHMMAE`` with
-``affinity_source='pixels'`` does so in the training step on the inputs'
-device (:func:`pixel_affinity`), the masking study's "pixel tree" arm.
+dataloader workers (uint8 ``[H, W, C]`` images); ``EHMMAE`` and
+``EHMSimMIM`` with ``affinity_source='pixels'`` do so in the training step
+on the inputs' device (:func:`pixel_affinity`; for the masking study's
+"pixel tree" arm).
 This affinity is this project's design, not the paper's (which takes it
 from the teacher's attention).
 """
