@@ -340,7 +340,8 @@ def mask_nodes(nodes: Tensor,
 def subtree_order(ancestors: Tensor,
                   level: Tensor,
                   noise: Tensor,
-                  generator: Optional[torch.Generator] = None) -> Tensor:
+                  generator: Optional[torch.Generator] = None,
+                  scores: Optional[Tensor] = None) -> Tensor:
     """Order the patches of every node along its own subtree.
 
     Inside a node of level ``d`` (image ``b``'s ``level[b]``), patches are
@@ -363,6 +364,11 @@ def subtree_order(ancestors: Tensor,
             :func:`mask_nodes`.
         generator (torch.Generator, optional): Random source of the level
             scores; None uses the global one. Defaults to None.
+        scores (Tensor, optional): float32 ``[B, L - 2, N]``, the level
+            scores drawn beforehand (uniform in ``[0, 1)``; row ``l - 1``
+            for level ``l``, read at each node's smallest patch; rows of
+            levels at or above an image's ``level`` are unused). None draws
+            them from ``generator``. Defaults to None.
 
     Returns:
         Tensor: LongTensor ``[B, N]``, each patch's place in the order
@@ -372,7 +378,12 @@ def subtree_order(ancestors: Tensor,
     batch, num_levels, num = ancestors.shape
     perm = torch.argsort(noise, dim=1)  # [B, N] patches by u_i
     index = torch.arange(num, device=ancestors.device).expand(batch, num)
-    if num_levels > 2:
+    if scores is not None:
+        want = [batch, max(num_levels - 2, 0), num]
+        if list(scores.shape) != want:
+            raise ValueError(f'scores must have shape {want}, got '
+                             f'{list(scores.shape)}')
+    elif num_levels > 2:
         scores = torch.rand(batch, num_levels - 2, num,
                             device=ancestors.device, generator=generator)
     for lvl in range(1, num_levels - 1):  # least significant level first
@@ -441,6 +452,82 @@ _HIERARCHY_OPTIONS = ('rounds', 'tolerance', 'max_levels', 'compact',
 _NONFINITE_MODES = ('random', 'error')
 DEPTH_UNITS = ('level', 'node_size')
 BOUNDARY_MODES = ('random', 'subtree')
+
+
+def check_depth_unit_options(depth_unit: str, levels_per_octave: float,
+                             boundary: str) -> Tuple[str, float, str]:
+    """Validate ``depth_unit``, ``levels_per_octave`` and ``boundary``.
+
+    The options of :class:`EvolvedHierarchicalMasking` and of the data
+    pipeline's ``EvolvedHierarchicalMaskGenerator``.
+
+    Args:
+        depth_unit (str): One of :data:`DEPTH_UNITS`.
+        levels_per_octave (float): A finite number ``>= 1``.
+        boundary (str): One of :data:`BOUNDARY_MODES`.
+
+    Returns:
+        Tuple[str, float, str]: The three options, ``levels_per_octave`` as
+        a float.
+    """
+    if depth_unit not in DEPTH_UNITS:
+        raise ValueError(f'depth_unit must be one of {DEPTH_UNITS}, '
+                         f'got {depth_unit!r}')
+    if (isinstance(levels_per_octave, bool)
+            or not isinstance(levels_per_octave, (int, float))
+            or not 1.0 <= levels_per_octave < math.inf):
+        raise ValueError('levels_per_octave must be a finite number >= '
+                         f'1, got {levels_per_octave!r}')
+    if boundary not in BOUNDARY_MODES:
+        raise ValueError(f'boundary must be one of {BOUNDARY_MODES}, '
+                         f'got {boundary!r}')
+    return depth_unit, float(levels_per_octave), boundary
+
+
+def node_size_levels(depth: int, levels_per_octave: float) -> int:
+    """Tree levels built for node sizes up to ``2**depth`` patches.
+
+    Args:
+        depth (int): The largest integer depth ``k_max`` to mask at.
+        levels_per_octave (float): Levels per doubling of the node size.
+
+    Returns:
+        int: ``ceil(levels_per_octave * depth)``.
+    """
+    return math.ceil(levels_per_octave * depth)
+
+
+def check_node_size_schedule(schedule: DepthSchedule,
+                             grid_size: Tuple[int, int],
+                             max_levels: Optional[int] = None) -> None:
+    """Refuse node sizes ``2**d`` that no tree over the grid can have.
+
+    Nodes of ``2**k`` patches need ``2**k <= N`` and ``k <= max_levels``
+    (a node of level ``l`` holds at most ``2**l`` patches).
+
+    Args:
+        schedule (DepthSchedule): The depth schedule (its deepest integer
+            depth is checked).
+        grid_size (Tuple[int, int]): The patch grid ``(h, w)``.
+        max_levels (int, optional): The cap on merge levels, if any.
+            Defaults to None.
+    """
+    h, w = grid_size
+    field = ('d_min' if schedule.d_min > schedule.d_max
+             and schedule.schedule != 'constant' else 'd_max')
+    limit = int(math.floor(math.log2(h * w)))
+    if max_levels is not None:
+        limit = min(limit, max_levels)
+    if schedule.max_depth <= limit:
+        return
+    raise ValueError(
+        f'{field}={getattr(schedule, field):g} reaches depth '
+        f'{schedule.max_depth}, i.e. nodes of '
+        f'{2**schedule.max_depth} patches (depth_unit=\'node_size\'),'
+        f' beyond the limit depth {limit} of a {h}x{w} patch grid '
+        f'(2**d <= {h * w} patches' +
+        (', d <= hierarchy_cfg.max_levels'
+         if max_levels is not None else '') + f'); lower {field}')
 
 
 @MODELS.register_module()
@@ -555,20 +642,10 @@ class EvolvedHierarchicalMasking(BaseModule):
             raise ValueError(f'nonfinite must be one of {_NONFINITE_MODES}, '
                              f'got {nonfinite!r}')
         self.nonfinite = nonfinite
-        if depth_unit not in DEPTH_UNITS:
-            raise ValueError(f'depth_unit must be one of {DEPTH_UNITS}, '
-                             f'got {depth_unit!r}')
-        self.depth_unit = depth_unit
-        if (isinstance(levels_per_octave, bool)
-                or not isinstance(levels_per_octave, (int, float))
-                or not 1.0 <= levels_per_octave < math.inf):
-            raise ValueError('levels_per_octave must be a finite number >= '
-                             f'1, got {levels_per_octave!r}')
-        self.levels_per_octave = float(levels_per_octave)
-        if boundary not in BOUNDARY_MODES:
-            raise ValueError(f'boundary must be one of {BOUNDARY_MODES}, '
-                             f'got {boundary!r}')
-        self.boundary = boundary
+        (self.depth_unit, self.levels_per_octave,
+         self.boundary) = check_depth_unit_options(depth_unit,
+                                                   levels_per_octave,
+                                                   boundary)
         self._check_schedule_fits_the_trees()
 
     def _check_schedule_fits_the_trees(self) -> None:
@@ -577,9 +654,8 @@ class EvolvedHierarchicalMasking(BaseModule):
         Level unit: every tree over ``N = h * w`` patches reaches at least
         ``min(ceil(log2 N), max_levels)`` levels. (At exactly
         ``ceil(log2 N)`` a tree may already be one node, whose "mask" is
-        then a random choice of patches.) Node-size unit: nodes of ``2**k``
-        patches need ``2**k <= N``, and ``k <= max_levels`` (a node of
-        level ``l`` holds at most ``2**l`` patches).
+        then a random choice of patches.) Node-size unit:
+        :func:`check_node_size_schedule`.
         """
         h, w = self.grid_size
         max_levels = self.hierarchy_cfg.get('max_levels')
@@ -587,19 +663,8 @@ class EvolvedHierarchicalMasking(BaseModule):
         field = ('d_min' if schedule.d_min > schedule.d_max
                  and schedule.schedule != 'constant' else 'd_max')
         if self.depth_unit == 'node_size':
-            limit = int(math.floor(math.log2(h * w)))
-            if max_levels is not None:
-                limit = min(limit, max_levels)
-            if schedule.max_depth <= limit:
-                return
-            raise ValueError(
-                f'{field}={getattr(schedule, field):g} reaches depth '
-                f'{schedule.max_depth}, i.e. nodes of '
-                f'{2**schedule.max_depth} patches (depth_unit=\'node_size\'),'
-                f' beyond the limit depth {limit} of a {h}x{w} patch grid '
-                f'(2**d <= {h * w} patches' +
-                (', d <= hierarchy_cfg.max_levels'
-                 if max_levels is not None else '') + f'); lower {field}')
+            check_node_size_schedule(schedule, self.grid_size, max_levels)
+            return
         height = min_tree_height(h * w, max_levels)
         if schedule.max_depth <= height:
             return
@@ -714,7 +779,7 @@ class EvolvedHierarchicalMasking(BaseModule):
         depth, levels = self._depths(progress, depth, batch, device,
                                      generator)
         if self.depth_unit == 'node_size' and levels is not None:
-            levels = math.ceil(self.levels_per_octave * levels)
+            levels = node_size_levels(levels, self.levels_per_octave)
         hierarchy, nonfinite = self._trees(affinity, levels, batch, device,
                                            generator)
         if nonfinite is not None:
