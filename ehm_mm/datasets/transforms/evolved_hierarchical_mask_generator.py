@@ -37,6 +37,15 @@ from ehm_mm.models.masking import (  # noqa: F401  (cues re-exported)
     patch_cues,
     stochastic_round,
 )
+from ehm_mm.models.masking.evolved_masking import (
+    check_depth_unit_options,
+    check_node_size_schedule,
+    level_by_node_size,
+    masked_node_size,
+    node_size_levels,
+    subtree_order,
+)
+from ehm_mm.models.masking.hierarchy import default_max_levels
 
 _UNSET = -1.0
 
@@ -111,43 +120,78 @@ class MaskRequest:
         depth (int): The drawn depth.
         spec (tuple): ``(patch_size, grid_size, scale,
             num_masking_patches, colour_weight, texture_weight, hierarchy
-            options)``; requests cut together must agree.
+            options, depth_unit, boundary)``; requests cut together must
+            agree.
+        levels (int, optional): The tree levels this image's mask may be
+            cut from (levels ``0 .. levels``); None means ``depth``.
+            Defaults to None.
+        scores (Tensor, optional): float32 ``[levels - 1, N]``, the random
+            scores of the tree levels ``1 .. levels - 1`` for
+            ``boundary='subtree'`` (:func:`subtree_order`); None otherwise.
+            Defaults to None.
     """
 
     img: Optional[np.ndarray]
     noise: Tensor
     depth: int
     spec: tuple
+    levels: Optional[int] = None
+    scores: Optional[Tensor] = None
 
 
-def cut_masks(requests: Sequence[MaskRequest]) -> List[Tuple[np.ndarray,
-                                                            int]]:
+def _level_scores(requests: Sequence[MaskRequest], num_levels: int,
+                  num: int) -> Tensor:
+    """The requests' subtree scores as :func:`subtree_order` takes them.
+
+    Returns:
+        Tensor: float32 ``[B, max(L - 2, 0), N]``; rows an image did not
+        draw (levels above its own ``levels``) are 0 and never read.
+    """
+    rows = max(num_levels - 2, 0)
+    scores = torch.zeros(len(requests), rows, num)
+    for i, r in enumerate(requests):
+        if r.scores is not None:
+            take = min(rows, r.scores.shape[0])
+            scores[i, :take] = r.scores[:take]
+    return scores
+
+
+def cut_masks(requests: Sequence[MaskRequest]
+              ) -> List[Tuple[np.ndarray, int, float]]:
     """Build the trees of a batch of requests at once and cut the masks.
 
     One :func:`patch_cues` and one :func:`build_hierarchy` call for the
     whole batch, as deep as its deepest request (lower levels do not depend
-    on how many are built, and every image's tree is its own), so the masks
-    are exactly those the requests would get one by one.
+    on how many are built, every image's tree is its own, and an image
+    only uses its own ``levels``), so the masks are exactly those the
+    requests would get one by one.
 
     Args:
         requests (Sequence[MaskRequest]): One per image, same ``spec``.
 
     Returns:
-        List[Tuple[np.ndarray, int]]: Per image the int64 mask at token
-        resolution (1 = masked) and the depth it was cut from (the drawn
-        depth, lowered to the tree's height if the tree ends earlier).
+        List[Tuple[np.ndarray, int, float]]: Per image the int64 mask at
+        token resolution (1 = masked), the tree level it was cut from (the
+        drawn depth, lowered to the tree's height if the tree ends earlier;
+        with ``depth_unit='node_size'`` the level whose mean node size is
+        closest to ``2**depth``) and the mean size, in mask patches, of the
+        nodes the mask covers (:func:`masked_node_size`).
     """
     spec = requests[0].spec
     if any(r.spec != spec for r in requests):
         raise ValueError('cannot cut masks of different mask generators '
                          'together; use one EvolvedHierarchicalMaskGenerator '
                          'per pipeline')
-    patch, grid_size, scale, num_masked, colour, texture, options = spec
+    (patch, grid_size, scale, num_masked, colour, texture, options,
+     depth_unit, boundary) = spec
     batch, num = len(requests), grid_size[0] * grid_size[1]
     noise = torch.stack([r.noise for r in requests])  # [B, N]
     depth = torch.tensor([r.depth for r in requests])  # [B]
-    deepest = int(depth.max())
-    if deepest == 0:
+    levels = torch.tensor([
+        r.depth if r.levels is None else r.levels for r in requests
+    ])  # [B]
+    level, order = depth, None  # [B] the level each mask is cut from
+    if int(depth.max()) == 0:
         nodes = torch.arange(num).expand(batch, num)
     else:
         deep = [i for i, r in enumerate(requests) if r.depth > 0]
@@ -157,14 +201,30 @@ def cut_masks(requests: Sequence[MaskRequest]) -> List[Tuple[np.ndarray,
                 0, torch.tensor(deep), cues)  # [B, N, D]
         affinity = cue_affinity(cues, colour, texture)  # [B, N, N]
         hierarchy = build_hierarchy(
-            affinity, grid_size, max_levels=deepest, **dict(options))
-        depth = torch.minimum(depth, hierarchy.heights)
+            affinity, grid_size, max_levels=int(levels.max()),
+            **dict(options))
+        if depth_unit == 'node_size':
+            # levels above an image's own repeat its last one: never chosen
+            top = levels.clamp(max=hierarchy.num_levels - 1)  # [B]
+            upto = torch.minimum(torch.arange(hierarchy.num_levels)[None],
+                                 top[:, None])  # [B, L]
+            level = level_by_node_size(
+                hierarchy.num_nodes.gather(1, upto), num, depth)  # [B]
+        else:
+            level = torch.minimum(depth, hierarchy.heights)  # [B]
         nodes = hierarchy.ancestors.gather(
-            1, depth[:, None, None].expand(batch, 1, num)).squeeze(1)
-    mask = mask_nodes(nodes, num_masked / num, noise=noise)[0]  # [B, N]
+            1, level[:, None, None].expand(batch, 1, num)).squeeze(1)
+        if boundary == 'subtree':
+            order = subtree_order(
+                hierarchy.ancestors, level, noise,
+                scores=_level_scores(requests, hierarchy.num_levels, num))
+    mask = mask_nodes(nodes, num_masked / num, noise=noise,
+                      order=order)[0]  # [B, N]
+    node_size = masked_node_size(nodes, mask)  # [B]
     mask = mask.to(torch.int64).view(batch, *grid_size).numpy()
     mask = mask.repeat(scale, axis=1).repeat(scale, axis=2)
-    return [(m, int(d)) for m, d in zip(mask, depth)]
+    return [(m, int(d), float(s))
+            for m, d, s in zip(mask, level, node_size)]
 
 
 @FUNCTIONS.register_module()
@@ -174,8 +234,9 @@ def evolved_mask_collate(data_batch: Sequence) -> Any:
     For ``EvolvedHierarchicalMaskGenerator(batched=True)``, whose
     ``mask_request`` reaches the data samples through
     ``PackInputs(algorithm_keys=['mask_request'])``. Sets each sample's
-    ``mask`` (as the generator does unbatched) and ``mask_depth``, and drops
-    the request. Runs in the dataloader worker.
+    ``mask`` (as the generator does unbatched), ``mask_depth`` and
+    ``mask_node_size``, and drops the request. Runs in the dataloader
+    worker.
 
     Args:
         data_batch (Sequence): The packed samples.
@@ -191,10 +252,11 @@ def evolved_mask_collate(data_batch: Sequence) -> Any:
             'mask_request: use EvolvedHierarchicalMaskGenerator(batched=True)'
             " and PackInputs(algorithm_keys=['mask_request'])")
     masks = cut_masks([s.mask_request for s in samples])
-    for sample, (mask, depth) in zip(samples, masks):
+    for sample, (mask, depth, node_size) in zip(samples, masks):
         del sample.mask_request
         sample.set_mask(torch.from_numpy(mask))
         sample.set_field(depth, 'mask_depth')
+        sample.set_field(node_size, 'mask_node_size')
     return batch
 
 
@@ -233,6 +295,15 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
        Depth 0 is uniform random masking of mask patches, i.e.
        ``SimMIMMaskGenerator`` when ``round == ceil`` for its ratio.
 
+    ``depth_unit`` and ``boundary`` mean what they mean for the model-side
+    :class:`~ehm_mm.models.masking.EvolvedHierarchicalMasking`, with the
+    same functions: with ``depth_unit='node_size'`` depth ``k`` is the
+    level whose mean node size is closest to ``2**k`` mask patches
+    (:func:`level_by_node_size`) among the ``ceil(levels_per_octave *
+    ceil(d(t)))`` levels built (the module's ``k_max`` for a progress);
+    with ``boundary='subtree'`` the masked part of the one split node is
+    taken along its own subtree (:func:`subtree_order`).
+
     **Progress.** ``t`` is read from a :class:`SharedProgress` that
     :class:`~ehm_mm.engine.hooks.MaskProgressHook` writes from the runner
     (``iter / max_iters``, also after ``--resume``). A worker that finds no
@@ -248,15 +319,18 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
 
     **Added Keys:** ``mask`` (int64 ``ndarray`` ``[H / model_patch_size,
     W / model_patch_size]``), ``mask_depth`` (int, the level the mask was
-    cut from) and ``mask_progress`` (float, the ``t`` it used).
+    cut from), ``mask_node_size`` (float, the mean size in mask patches of
+    the nodes the mask covers, the split node counted whole, as the
+    module's ``MaskingResult.node_size``) and ``mask_progress`` (float, the
+    ``t`` it used).
 
     **Batched** (``batched=True``): instead of ``mask`` the transform adds
     ``mask_request`` (its draws and a copy of the image, a
     :class:`MaskRequest`); pass it on with
     ``PackInputs(algorithm_keys=['mask_request'])`` and collate with
     ``evolved_mask_collate``, which builds the trees of the whole batch in
-    one call (in the worker) and sets the same masks the unbatched
-    transform would.
+    one call (in the worker) and sets the same masks (and
+    ``mask_depth``, ``mask_node_size``) the unbatched transform would.
 
     Args:
         input_size (int | tuple[int, int]): Image size ``H`` (x ``W``).
@@ -272,7 +346,9 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
             patches instead of using ``mask_ratio`` (BEiT's convention).
             Defaults to None.
         d_min (float): Depth at the start of training. Defaults to 0.
-        d_max (float): Depth at the end of training. Defaults to 3.
+        d_max (float): Depth at the end of training: at most
+            ``ceil(log2 N)`` with ``depth_unit='level'``, ``log2 N`` with
+            ``'node_size'``. Defaults to 3.
         schedule (str): ``'linear'``, ``'cosine'``, ``'sqrt'``, ``'step'``
             or ``'constant'``. Defaults to 'linear'.
         num_steps (int, optional): Stages of the ``'step'`` schedule.
@@ -291,6 +367,19 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
             progress. Defaults to 600.
         batched (bool): Leave the trees to ``evolved_mask_collate``.
             Defaults to False.
+        depth_unit (str): What a depth names: ``'level'`` (a tree level)
+            or ``'node_size'`` (the level whose mean node size is closest
+            to ``2**d`` mask patches). Defaults to 'level'.
+        levels_per_octave (float): With ``depth_unit='node_size'``, tree
+            levels built per unit of depth (per doubling of the node
+            size), ``>= 1``: the trees are ``ceil(levels_per_octave *
+            ceil(d(t)))`` levels deep (at most ``2 * ceil(log2 N)``); an
+            image whose tree is still finer there uses its deepest level.
+            Unused with ``'level'``. Defaults to 3.0.
+        boundary (str): Which patches of the one partly masked node per
+            image are masked: ``'random'`` ones, or ``'subtree'``, in the
+            order of the node's own subtree, so that they form whole
+            descendants. Defaults to 'random'.
     """
 
     def __init__(self,
@@ -308,7 +397,10 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
                  texture_weight: float = 1.0,
                  progress: Optional[float] = None,
                  progress_timeout: float = 600.,
-                 batched: bool = False) -> None:
+                 batched: bool = False,
+                 depth_unit: str = 'level',
+                 levels_per_octave: float = 3.0,
+                 boundary: str = 'random') -> None:
         self.input_size = _pair(input_size, 'input_size')
         self.mask_patch_size = _pair(mask_patch_size, 'mask_patch_size')[0]
         self.model_patch_size = _pair(model_patch_size, 'model_patch_size')[0]
@@ -343,8 +435,14 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
                 f'{num_masking_patches!r} (mask_ratio={mask_ratio!r})')
         self.num_masking_patches = int(num_masking_patches)
         self.depth_schedule = DepthSchedule(d_min, d_max, schedule, num_steps)
+        (self.depth_unit, self.levels_per_octave,
+         self.boundary) = check_depth_unit_options(depth_unit,
+                                                   levels_per_octave,
+                                                   boundary)
         height = math.ceil(math.log2(num))
-        if self.depth_schedule.max_depth > height:
+        if self.depth_unit == 'node_size':
+            check_node_size_schedule(self.depth_schedule, self.grid_size)
+        elif self.depth_schedule.max_depth > height:
             raise ValueError(
                 f'd_max={d_max:g} (depth {self.depth_schedule.max_depth}) is '
                 f'beyond the height {height} of trees over the '
@@ -412,7 +510,11 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
         """Draw one image's patch values and depth.
 
         Random draws, in order: ``torch.rand(N)`` (the patch values, MAE's
-        draw) and, when ``d(t)`` is not an integer, one for the rounding.
+        draw), when ``d(t)`` is not an integer one for the rounding, and
+        with ``boundary='subtree'`` and a drawn depth ``> 0``
+        ``torch.rand(levels - 1, N)`` for the order of every node's
+        children (the scores :func:`subtree_order` would draw), when
+        ``levels >= 2``.
 
         Args:
             img (np.ndarray): ``[H, W, C]``.
@@ -422,14 +524,24 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
             MaskRequest: What :func:`cut_masks` needs.
         """
         noise = torch.rand(self.num_patches)
-        depth = int(stochastic_round(self.depth_schedule(progress), 1)[0])
+        value = self.depth_schedule(progress)
+        depth = int(stochastic_round(value, 1)[0])
+        levels = depth
+        if self.depth_unit == 'node_size':
+            levels = min(
+                node_size_levels(math.ceil(value), self.levels_per_octave),
+                default_max_levels(self.num_patches))
+        scores = None
+        if self.boundary == 'subtree' and depth > 0 and levels >= 2:
+            scores = torch.rand(levels - 1, self.num_patches)
         spec = (self.mask_patch_size, self.grid_size, self.scale,
                 self.num_masking_patches,
                 self.colour_weight, self.texture_weight,
-                tuple(sorted(self.hierarchy_cfg.items())))
+                tuple(sorted(self.hierarchy_cfg.items())),
+                self.depth_unit, self.boundary)
         # a copy: later transforms may change the image in place
         return MaskRequest(img.copy() if depth > 0 else None, noise, depth,
-                           spec)
+                           spec, levels, scores)
 
     def transform(self, results: dict) -> dict:
         """Add the mask of one image (or, batched, its request).
@@ -438,9 +550,10 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
             results (dict): Result dict with ``img``.
 
         Returns:
-            dict: ``results`` with ``mask``, ``mask_depth`` and
-            ``mask_progress`` added; with ``batched=True`` ``mask_request``
-            (and the drawn ``mask_depth``) instead of ``mask``.
+            dict: ``results`` with ``mask``, ``mask_depth``,
+            ``mask_node_size`` and ``mask_progress`` added; with
+            ``batched=True`` ``mask_request`` (and the drawn
+            ``mask_depth``) instead of ``mask`` and ``mask_node_size``.
         """
         img = results['img']
         if (not isinstance(img, np.ndarray) or img.ndim != 3
@@ -456,8 +569,9 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
             results.update(mask_request=request, mask_depth=request.depth,
                            mask_progress=progress)
             return results
-        mask, depth = cut_masks([request])[0]
-        results.update(mask=mask, mask_depth=depth, mask_progress=progress)
+        mask, depth, node_size = cut_masks([request])[0]
+        results.update(mask=mask, mask_depth=depth,
+                       mask_node_size=node_size, mask_progress=progress)
         return results
 
     def __repr__(self) -> str:
@@ -469,4 +583,7 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
                 f'hierarchy_cfg={self.hierarchy_cfg}, '
                 f'colour_weight={self.colour_weight}, '
                 f'texture_weight={self.texture_weight}, '
-                f'batched={self.batched})')
+                f'batched={self.batched}, '
+                f'depth_unit={self.depth_unit!r}, '
+                f'levels_per_octave={self.levels_per_octave}, '
+                f'boundary={self.boundary!r})')
