@@ -26,7 +26,6 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.dist import get_rank
 from mmengine.model import is_model_wrapper
@@ -229,9 +228,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
                              args.benchmarks)
     rank = get_rank()
     if own_group:
-        # Leave together: a gloo rank exiting alone aborts its peer.
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        launch.leave_process_group()
     if rank == 0:
         print(summary_table(results), flush=True)
         if args.out is not None:

@@ -92,6 +92,7 @@ def main() -> None:
     runner = launch.build_runner(cfg, args.launcher)
     runner.logger.info(f'Loaded {load_weights(runner, args.checkpoint)}')
     runner.test()
+    launch.leave_process_group()
 
 
 if __name__ == '__main__':

@@ -105,6 +105,7 @@ def main() -> None:
     cfg = merge_args(cfg, args)
     runner = launch.build_runner(cfg, args.launcher)
     runner.train()
+    launch.leave_process_group()
 
 
 if __name__ == '__main__':

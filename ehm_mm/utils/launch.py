@@ -154,6 +154,28 @@ def init_cpu_process_group(cfg: Config, launcher: str) -> bool:
     return True
 
 
+def leave_process_group() -> bool:
+    """Leave the default process group together with the other ranks.
+
+    mmengine's runner never destroys the process group. Without that, a
+    rank that finishes first exits while gloo's threads of its peers still
+    talk to it, and a peer can abort (SIGABRT) at interpreter shutdown
+    after its work is done. All ranks wait for each other here, then the
+    group is destroyed while the interpreter is fully alive. Call it on the
+    success path only: after a failure on one rank the barrier would wait
+    for that rank forever.
+
+    Returns:
+        bool: True when a process group was left, False when none existed.
+    """
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    dist.barrier()
+    dist.destroy_process_group()
+    return True
+
+
 def set_default_work_dir(cfg: Config, config_path: str,
                          work_dir: Optional[str]) -> None:
     """Set ``cfg.work_dir``: CLI first, then the config, then the file name.

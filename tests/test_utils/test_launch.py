@@ -97,3 +97,17 @@ def test_launch_args_and_local_rank(monkeypatch):
     assert launch.os.environ['LOCAL_RANK'] == '1'
     with pytest.raises(SystemExit):
         parser.parse_args(['--launcher', 'kubernetes'])
+
+
+def test_leave_process_group(tmp_path):
+    import torch.distributed as dist
+    assert not dist.is_initialized()
+    assert not launch.leave_process_group()  # no group: nothing to leave
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store',
+                            rank=0, world_size=1)
+    try:
+        assert launch.leave_process_group()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
