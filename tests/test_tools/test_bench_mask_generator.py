@@ -21,3 +21,19 @@ def test_smoke_run_prints_every_figure(run_tool):
     # each grid's mmpretrain generator is its own baseline
     assert re.search(r'^SimMIMMaskGenerator .* 1\.00$', text, re.MULTILINE)
     assert re.search(r'^BEiTMaskGenerator .* 1\.00$', text, re.MULTILINE)
+
+
+def test_options_reach_the_generator(run_tool):
+    proc = run_tool(
+        [sys.executable, SCRIPT, '--images', '2', '--repeats', '1',
+         '--depth-unit', 'node_size', '--boundary', 'subtree'],
+        timeout=300)
+    assert 'depth_unit=node_size, boundary=subtree' in proc.stdout
+    # the generators benchmarked are built with the options
+    built = re.findall(r'^deepest EHM arm: (.*)$', proc.stdout, re.MULTILINE)
+    assert len(built) == 2
+    for line in built:
+        assert "depth_unit='node_size'" in line
+        assert "boundary='subtree'" in line
+    assert re.search(r'^EHM depth 5 batched +\d+ +\d+ +[\d.]+$',
+                     proc.stdout, re.MULTILINE)

@@ -24,6 +24,8 @@ Example::
 
     python tools/benchmarks/bench_mask_generator.py
     python tools/benchmarks/bench_mask_generator.py --images 64 --repeats 5
+    python tools/benchmarks/bench_mask_generator.py --depth-unit node_size \
+        --boundary subtree
 """
 import argparse
 import os.path as osp
@@ -64,6 +66,15 @@ def parse_args() -> argparse.Namespace:
                         help='timed passes over the images; the median '
                         'pass is reported (default 3)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
+    parser.add_argument('--depth-unit', default='level',
+                        choices=['level', 'node_size'],
+                        help='EvolvedHierarchicalMaskGenerator.depth_unit: '
+                        'the depths are then node sizes 2**d (default '
+                        'level)')
+    parser.add_argument('--boundary', default='random',
+                        choices=['random', 'subtree'],
+                        help='EvolvedHierarchicalMaskGenerator.boundary '
+                        '(default random)')
     return parser.parse_args()
 
 
@@ -114,7 +125,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     print(f'one thread (a dataloader worker), {SIZE} px, '
-          f'{args.images} images x {args.repeats} passes (median)')
+          f'{args.images} images x {args.repeats} passes (median), '
+          f'depth_unit={args.depth_unit}, boundary={args.boundary}')
     with tempfile.TemporaryDirectory() as folder, \
             DefaultScope.overwrite_default_scope('mmpretrain'):
         paths = write_images(folder, args.images, args.seed)
@@ -136,8 +148,10 @@ def main() -> None:
                         input_size=SIZE, mask_patch_size=mask_patch,
                         model_patch_size=model_patch, mask_ratio=0.6,
                         d_max=float(depth), schedule='constant',
+                        depth_unit=args.depth_unit, boundary=args.boundary,
                         progress=0.0, batched=batched), batched))
             print(f'\nmask grid {grid}')
+            print(f'deepest EHM arm: {Compose([arms[-1][1]]).transforms[0]!r}')
             print(f'{"generator":<22} {"alone img/s":>12} '
                   f'{"pipeline img/s":>15} {"pipeline time ratio":>20}')
             baseline = None
