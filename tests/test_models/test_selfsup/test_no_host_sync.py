@@ -1,5 +1,5 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-"""The EHM-MAE training step reads nothing back from the device.
+"""The EHM-MAE and EHM-SimMIM training steps read nothing back from the device.
 
 On an accelerator a host read of a device value (``.item()``, ``bool()``,
 ``.tolist()``, ``nonzero`` ...) waits for every queued kernel. On CPU such
@@ -193,6 +193,25 @@ def test_ehm_simmim_pixel_step_makes_no_host_read(base, size, hub):
     assert model.teacher is None and float(losses['mask_depth']) > 0
 
 
+@pytest.mark.parametrize('base, size, affinity', [
+    (TINY_EHM_SIMMIM_SWIN, 128, 'features'),
+    (TINY_EHM_SIMMIM_VIT, 64, 'attention'),
+    (TINY_EHM_SIMMIM_VIT, 64, 'features')],
+    ids=['swin-features', 'vit-attention', 'vit-features'])
+@pytest.mark.parametrize('teacher', ['ema', 'online'])
+def test_ehm_simmim_teacher_step_makes_no_host_read(base, size, affinity,
+                                                    teacher, hub):
+    # EHMSimMIM's teacher affinity pooled to the mask grid, then the masks
+    # expanded to the token grid
+    model = build_tiny(
+        base, affinity=affinity, teacher=teacher,
+        masking=dict(base['masking'],
+                     hierarchy_cfg=dict(compact=False))).train()
+    losses = _steps_without_host_reads(
+        model, hub, (0, 1, 5, 10), size=size)
+    assert float(losses['mask_depth']) > 0
+
+
 def test_half_life_teacher_step_makes_no_host_read(hub):
     # ema_half_life resolves the momentum from the hub's max_iters (a host
     # int) at the first step; the logged teacher distance stays a device
@@ -242,7 +261,27 @@ def test_cuda_training_step_does_not_synchronize(options, hub):
     source = options.pop('affinity_source', 'teacher')
     model = _model('cuda', affinity_source=source, masking=dict(
         type='EvolvedHierarchicalMasking', d_min=0., d_max=3., **options))
-    images = torch.randn(4, 3, 32, 32, device='cuda')
+    _cuda_steps_without_sync(model, hub, 32)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('base, size, affinity', [
+    (TINY_EHM_SIMMIM_SWIN, 128, 'features'),
+    (TINY_EHM_SIMMIM_VIT, 64, 'attention')], ids=['swin', 'vit'])
+@pytest.mark.parametrize('source', ['teacher', 'pixels'])
+def test_cuda_ehm_simmim_step_does_not_synchronize(base, size, affinity,
+                                                   source, hub):
+    model = build_tiny(base, affinity=affinity, affinity_source=source)
+    _cuda_steps_without_sync(model.to('cuda').train(), hub, size)
+
+
+def _cuda_steps_without_sync(model: torch.nn.Module, hub, size: int) -> None:
+    """Run ``model.loss`` on 4 random ``size`` px CUDA images at
+    iterations 0, 5 and 10, each after a warm-up step, under
+    ``torch.cuda.set_sync_debug_mode('error')`` (a synchronising call
+    raises) and bfloat16 autocast."""
+    images = torch.randn(4, 3, size, size, device='cuda')
     for it in (0, 5, 10):
         hub.update_info('iter', it)
         model.loss(images, [])  # warm-up: allocations, pinned buffers
