@@ -2,17 +2,13 @@
 """End to end through mmengine's Runner: a tiny EHM-MAE trains on CPU."""
 import json
 import os.path as osp
-import uuid
 
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
-from mmengine.runner import Runner
-from runner_utils import restoring_mmengine_globals
+from runner_utils import runner_config, train_in_process
 
 import ehm_mm  # noqa: F401
-from ehm_mm.utils import launch
 
 TINY = osp.join(
     osp.dirname(__file__), '..', 'data', 'configs', 'ehm_mae_tiny_cpu.py')
@@ -22,20 +18,7 @@ TINY = osp.join(
 def trained(tmp_path_factory):
     """Train the tiny config for 24 iterations in this process."""
     root = tmp_path_factory.mktemp('ehm_e2e')
-    cfg = Config.fromfile(TINY)
-    cfg.work_dir = str(root / 'work')
-    cfg.train_dataloader.dataset.data_root = str(root / 'data')
-    cfg.val_dataloader.dataset.data_root = str(root / 'data')
-    # A unique name keeps this Runner's scope, hub and logger its own; the
-    # globals it creates are dropped afterwards so later tests start clean.
-    cfg.experiment_name = f'ehm_e2e_{uuid.uuid4().hex[:8]}'
-    cfg.randomness.deterministic = False
-    # What tools/train.py does for configs inheriting through `pkg::`.
-    launch.drop_collate_fn_scope(cfg)
-    with restoring_mmengine_globals():
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-    return runner
+    return train_in_process(runner_config(TINY, str(root), 'ehm_e2e'))
 
 
 def test_loss_falls_on_a_fixed_batch(trained):

@@ -1,6 +1,6 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """MAE pretraining with masks from Evolved Hierarchical Masking."""
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from mmpretrain.models import MAE
@@ -309,23 +309,3 @@ class EHMMAE(TeacherMasksMixin, MAE):
             for sample, patch in zip(data_samples, patches):
                 sample.set_field(patch, 'patch_features')
         return data_samples
-
-    def forward(self,
-                inputs: Union[torch.Tensor, List[torch.Tensor]],
-                data_samples: Optional[List[DataSample]] = None,
-                mode: str = 'tensor'):
-        """Dispatch to ``extract_feat``, ``loss`` or ``predict``.
-
-        Args:
-            inputs (torch.Tensor | List[torch.Tensor]): The images.
-            data_samples (List[DataSample], optional): Annotations.
-                Defaults to None.
-            mode (str): ``'tensor'``, ``'loss'`` or ``'predict'``.
-                Defaults to ``'tensor'``.
-
-        Returns:
-            The features, the loss dict or the predicted data samples.
-        """
-        if mode == 'predict':
-            return self.predict(inputs, data_samples)
-        return super().forward(inputs, data_samples, mode=mode)

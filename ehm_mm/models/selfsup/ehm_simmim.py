@@ -370,23 +370,3 @@ class EHMSimMIM(TeacherMasksMixin, SimMIM):
             sample.set_field(feat, 'feature')
             sample.set_field(anc, 'hierarchy_ancestors')
         return data_samples
-
-    def forward(self,
-                inputs: Union[Tensor, List[Tensor]],
-                data_samples: Optional[List[DataSample]] = None,
-                mode: str = 'tensor'):
-        """Dispatch to ``extract_feat``, ``loss`` or ``predict``.
-
-        Args:
-            inputs (Tensor | List[Tensor]): The images.
-            data_samples (List[DataSample], optional): Annotations.
-                Defaults to None.
-            mode (str): ``'tensor'``, ``'loss'`` or ``'predict'``.
-                Defaults to ``'tensor'``.
-
-        Returns:
-            The features, the loss dict or the predicted data samples.
-        """
-        if mode == 'predict':
-            return self.predict(inputs, data_samples)
-        return super().forward(inputs, data_samples, mode=mode)

@@ -11,11 +11,12 @@ comes from the inputs' own pixel cues on the mask grid instead of a teacher
 """
 import copy
 import random
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
 from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from ..masking import MaskingResult, attention_affinity, pixel_affinity
@@ -73,7 +74,8 @@ class TeacherMasksMixin(EMATeacherMixin):
       signals) or, with ``affinity_source='pixels'``,
       :meth:`pixel_affinity`;
     * :meth:`predict_hierarchy`: the ancestors of the trees the masks are
-      cut from, for ``predict()``;
+      cut from, for the model's ``predict()``, which :meth:`forward`
+      dispatches ``mode='predict'`` to;
     * :meth:`teacher_masks`: affinity -> hierarchy -> masks, the teacher
       skipped when every drawn depth is 0 or the masking needs no affinity;
     * :meth:`training_masks`: one training step's masks: teacher update,
@@ -232,6 +234,30 @@ class TeacherMasksMixin(EMATeacherMixin):
         hierarchy = self.masking.hierarchy(self.teacher_affinity(inputs))
         h, w = self.masking.grid_size
         return hierarchy.ancestors.reshape(inputs.shape[0], -1, h, w)
+
+    def forward(self,
+                inputs: Union[Tensor, List[Tensor]],
+                data_samples: Optional[List[DataSample]] = None,
+                mode: str = 'tensor') -> Any:
+        """Dispatch to ``extract_feat``, ``loss`` or the model's ``predict``.
+
+        mmpretrain's self-supervisors know ``'tensor'`` and ``'loss'``;
+        ``'predict'`` (features and trees for evaluation) is the EHM
+        models' own.
+
+        Args:
+            inputs (Tensor | List[Tensor]): The images.
+            data_samples (List[DataSample], optional): Annotations.
+                Defaults to None.
+            mode (str): ``'tensor'``, ``'loss'`` or ``'predict'``.
+                Defaults to ``'tensor'``.
+
+        Returns:
+            Any: The features, the loss dict or the predicted data samples.
+        """
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        return super().forward(inputs, data_samples, mode=mode)
 
     @torch.no_grad()
     def teacher_masks(self,

@@ -2,21 +2,17 @@
 """EHMMAE(affinity_source='pixels'): trees from the inputs' pixel cues."""
 import copy
 import os.path as osp
-import uuid
 from unittest import mock
 
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.logging import MessageHub
-from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
-from runner_utils import restoring_mmengine_globals
+from runner_utils import runner_config, train_in_process
 
 import ehm_mm  # noqa: F401
 from ehm_mm.models.masking import cue_affinity, patch_cues
-from ehm_mm.utils import launch
 
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]
@@ -148,27 +144,13 @@ def test_bad_affinity_source_raises(source):
 
 def test_a_few_cpu_training_iterations(tmp_path):
     """The tiny CPU config with pixel trees: train, validate, checkpoint."""
-    cfg = Config.fromfile(TINY)
+    cfg = runner_config(TINY, str(tmp_path), 'ehm_pixels', iters=6)
     cfg.model.affinity_source = 'pixels'
-    cfg.work_dir = str(tmp_path / 'work')
-    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'data')
-    cfg.val_dataloader.dataset.data_root = str(tmp_path / 'data')
-    cfg.train_cfg.max_iters = 6
-    cfg.train_cfg.val_interval = 6
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0,
-                                by_epoch=False, begin=0)]
-    cfg.default_hooks.checkpoint.interval = 6
     cfg.custom_hooks[1].interval = 6
-    cfg.experiment_name = f'ehm_pixels_{uuid.uuid4().hex[:8]}'
-    cfg.randomness.deterministic = False
-    launch.drop_collate_fn_scope(cfg)
-    with restoring_mmengine_globals():
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-        losses = runner.message_hub.get_scalar('train/loss').data[0]
-        depth = runner.message_hub.get_scalar('train/mask_depth').data[0]
-        metrics = runner.message_hub.log_scalars
-        best_iou = metrics['val/hierarchy/best_iou'].current()
+    hub = train_in_process(cfg).message_hub
+    losses = hub.get_scalar('train/loss').data[0]
+    depth = hub.get_scalar('train/mask_depth').data[0]
+    best_iou = hub.log_scalars['val/hierarchy/best_iou'].current()
     assert len(losses) == 6 and np.isfinite(losses).all()
     assert depth[0] == 0.0 and depth[-1] > 0  # the pixel trees were cut
     assert 0 < best_iou <= 100

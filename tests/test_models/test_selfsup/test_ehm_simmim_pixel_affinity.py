@@ -3,18 +3,15 @@
 patch, no teacher (Swin and ViT)."""
 import glob
 import os.path as osp
-import uuid
 from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.logging import MessageHub
-from mmengine.runner import Runner
 from PIL import Image
-from runner_utils import restoring_mmengine_globals
+from runner_utils import runner_config, train_in_process
 from tiny_models import TINY_EHM_SIMMIM_SWIN as SWIN
 from tiny_models import TINY_EHM_SIMMIM_VIT as VIT
 from tiny_models import build_tiny
@@ -23,7 +20,6 @@ import ehm_mm  # noqa: F401
 from ehm_mm.engine.hooks import HierarchyVisualizationHook
 from ehm_mm.evaluation.metrics.hierarchy_iou import best_node_iou
 from ehm_mm.models.masking import cue_affinity, patch_cues
-from ehm_mm.utils import launch
 
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]
@@ -194,29 +190,15 @@ def test_the_visualization_hook_draws_the_pixel_tree(tmp_path, hub):
 def test_a_few_cpu_training_iterations_with_the_runner(tmp_path):
     """The tiny CPU run with an EHM-SimMIM ViT on pixel trees: train,
     validate (HierarchyIoU on the mask grid), draw, checkpoint."""
-    cfg = Config.fromfile(TINY)
+    cfg = runner_config(TINY, str(tmp_path), 'ehm_simmim_pixels', iters=4)
     model = dict(VIT, affinity_source='pixels', data_preprocessor=PRE)
     model['backbone'] = dict(VIT['backbone'], img_size=32)
     cfg.model = model
-    cfg.work_dir = str(tmp_path / 'work')
-    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'data')
-    cfg.val_dataloader.dataset.data_root = str(tmp_path / 'data')
-    cfg.train_cfg.max_iters = 4
-    cfg.train_cfg.val_interval = 4
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0,
-                                by_epoch=False, begin=0)]
-    cfg.default_hooks.checkpoint.interval = 4
     cfg.custom_hooks[1].interval = 4
-    cfg.experiment_name = f'ehm_simmim_pixels_{uuid.uuid4().hex[:8]}'
-    cfg.randomness.deterministic = False
-    launch.drop_collate_fn_scope(cfg)
-    with restoring_mmengine_globals():
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-        losses = runner.message_hub.get_scalar('train/loss').data[0]
-        depth = runner.message_hub.get_scalar('train/mask_depth').data[0]
-        metrics = runner.message_hub.log_scalars
-        best_iou = metrics['val/hierarchy/best_iou'].current()
+    hub = train_in_process(cfg).message_hub
+    losses = hub.get_scalar('train/loss').data[0]
+    depth = hub.get_scalar('train/mask_depth').data[0]
+    best_iou = hub.log_scalars['val/hierarchy/best_iou'].current()
     assert len(losses) == 4 and np.isfinite(losses).all()
     assert depth[0] == 0.0 and depth[-1] > 0  # the pixel trees were cut
     assert 0 < best_iou <= 100

@@ -3,21 +3,17 @@
 import copy
 import math
 import os.path as osp
-import uuid
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
-from mmengine.runner import Runner
 from mmpretrain.structures import DataSample
-from runner_utils import restoring_mmengine_globals
+from runner_utils import runner_config, train_in_process
 from tiny_models import TINY_EHM_MAE, build_tiny
 
 import ehm_mm  # noqa: F401
 from ehm_mm.models.selfsup.ema_teacher import half_life_momentum
-from ehm_mm.utils import launch
 
 MAE = dict(TINY_EHM_MAE, ema_momentum=None, ema_half_life=0.25)
 SIMMIM = dict(
@@ -227,24 +223,15 @@ def test_runner_resolves_the_half_life_and_logs_the_distance(tmp_path):
     reaches the logged scalars."""
     tiny = osp.join(osp.dirname(__file__), '..', '..', 'data', 'configs',
                     'ehm_mae_tiny_cpu.py')
-    cfg = Config.fromfile(tiny)
-    cfg.work_dir = str(tmp_path / 'work')
-    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'data')
-    cfg.val_dataloader.dataset.data_root = str(tmp_path / 'data')
-    cfg.experiment_name = f'teacher_timescale_{uuid.uuid4().hex[:8]}'
-    cfg.randomness.deterministic = False
+    cfg = runner_config(tiny, str(tmp_path), 'teacher_timescale')
     cfg.model.ema_momentum = None
     cfg.model.ema_half_life = 0.5
     cfg.optim_wrapper.accumulative_counts = 2
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=6,
                          val_interval=100)
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100)
-    launch.drop_collate_fn_scope(cfg)
-    with restoring_mmengine_globals():
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-        distance = runner.message_hub.get_scalar(
-            'train/teacher_distance').data[0]
+    runner = train_in_process(cfg)
+    distance = runner.message_hub.get_scalar('train/teacher_distance').data[0]
     assert runner.model.teacher.momentum == half_life_momentum(0.5, 6)
     assert len(distance) == 6 and distance[0] == 0
     assert (distance[2:] > 0).all(), distance  # the student moved at 1
