@@ -15,6 +15,12 @@ sampler). Before the dataset's pipeline processes a sample, Python's
 from that key, and restored afterwards. The augmentation of every sample is
 thus the same in a straight run and in a resumed one, with any number of
 workers, persistent or not.
+
+Each index also carries its ``position`` in the pass (how many indices the
+pass yielded before it). With the epoch of its key, the batch size and the
+batches per epoch this gives the training iteration the sample is used in
+(:meth:`SampleKey.iteration`), which progress-driven transforms use instead
+of a progress read at the time the (prefetched) sample is made.
 """
 import contextlib
 import random
@@ -37,21 +43,63 @@ class SampleKey(int):
 
     Args:
         index (int): The dataset index.
-        key (tuple[int, ...]): Non-negative integers identifying the draw.
+        key (tuple[int, ...]): Non-negative integers identifying the draw;
+            :class:`SeededAugmentSampler` gives ``(seed, epoch, rank, index,
+            draw)``.
+        position (int, optional): How many indices the sampler's pass
+            yielded before this one. It is not part of ``key`` (the draws do
+            not depend on it). None when unknown. Defaults to None.
     """
 
     key: tuple
+    position: Optional[int]
 
-    def __new__(cls, index: int, key: Sequence[int]) -> 'SampleKey':
+    def __new__(cls,
+                index: int,
+                key: Sequence[int],
+                position: Optional[int] = None) -> 'SampleKey':
         obj = super().__new__(cls, index)
         obj.key = tuple(int(k) for k in key)
+        if position is not None:
+            if isinstance(position, bool) or int(position) != position \
+                    or position < 0:
+                raise ValueError(
+                    f'position must be an int >= 0 or None, got {position!r}')
+            position = int(position)
+        obj.position = position
         return obj
 
+    def iteration(self, iters_per_epoch: int,
+                  batch_size: int) -> Optional[int]:
+        """The training iteration whose batch holds this sample.
+
+        ``epoch * iters_per_epoch + position // batch_size`` with ``epoch``
+        the second element of the key (:class:`SeededAugmentSampler`'s
+        layout); valid when the indices are batched in order by a plain
+        ``BatchSampler`` (see :class:`SeededAugmentSampler`).
+
+        Args:
+            iters_per_epoch (int): Batches per pass of the sampler
+                (``len(dataloader)``).
+            batch_size (int): Samples per batch (per rank).
+
+        Returns:
+            int, optional: The iteration, None without a position.
+        """
+        if self.position is None:
+            return None
+        if iters_per_epoch < 1 or batch_size < 1:
+            raise ValueError(
+                'iters_per_epoch and batch_size must be >= 1, got '
+                f'{iters_per_epoch!r} and {batch_size!r}')
+        return self.key[1] * iters_per_epoch + self.position // batch_size
+
     def __reduce__(self):
-        return SampleKey, (int(self), self.key)
+        return SampleKey, (int(self), self.key, self.position)
 
     def __repr__(self) -> str:
-        return f'SampleKey({int(self)}, key={self.key})'
+        return (f'SampleKey({int(self)}, key={self.key}, '
+                f'position={self.position})')
 
 
 @contextlib.contextmanager
@@ -119,7 +167,15 @@ class SeededAugmentSampler(Sampler):
     objects keyed by ``(seed, epoch, rank, index, draw)`` and wraps the
     dataset's pipeline in :class:`SeededPipeline`, which seeds the global
     random generators from that key for each sample (see the module
-    docstring).
+    docstring). Each key also carries its ``position`` in the pass, from
+    which :class:`~ehm_mm.engine.hooks.MaskProgressHook` and the EHM mask
+    generator know the exact training iteration of a sample: ``epoch *
+    len(dataloader) + position // batch_size``. That holds for mmengine's
+    ``EpochBasedTrainLoop`` (``set_epoch`` before each epoch, an epoch
+    restarted on resume) and ``IterBasedTrainLoop`` (one pass of
+    ``InfiniteSampler`` in epoch 0, or ``set_epoch(k)`` before pass ``k``
+    of a finite sampler; on resume it consumes the batches already
+    trained), per rank, with the default ``BatchSampler``.
 
     Example::
 
@@ -171,12 +227,15 @@ class SeededAugmentSampler(Sampler):
 
     def __iter__(self) -> Iterator[SampleKey]:
         draws: Dict[int, int] = {}
-        for index in self.sampler:
+        # the epoch of the whole pass (the wrapped sampler fixed its order
+        # with it), even if set_epoch is called while the pass runs
+        epoch = self.epoch
+        for position, index in enumerate(self.sampler):
             index = int(index)
             draw = draws.get(index, 0)
             draws[index] = draw + 1
-            yield SampleKey(index,
-                            (self.seed, self.epoch, self.rank, index, draw))
+            yield SampleKey(index, (self.seed, epoch, self.rank, index, draw),
+                            position)
 
     def __len__(self) -> int:
         return len(self.sampler)

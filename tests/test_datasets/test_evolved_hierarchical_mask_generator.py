@@ -10,6 +10,7 @@ from mmpretrain.structures import DataSample
 from torch.utils.data import DataLoader, Dataset
 
 import ehm_mm  # noqa: F401
+from ehm_mm.datasets.seeded_augment_sampler import SampleKey
 from ehm_mm.datasets.transforms import (
     EvolvedHierarchicalMaskGenerator,
     SharedProgress,
@@ -187,6 +188,44 @@ def test_shared_progress_unset_and_set():
     assert progress.get() == 0.5
     with pytest.raises(ValueError, match='progress'):
         progress.set(-0.1)
+
+
+def test_samples_with_a_position_get_their_iterations_progress():
+    progress = SharedProgress()
+    assert progress.loop() is None
+    for bad in (0, -2, 1.0, True):
+        with pytest.raises(ValueError, match='batch_size must be an int'):
+            progress.set_loop(4, bad, 8)
+    # sample 5 of epoch 1, position 5 in its pass: iteration 1 x 4 + 5 // 2
+    key = SampleKey(3, (0, 1, 0, 3, 0), position=5)
+    assert progress.progress_at(key) is None  # constants not set
+    progress.set_loop(iters_per_epoch=4, batch_size=2, max_iters=8)
+    assert progress.loop() == (4, 2, 8) and progress.is_shared
+    assert progress.progress_at(key) == 6 / 8
+    assert progress.progress_at(3) is None  # a plain index
+    assert progress.progress_at(SampleKey(3, (0, 1, 0, 3, 0))) is None
+    # past max_iters (an epoch loop's restarted epoch): capped at 1
+    assert progress.progress_at(SampleKey(3, (0, 3, 0, 3, 0), 7)) == 1.0
+    for batched in (False, True):
+        # the fixed progress is what samples without a position get
+        gen = build(progress=0.25, batched=batched)
+        out = gen(dict(img=halves_image(), sample_idx=key))
+        assert (out['mask_progress'], out['mask_progress_source']) == (
+            0.25, 'shared')
+        gen.progress.set_loop(4, 2, 8)
+        out = gen(dict(img=halves_image(), sample_idx=key))
+        assert (out['mask_progress'], out['mask_progress_source']) == (
+            0.75, 'iteration')
+        out = gen(dict(img=halves_image(), sample_idx=3))
+        assert (out['mask_progress'], out['mask_progress_source']) == (
+            0.25, 'shared')
+    # without any progress set the constants alone suffice
+    gen = build()
+    gen.progress.set_loop(4, 2, 8)
+    assert gen(dict(img=halves_image(),
+                    sample_idx=key))['mask_progress'] == 0.75
+    with pytest.raises(RuntimeError, match='MaskProgressHook'):
+        gen(dict(img=halves_image(), sample_idx=3))
 
 
 def test_batched_masks_equal_the_unbatched_ones():

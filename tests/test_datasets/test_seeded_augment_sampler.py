@@ -71,6 +71,44 @@ def test_sample_key_is_an_int_that_keeps_its_key():
         assert copied == 5 and copied.key == (1, 2, 0, 5, 0)
 
 
+def test_sample_key_keeps_its_position_out_of_the_key():
+    key = SampleKey(5, (1, 2, 0, 5, 0), position=7)
+    assert key.key == (1, 2, 0, 5, 0) and key.position == 7
+    for copied in (pickle.loads(pickle.dumps(key)), copy.deepcopy(key)):
+        assert isinstance(copied, SampleKey) and copied == 5
+        assert copied.key == (1, 2, 0, 5, 0) and copied.position == 7
+    assert SampleKey(5, (1, 2, 0, 5, 0)).position is None
+    # epoch 2 x 4 batches per epoch + 7 // 3
+    assert key.iteration(iters_per_epoch=4, batch_size=3) == 10
+    assert SampleKey(5, (1, 2, 0, 5, 0)).iteration(4, 3) is None
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match='position must be'):
+            SampleKey(5, (1, 2, 0, 5, 0), position=bad)
+    with pytest.raises(ValueError, match='iters_per_epoch and batch_size'):
+        key.iteration(0, 3)
+
+
+def test_positions_count_the_pass_and_keys_stay_as_before():
+    dataset = _toy()
+    sampler = SeededAugmentSampler(
+        dataset, sampler=dict(type='DefaultSampler', shuffle=True), seed=3)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        order = list(iter(sampler.sampler))
+        keys = list(sampler)
+        assert [k.position for k in keys] == list(range(12))
+        # the key is (seed, epoch, rank, index, draw), as before positions
+        assert [k.key for k in keys] == [(3, epoch, 0, i, 0) for i in order]
+    # the epoch of a pass is the one it started with
+    stream = iter(sampler)
+    first = next(stream)
+    sampler.set_epoch(5)
+    assert {k.key[1] for k in [first, *stream]} == {1}
+    infinite = iter(SeededAugmentSampler(
+        dataset, sampler=dict(type='InfiniteSampler', shuffle=True), seed=0))
+    assert [next(infinite).position for _ in range(30)] == list(range(30))
+
+
 def test_seeding_restores_the_global_generators():
     random.seed(1)
     np.random.seed(1)

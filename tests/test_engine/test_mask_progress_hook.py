@@ -2,9 +2,12 @@
 """MaskProgressHook: the depth a worker uses follows the runner, resume too.
 
 A recording model stores, for every training iteration, the progress each
-sample's mask was made with (``mask_progress``, packed by ``PackInputs``).
-The data come from 2 persistent workers of an ``IterBasedTrainLoop``,
-which starts its workers before any hook runs.
+sample's mask was made with (``mask_progress``, packed by ``PackInputs``)
+and the mask. The data come from 2 persistent workers of an
+``IterBasedTrainLoop``, which starts its workers before any hook runs, or
+of an ``EpochBasedTrainLoop``. With a plain sampler the progress lags by at
+most the batches in flight; with ``SeededAugmentSampler`` it is exact and
+a resumed run makes the same masks as a straight one.
 """
 import uuid
 from types import SimpleNamespace
@@ -33,31 +36,50 @@ IN_FLIGHT = NUM_WORKERS * 2  # prefetch_factor 2
 class ProgressRecorder(BaseModel):
     """Records ``(iter, [mask_progress of each sample])`` per step."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.records = []
-
     def forward(self, inputs, data_samples=None, mode='tensor'):
         cur_iter = MessageHub.get_current_instance().get_info('iter')
         self.records.append(
             (cur_iter, [s.mask_progress for s in data_samples]))
+        self.sources.append([s.mask_progress_source for s in data_samples])
+        self.masks.append(
+            torch.stack([torch.as_tensor(s.mask) for s in data_samples]))
         return dict(loss=(self.weight - 1).square().sum())
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.records, self.sources, self.masks = [], [], []
 
 
 def pipeline(**generator):
     return [
         dict(type='LoadImageFromFile'),
         dict(type='Resize', scale=(32, 32)),
+        dict(type='RandomFlip', prob=0.5),
         dict(
             type='EvolvedHierarchicalMaskGenerator', input_size=32,
             mask_patch_size=8, model_patch_size=8, mask_ratio=0.5,
             d_max=2.0, **generator),
-        dict(type='PackInputs', algorithm_keys=['mask_progress']),
+        dict(
+            type='PackInputs',
+            algorithm_keys=['mask_progress', 'mask_progress_source',
+                            'mask']),
     ]
 
 
-def make_cfg(image_folder: str, work_dir: str, **kwargs) -> Config:
+def make_cfg(image_folder: str,
+             work_dir: str,
+             seeded: bool = False,
+             by_epoch: bool = False,
+             **kwargs) -> Config:
+    sampler = dict(type='DefaultSampler' if by_epoch else 'InfiniteSampler',
+                   shuffle=seeded)
+    if seeded:
+        sampler = dict(type='SeededAugmentSampler', sampler=sampler)
+    if by_epoch:  # 8 images, 4 batches per epoch
+        train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=2)
+    else:
+        train_cfg = dict(type='IterBasedTrainLoop', max_iters=MAX_ITERS)
     return Config(
         dict(
             model=dict(type='ProgressRecorder'),
@@ -68,19 +90,20 @@ def make_cfg(image_folder: str, work_dir: str, **kwargs) -> Config:
                 batch_size=2,
                 num_workers=NUM_WORKERS,
                 persistent_workers=True,
-                sampler=dict(type='InfiniteSampler', shuffle=False),
+                sampler=sampler,
                 collate_fn=dict(type='default_collate'),
                 dataset=dict(
                     type='CustomDataset', data_root=image_folder,
                     with_label=False, pipeline=pipeline())),
-            train_cfg=dict(type='IterBasedTrainLoop', max_iters=MAX_ITERS),
+            train_cfg=train_cfg,
             optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
             custom_hooks=[dict(type='MaskProgressHook')],
             default_hooks=dict(
                 checkpoint=dict(
-                    type='CheckpointHook', interval=4, by_epoch=False),
+                    type='CheckpointHook', interval=1 if by_epoch else 4,
+                    by_epoch=by_epoch),
                 logger=dict(type='LoggerHook', interval=1)),
-            log_processor=dict(by_epoch=False),
+            log_processor=dict(by_epoch=by_epoch),
             randomness=dict(seed=0),
             **kwargs))
 
@@ -91,7 +114,11 @@ def train(cfg: Config) -> Runner:
         runner = Runner.from_cfg(cfg)
         runner.train()
         # stop the persistent workers now, not at some later collection
-        runner.train_loop.dataloader_iterator._iterator._shutdown_workers()
+        loop = runner.train_loop
+        if hasattr(loop, 'dataloader_iterator'):
+            loop.dataloader_iterator._iterator._shutdown_workers()
+        elif loop.dataloader._iterator is not None:
+            loop.dataloader._iterator._shutdown_workers()
     return runner
 
 
@@ -122,6 +149,30 @@ def test_progress_reaches_persistent_workers_and_survives_resume(
     check_records(resumed.model.records, 4)
 
 
+@pytest.mark.parametrize('by_epoch', [False, True])
+def test_seeded_sampler_gives_exact_progress_and_bit_exact_resume(
+        image_folder, tmp_path, by_epoch):
+    work_dir = str(tmp_path / 'work')
+    straight = train(make_cfg(image_folder, work_dir, True, by_epoch))
+    resumed = train(
+        make_cfg(image_folder, work_dir, True, by_epoch, resume=True,
+                 load_from=f'{work_dir}/' +
+                 ('epoch_1.pth' if by_epoch else 'iter_4.pth')))
+    for runner, first_iter in ((straight, 0), (resumed, 4)):
+        records = runner.model.records
+        assert [cur_iter for cur_iter, _ in records] == list(
+            range(first_iter, MAX_ITERS))
+        # every sample: exactly the progress of the iteration it is used in
+        for cur_iter, progress in records:
+            assert progress == [cur_iter / MAX_ITERS] * 2
+        assert {s for b in runner.model.sources for s in b} == {'iteration'}
+    # 4 straight iterations + --resume + 4 == 8 straight ones: same masks
+    masks = straight.model.masks
+    assert len({m.numpy().tobytes() for m in masks}) == MAX_ITERS
+    for made, again in zip(masks[4:], resumed.model.masks, strict=True):
+        assert torch.equal(made, again)
+
+
 def test_hook_finds_generators_in_wrapped_datasets(image_folder):
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         datasets = [
@@ -129,7 +180,7 @@ def test_hook_finds_generators_in_wrapped_datasets(image_folder):
                           pipeline=pipeline()),
             CustomDataset(data_root=image_folder, with_label=False,
                           pipeline=[dict(type='RandomApply',
-                                         transforms=pipeline()[2:3])])
+                                         transforms=pipeline()[3:4])])
         ]
     found = find_mask_generators(ConcatDataset(datasets))
     assert len(found) == 2

@@ -13,6 +13,10 @@ tensor in shared memory (:class:`SharedProgress`), created with the
 transform in the main process, so every dataloader worker sees the same
 storage whether workers are forked or spawned, persistent or not.
 :class:`~ehm_mm.engine.hooks.MaskProgressHook` writes it from the runner.
+Workers prefetch, so that value may lag the iteration a sample is used in;
+samples drawn by :class:`~ehm_mm.datasets.SeededAugmentSampler` carry their
+position instead, and with the loop's constants (also shared, written once
+by the hook) the transform computes the exact ``iteration / max_iters``.
 """
 import math
 import time
@@ -56,7 +60,10 @@ class SharedProgress:
     One float64 in shared memory: the main process writes it, every worker
     reads the same storage (forked workers inherit the mapping; spawned
     workers receive a handle to it when the dataset is pickled). A negative
-    value means "not set yet".
+    value means "not set yet". Next to it, also shared, the training loop's
+    constants (:meth:`set_loop`), from which the exact progress of a sample
+    that knows its position in the sampler's pass is computed
+    (:meth:`progress_at`).
 
     Args:
         progress (float, optional): Initial progress; None leaves it unset.
@@ -66,6 +73,9 @@ class SharedProgress:
     def __init__(self, progress: Optional[float] = None) -> None:
         self._value = torch.full((1, ), _UNSET, dtype=torch.float64)
         self._value.share_memory_()
+        # (iters_per_epoch, batch_size, max_iters); zeros: not set
+        self._loop = torch.zeros(3, dtype=torch.int64)
+        self._loop.share_memory_()
         if progress is not None:
             self.set(progress)
 
@@ -103,10 +113,63 @@ class SharedProgress:
         value = float(self._value[0])
         return None if value < 0 else value
 
+    def set_loop(self, iters_per_epoch: int, batch_size: int,
+                 max_iters: int) -> None:
+        """Write the training loop's constants (once, before training).
+
+        With them a sample that knows its position in the sampler's pass
+        (:class:`~ehm_mm.datasets.seeded_augment_sampler.SampleKey`) gets
+        the exact progress of the iteration it is used in
+        (:meth:`progress_at`).
+
+        Args:
+            iters_per_epoch (int): Batches per pass of the sampler
+                (``len(train_dataloader)``).
+            batch_size (int): Samples per batch of one rank.
+            max_iters (int): The run's total iterations.
+        """
+        values = (iters_per_epoch, batch_size, max_iters)
+        names = ('iters_per_epoch', 'batch_size', 'max_iters')
+        for name, value in zip(names, values):
+            if isinstance(value, bool) or not isinstance(
+                    value, Integral) or value < 1:
+                raise ValueError(f'{name} must be an int >= 1, got {value!r}')
+        self._loop.copy_(torch.tensor(values, dtype=torch.int64))
+
+    def loop(self) -> Optional[Tuple[int, int, int]]:
+        """Read the loop's constants.
+
+        Returns:
+            tuple[int, int, int], optional: ``(iters_per_epoch, batch_size,
+            max_iters)``, None when they were never set.
+        """
+        values = tuple(int(v) for v in self._loop.tolist())
+        return None if values[2] < 1 else values
+
+    def progress_at(self, sample_idx: Any) -> Optional[float]:
+        """The exact progress of the iteration a sample is used in.
+
+        Args:
+            sample_idx (Any): The sample's ``results['sample_idx']``; a
+                ``SampleKey`` with a ``position`` knows its iteration.
+
+        Returns:
+            float, optional: ``min(iteration / max_iters, 1)``; None when the
+            sample has no position or the constants are not set.
+        """
+        if getattr(sample_idx, 'position', None) is None:
+            return None
+        loop = self.loop()
+        if loop is None:
+            return None
+        iters_per_epoch, batch_size, max_iters = loop
+        cur_iter = sample_idx.iteration(iters_per_epoch, batch_size)
+        return min(cur_iter / max_iters, 1.0)
+
     @property
     def is_shared(self) -> bool:
-        """bool: Whether the value lives in shared memory."""
-        return self._value.is_shared()
+        """bool: Whether the values live in shared memory."""
+        return self._value.is_shared() and self._loop.is_shared()
 
 
 @dataclass
@@ -310,6 +373,11 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
     progress yet waits up to ``progress_timeout`` seconds for the hook
     (mmengine's ``IterBasedTrainLoop`` starts its workers before any hook
     runs), then raises. Outside training give ``progress`` explicitly.
+    Prefetching workers may read a value a few iterations old; a sample
+    drawn by :class:`~ehm_mm.datasets.SeededAugmentSampler` instead gets
+    the exact ``t = min(iteration / max_iters, 1)`` of the iteration it is
+    used in, once the hook has written the loop's constants
+    (:meth:`SharedProgress.progress_at`).
 
     Random draws come from the global torch generator, which PyTorch and
     mmengine seed per worker.
@@ -321,8 +389,9 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
     W / model_patch_size]``), ``mask_depth`` (int, the level the mask was
     cut from), ``mask_node_size`` (float, the mean size in mask patches of
     the nodes the mask covers, the split node counted whole, as the
-    module's ``MaskingResult.node_size``) and ``mask_progress`` (float, the
-    ``t`` it used).
+    module's ``MaskingResult.node_size``), ``mask_progress`` (float, the
+    ``t`` it used) and ``mask_progress_source`` (``'iteration'``: exact,
+    from the sample's position; ``'shared'``: the shared value).
 
     **Batched** (``batched=True``): instead of ``mask`` the transform adds
     ``mask_request`` (its draws and a copy of the image, a
@@ -506,6 +575,30 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
             'config, or give progress=... when using the transform outside '
             'training.')
 
+    def progress_of(self, results: dict) -> Tuple[float, str]:
+        """The progress of one sample and where it came from.
+
+        Args:
+            results (dict): The sample's result dict; its ``sample_idx``
+                may carry a position (:class:`SeededAugmentSampler`).
+
+        Returns:
+            tuple[float, str]: The progress and ``'iteration'`` (exact, from
+            the sample's iteration) or ``'shared'`` (the shared value, or
+            the fixed ``progress``).
+        """
+        sample_idx = results.get('sample_idx')
+        progress = self.progress.progress_at(sample_idx)
+        if progress is not None:
+            return progress, 'iteration'
+        shared = self.current_progress()
+        # the hook writes the loop's constants before the first progress: a
+        # worker that waited for that progress finds them now
+        progress = self.progress.progress_at(sample_idx)
+        if progress is not None:
+            return progress, 'iteration'
+        return shared, 'shared'
+
     def request(self, img: np.ndarray, progress: float) -> MaskRequest:
         """Draw one image's patch values and depth.
 
@@ -551,7 +644,8 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
 
         Returns:
             dict: ``results`` with ``mask``, ``mask_depth``,
-            ``mask_node_size`` and ``mask_progress`` added; with
+            ``mask_node_size``, ``mask_progress`` and
+            ``mask_progress_source`` added; with
             ``batched=True`` ``mask_request`` (and the drawn
             ``mask_depth``) instead of ``mask`` and ``mask_node_size``.
         """
@@ -563,15 +657,17 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
                 f'{type(self).__name__} needs results["img"] as an [H, W, C]'
                 f' array of size {self.input_size}, got {shape}; put it '
                 'after the crop to input_size')
-        progress = self.current_progress()
+        progress, source = self.progress_of(results)
         request = self.request(img, progress)
         if self.batched:
             results.update(mask_request=request, mask_depth=request.depth,
-                           mask_progress=progress)
+                           mask_progress=progress,
+                           mask_progress_source=source)
             return results
         mask, depth, node_size = cut_masks([request])[0]
         results.update(mask=mask, mask_depth=depth,
-                       mask_node_size=node_size, mask_progress=progress)
+                       mask_node_size=node_size, mask_progress=progress,
+                       mask_progress_source=source)
         return results
 
     def __repr__(self) -> str:

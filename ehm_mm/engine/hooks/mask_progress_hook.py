@@ -1,11 +1,16 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Tell progress-driven pipeline transforms how far training has come."""
 import inspect
-from typing import Any, Iterator, List, Optional
+import logging
+from typing import Any, Iterator, List, Optional, Tuple
 
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.runner import EpochBasedTrainLoop
 from mmpretrain.registry import HOOKS
+from torch.utils.data import BatchSampler
 
+from ehm_mm.datasets.seeded_augment_sampler import SeededAugmentSampler
 from ehm_mm.datasets.transforms import EvolvedHierarchicalMaskGenerator
 
 
@@ -62,11 +67,22 @@ class MaskProgressHook(Hook):
     * ``after_train_iter``: ``(iter + 1) / max_iters``, the progress of the
       next iteration.
 
-    A batch is made before it is consumed, so the batch of iteration ``j``
-    uses a progress in ``[(j - P) / max_iters, j / max_iters]`` with ``P =
-    num_workers * prefetch_factor`` (the batches in flight); it is exact
-    for the first batch after a (re)start and with ``num_workers=0``.
-    Each DDP rank has its own dataloader and hook, so all ranks agree.
+    A batch is made before it is consumed, so with that value alone the
+    batch of iteration ``j`` uses a progress in ``[(j - P) / max_iters, j /
+    max_iters]`` with ``P = num_workers * prefetch_factor`` (the batches in
+    flight); it is exact for the first batch after a (re)start and with
+    ``num_workers=0``.
+
+    **Exact progress.** When the train sampler is a
+    :class:`~ehm_mm.datasets.SeededAugmentSampler` batched by a plain
+    ``BatchSampler``, ``before_train`` also writes the loop's constants
+    ``(len(train_dataloader), batch_size, max_iters)``; every sample then
+    knows the iteration ``j = epoch * len(train_dataloader) + position //
+    batch_size`` it is used in and gets exactly ``min(j / max_iters, 1)``,
+    with any number of workers and after ``--resume`` (see
+    :class:`~ehm_mm.datasets.SeededAugmentSampler`). Another batch sampler
+    keeps the shared value (a warning says so). Each DDP rank has its own
+    dataloader and hook, so all ranks agree.
 
     Args:
         required (bool): Raise in ``before_train`` when the train dataset
@@ -89,8 +105,49 @@ class MaskProgressHook(Hook):
         for generator in self._generators:
             generator.set_progress(progress)
 
+    @staticmethod
+    def loop_constants(runner) -> Optional[Tuple[int, int, int]]:
+        """``(iters_per_epoch, batch_size, max_iters)`` for exact progress.
+
+        Args:
+            runner (Runner): The runner.
+
+        Returns:
+            tuple[int, int, int], optional: The constants, None when the
+            train sampler gives no positions (not a
+            :class:`SeededAugmentSampler`) or they cannot be mapped to
+            iterations (another batch sampler; a warning says so).
+        """
+        loader = runner.train_dataloader
+        batch_sampler = getattr(loader, 'batch_sampler', None)
+        sampler = getattr(batch_sampler, 'sampler',
+                          getattr(loader, 'sampler', None))
+        if not isinstance(sampler, SeededAugmentSampler):
+            return None
+        if type(batch_sampler) is not BatchSampler:
+            print_log(
+                'MaskProgressHook: the train dataloader batches with '
+                f'{type(batch_sampler).__name__}, not a plain BatchSampler, '
+                'so the iteration of a sample is not known from its '
+                'position; the masks use the shared progress, which may lag '
+                'by the batches in flight', logger='current',
+                level=logging.WARNING)
+            return None
+        iters_per_epoch = len(loader)
+        if isinstance(runner.train_loop, EpochBasedTrainLoop) and \
+                runner.iter != runner.epoch * iters_per_epoch:
+            print_log(
+                f'MaskProgressHook: resuming at iteration {runner.iter} in '
+                f'the middle of epoch {runner.epoch}: the epoch restarts '
+                'from its first batch, whose masks get the progress of its '
+                f'place in the epoch ({runner.epoch} x {iters_per_epoch} + '
+                'batch), not of runner.iter', logger='current',
+                level=logging.WARNING)
+        return iters_per_epoch, batch_sampler.batch_size, runner.max_iters
+
     def before_train(self, runner) -> None:
-        """Find the transforms and write the starting progress.
+        """Find the transforms, write the loop's constants and the
+        starting progress.
 
         Args:
             runner (Runner): The runner.
@@ -102,6 +159,12 @@ class MaskProgressHook(Hook):
                 'MaskProgressHook: the train dataset has no '
                 'EvolvedHierarchicalMaskGenerator in its pipeline; remove '
                 'the hook or set required=False')
+        constants = self.loop_constants(runner) if self._generators else None
+        if constants is not None:
+            # before the first progress: a worker waiting for it then finds
+            # the constants too
+            for generator in self._generators:
+                generator.progress.set_loop(*constants)
         self._set(runner, runner.iter)
 
     def after_train_iter(self,
