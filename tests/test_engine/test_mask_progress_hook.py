@@ -9,6 +9,7 @@ of an ``EpochBasedTrainLoop``. With a plain sampler the progress lags by at
 most the batches in flight; with ``SeededAugmentSampler`` it is exact and
 a resumed run makes the same masks as a straight one.
 """
+import logging.handlers
 import uuid
 from types import SimpleNamespace
 
@@ -16,15 +17,17 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.dataset import ConcatDataset
-from mmengine.logging import MessageHub
+from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import MODELS
 from runner_utils import restoring_mmengine_globals
+from torch.utils.data import BatchSampler, DataLoader
 
 import ehm_mm  # noqa: F401
+from ehm_mm.datasets import SeededAugmentSampler
 from ehm_mm.engine.hooks import MaskProgressHook, find_mask_generators
 
 MAX_ITERS = 8
@@ -71,9 +74,13 @@ def make_cfg(image_folder: str,
              work_dir: str,
              seeded: bool = False,
              by_epoch: bool = False,
+             finite: bool = False,
              **kwargs) -> Config:
-    sampler = dict(type='DefaultSampler' if by_epoch else 'InfiniteSampler',
-                   shuffle=seeded)
+    """``finite``: an iteration-based loop over a ``DefaultSampler``
+    (mmengine restarts it with ``set_epoch(pass)`` after each pass)."""
+    sampler = dict(
+        type='DefaultSampler' if by_epoch or finite else 'InfiniteSampler',
+        shuffle=seeded)
     if seeded:
         sampler = dict(type='SeededAugmentSampler', sampler=sampler)
     if by_epoch:  # 8 images, 4 batches per epoch
@@ -149,13 +156,16 @@ def test_progress_reaches_persistent_workers_and_survives_resume(
     check_records(resumed.model.records, 4)
 
 
-@pytest.mark.parametrize('by_epoch', [False, True])
+@pytest.mark.parametrize('by_epoch, finite', [(False, False),
+                                              (False, True), (True, True)],
+                         ids=['iter-infinite', 'iter-default', 'epoch'])
 def test_seeded_sampler_gives_exact_progress_and_bit_exact_resume(
-        image_folder, tmp_path, by_epoch):
+        image_folder, tmp_path, by_epoch, finite):
     work_dir = str(tmp_path / 'work')
-    straight = train(make_cfg(image_folder, work_dir, True, by_epoch))
+    straight = train(make_cfg(image_folder, work_dir, True, by_epoch,
+                              finite))
     resumed = train(
-        make_cfg(image_folder, work_dir, True, by_epoch, resume=True,
+        make_cfg(image_folder, work_dir, True, by_epoch, finite, resume=True,
                  load_from=f'{work_dir}/' +
                  ('epoch_1.pth' if by_epoch else 'iter_4.pth')))
     for runner, first_iter in ((straight, 0), (resumed, 4)):
@@ -192,6 +202,41 @@ def test_hook_finds_generators_in_wrapped_datasets(image_folder):
     assert [g.progress.get() for g in hook._generators] == [0.25, 0.25]
     hook.after_train_iter(runner, batch_idx=3)
     assert [g.progress.get() for g in hook._generators] == [1 / 3, 1 / 3]
+
+
+def test_loop_constants_need_the_seeded_sampler_and_a_plain_batcher(
+        image_folder):
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        dataset = CustomDataset(data_root=image_folder, with_label=False,
+                                pipeline=pipeline())
+    seeded = SeededAugmentSampler(dataset, seed=0)
+
+    def runner(loader):
+        return SimpleNamespace(train_dataloader=loader, train_loop=None,
+                               iter=0, epoch=0, max_iters=12)
+
+    hook = MaskProgressHook()
+    loader = DataLoader(dataset, batch_size=3, sampler=seeded)
+    assert hook.loop_constants(runner(loader)) == (3, 3, 12)
+    hook.before_train(runner(loader))
+    assert hook._generators[0].progress.loop() == (3, 3, 12)
+    plain = DataLoader(dataset, batch_size=3)
+    assert hook.loop_constants(runner(plain)) is None
+
+    class OtherBatcher(BatchSampler):
+        pass
+
+    other = DataLoader(
+        dataset, batch_sampler=OtherBatcher(seeded, 3, drop_last=False))
+    logger = MMLogger.get_current_instance()
+    warnings = logging.handlers.BufferingHandler(10)
+    logger.addHandler(warnings)
+    try:
+        assert hook.loop_constants(runner(other)) is None
+    finally:
+        logger.removeHandler(warnings)
+    assert [r.levelno for r in warnings.buffer] == [logging.WARNING]
+    assert 'batches with OtherBatcher' in warnings.buffer[0].getMessage()
 
 
 def test_hook_without_generator_is_an_error(image_folder):
