@@ -6,7 +6,8 @@
 #   dict(**_base_.ehm_pixel_mask_generator, <its grid, ratio and d_max>),
 #   _base_.ehm_pixel_pack_inputs,
 # at the end of the recipe's train pipeline and sets
-#   train_dataloader = dict(collate_fn=_base_.ehm_mask_collate, ...)
+#   train_dataloader = dict(sampler=_base_.ehm_train_sampler,
+#                           collate_fn=_base_.ehm_mask_collate, ...)
 #   default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
 # (configs/{mae,maskfeat,simmim}/*_ehm-pix_*.py).
 _base_ = './ehm_runtime.py'
@@ -30,6 +31,16 @@ ehm_pixel_pack_inputs = dict(
 # through `mmpretrain::`, which `build_dataloader` would pass on).
 ehm_mask_collate = dict(_delete_=True, type='evolved_mask_collate')
 
+# mmpretrain's sampler, wrapped: crops, flips and mask draws seeded by
+# (seed, epoch, rank, index, draw), and every sample knows the iteration it
+# is used in, so its mask depth follows exactly iteration / max_iters
+# (docs/en/simmim.md); `--resume` is bit-exact with any number of workers.
+ehm_train_sampler = dict(
+    _delete_=True,
+    type='SeededAugmentSampler',
+    sampler=dict(type='DefaultSampler', shuffle=True))
+
 # Writes iter / max_iters into the mask generator of every dataloader
-# worker (shared memory; persistent workers, DDP and --resume included).
+# worker (shared memory; persistent workers, DDP and --resume included),
+# and the loop's constants for the exact progress of each sample.
 custom_hooks = [dict(type='MaskProgressHook')]

@@ -3,7 +3,8 @@
 # patch): the pixel-cue arm of EHM for MAE, no teacher. mmpretrain's MAE
 # recipe, unchanged except for the model (masks from the data samples) and
 # what configs/_base_/ehm_pixel_masks.py adds: the mask generator, its
-# collate function and the hook that tells it the training progress.
+# collate function, the seeded sampler and the hook that tells it the
+# training progress.
 _base_ = [
     'mmpretrain::mae/mae_vit-base-p16_8xb512-amp-coslr-300e_in1k.py',
     '../_base_/ehm_pixel_masks.py',
@@ -30,6 +31,8 @@ train_pipeline = [
     _base_.ehm_pixel_pack_inputs,
 ]
 train_dataloader = dict(
-    collate_fn=_base_.ehm_mask_collate, dataset=dict(pipeline=train_pipeline))
+    sampler=_base_.ehm_train_sampler,
+    collate_fn=_base_.ehm_mask_collate,
+    dataset=dict(pipeline=train_pipeline))
 
 default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)

@@ -2,8 +2,8 @@
 # masks made in the data pipeline from each image's own patch cues (mean
 # colour + gradient texture per 16 px patch). mmpretrain's MaskFeat recipe,
 # unchanged except for what configs/_base_/ehm_pixel_masks.py adds: the mask
-# generator, its collate function and the hook that tells it the training
-# progress.
+# generator, its collate function, the seeded sampler and the hook that
+# tells it the training progress.
 _base_ = [
     'mmpretrain::maskfeat/maskfeat_vit-base-p16_8xb256-amp-coslr-300e_in1k.py',
     '../_base_/ehm_pixel_masks.py',
@@ -27,6 +27,8 @@ train_pipeline = [
     _base_.ehm_pixel_pack_inputs,
 ]
 train_dataloader = dict(
-    collate_fn=_base_.ehm_mask_collate, dataset=dict(pipeline=train_pipeline))
+    sampler=_base_.ehm_train_sampler,
+    collate_fn=_base_.ehm_mask_collate,
+    dataset=dict(pipeline=train_pipeline))
 
 default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)

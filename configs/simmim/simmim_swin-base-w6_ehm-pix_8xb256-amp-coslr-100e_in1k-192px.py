@@ -2,7 +2,8 @@
 # data pipeline from each image's own patch cues (mean colour + gradient
 # texture per 32 px mask patch). mmpretrain's SimMIM recipe, unchanged except
 # for what configs/_base_/ehm_pixel_masks.py adds: the mask generator, its
-# collate function and the hook that tells it the training progress.
+# collate function, the seeded sampler and the hook that tells it the
+# training progress.
 _base_ = [
     'mmpretrain::simmim/simmim_swin-base-w6_8xb256-amp-coslr-100e_in1k-192px.py',  # noqa: E501
     '../_base_/ehm_pixel_masks.py',
@@ -22,6 +23,8 @@ train_pipeline = [
     _base_.ehm_pixel_pack_inputs,
 ]
 train_dataloader = dict(
-    collate_fn=_base_.ehm_mask_collate, dataset=dict(pipeline=train_pipeline))
+    sampler=_base_.ehm_train_sampler,
+    collate_fn=_base_.ehm_mask_collate,
+    dataset=dict(pipeline=train_pipeline))
 
 default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)

@@ -119,6 +119,7 @@ def test_only_masking_differs_from_mmpretrain(name):
             _delete_=True, type='evolved_mask_collate')
         assert ours.pop('ehm_checkpoint_hook') == dict(
             type='AtomicCheckpointHook')
+        assert ours.pop('ehm_train_sampler')['type'] == 'SeededAugmentSampler'
         assert [g['type'] for g in generators] == [
             'EvolvedHierarchicalMaskGenerator']
     else:  # the teacher arm: no mask step, EHMSimMIM
@@ -160,6 +161,9 @@ def test_only_masking_differs_from_mmpretrain(name):
         rest_a[-1] = dict(type='PackInputs')
         assert loader_a.pop('collate_fn') == dict(
             type='evolved_mask_collate')
+        # mmpretrain's sampler, seeded per draw: exact mask progress
+        assert loader_a.pop('sampler') == dict(
+            type='SeededAugmentSampler', sampler=loader_b.pop('sampler'))
     else:
         assert loader_a.pop('collate_fn') == dict(type='default_collate')
     assert rest_a == rest_b
@@ -207,7 +211,8 @@ def tiny_cfg(name: str, data_root: str, work_dir: str) -> Config:
         batch_size=2,
         num_workers=0,
         persistent_workers=False,
-        sampler=dict(type='DefaultSampler', shuffle=True),
+        # the config's own: SeededAugmentSampler for the pixel-cue arm
+        sampler=copy.deepcopy(cfg.train_dataloader.sampler),
         collate_fn=copy.deepcopy(cfg.train_dataloader.collate_fn),
         dataset=dict(
             type='CustomDataset', data_root=data_root, with_label=False,
