@@ -201,6 +201,9 @@ def test_samples_with_a_position_get_their_iterations_progress():
     assert progress.progress_at(key) is None  # constants not set
     progress.set_loop(iters_per_epoch=4, batch_size=2, max_iters=8)
     assert progress.loop() == (4, 2, 8) and progress.is_shared
+    progress._loop[1] = 0  # as read while being written: not set
+    assert progress.loop() is None and progress.progress_at(key) is None
+    progress.set_loop(iters_per_epoch=4, batch_size=2, max_iters=8)
     assert progress.progress_at(key) == 6 / 8
     assert progress.progress_at(3) is None  # a plain index
     assert progress.progress_at(SampleKey(3, (0, 1, 0, 3, 0))) is None

@@ -144,7 +144,8 @@ class SharedProgress:
             max_iters)``, None when they were never set.
         """
         values = tuple(int(v) for v in self._loop.tolist())
-        return None if values[2] < 1 else values
+        # all three or none (a worker may read while the hook writes)
+        return None if min(values) < 1 else values
 
     def progress_at(self, sample_idx: Any) -> Optional[float]:
         """The exact progress of the iteration a sample is used in.
