@@ -259,7 +259,10 @@ class EHMMAE(TeacherMasksMixin, MAE):
         Returns:
             torch.Tensor: ``[B, C]``, pooled as ``feature_pool`` says.
         """
-        out = self.backbone(inputs, mask=None)[-1]
+        return self._pool(self.backbone(inputs, mask=None)[-1])
+
+    def _pool(self, out: torch.Tensor) -> torch.Tensor:
+        """The encoder's last output ``out`` pooled to ``[B, C]``."""
         if out.dim() == 4:  # featmap [B, C, h, w]
             return out.mean(dim=(2, 3))
         if out.dim() == 2:  # already pooled ([B, C])
@@ -269,43 +272,28 @@ class EHMMAE(TeacherMasksMixin, MAE):
         start = 1 if self.backbone.with_cls_token else 0
         return out[:, start:].mean(dim=1)
 
-    @torch.no_grad()
-    def predict(self,
-                inputs: torch.Tensor,
-                data_samples: Optional[List[DataSample]] = None,
-                **kwargs) -> List[DataSample]:
-        """Features and hierarchies for evaluation.
+    def predict_features(self,
+                         inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Evaluation features from one encoder pass (see ``predict``).
 
-        Writes into each data sample ``feature`` (``[C]``, see
-        ``feature_pool``) and ``hierarchy_ancestors`` (``[L, h, w]``, the
-        ancestor ids per level of the hierarchy the masks are cut from:
-        the teacher's, or the pixel tree with ``affinity_source='pixels'``),
-        which ``KNNAccuracy`` and ``HierarchyIoU`` read.
+        ``feature`` (``[B, C]``, pooled as ``feature_pool`` says) and, with
+        ``predict_patch_features=True``, ``patch_features`` (``[B, h, w,
+        C]``, the patch tokens on the patch grid) for ``PatchSegProbe``.
 
         Args:
             inputs (torch.Tensor): Normalised images ``[B, C, H, W]``.
-            data_samples (List[DataSample], optional): Annotations; new
-                samples are made when None. Defaults to None.
-            **kwargs: Unused.
 
         Returns:
-            List[DataSample]: The data samples with the two fields added.
+            Dict[str, torch.Tensor]: Data-sample field -> batched values.
         """
-        features = self.extract_pooled_feat(inputs)
-        ancestors = self.predict_hierarchy(inputs)  # [B, L, h, w]
-        h, w = self.grid_size
-        if data_samples is None:
-            data_samples = [DataSample() for _ in range(inputs.shape[0])]
-        for sample, feat, anc in zip(data_samples, features, ancestors):
-            sample.set_field(feat, 'feature')
-            sample.set_field(anc, 'hierarchy_ancestors')
+        out = self.backbone(inputs, mask=None)[-1]
+        fields = dict(feature=self._pool(out))
         if self.predict_patch_features:
-            out = self.backbone(inputs, mask=None)[-1]
             if out.dim() == 4:  # featmap [B, C, h, w]
                 patches = out.permute(0, 2, 3, 1)
             else:
+                h, w = self.grid_size
                 start = 1 if self.backbone.with_cls_token else 0
                 patches = out[:, start:].reshape(inputs.shape[0], h, w, -1)
-            for sample, patch in zip(data_samples, patches):
-                sample.set_field(patch, 'patch_features')
-        return data_samples
+            fields['patch_features'] = patches
+        return fields

@@ -339,34 +339,13 @@ class EHMSimMIM(TeacherMasksMixin, SimMIM):
             return deepest
         return self._featmaps(deepest)[0].mean(dim=(2, 3))
 
-    @torch.no_grad()
-    def predict(self,
-                inputs: Tensor,
-                data_samples: Optional[List[DataSample]] = None,
-                **kwargs) -> List[DataSample]:
-        """Features and hierarchies for evaluation.
-
-        Writes into each data sample ``feature`` (``[C]``,
-        :meth:`extract_pooled_feat`) and ``hierarchy_ancestors``
-        (``[L, gh, gw]``, the ancestor ids per level of the tree the masks
-        are cut from, on the mask grid: the teacher's, or the pixel tree
-        with ``affinity_source='pixels'``), which ``KNNAccuracy`` and
-        ``HierarchyIoU`` read.
+    def predict_features(self, inputs: Tensor) -> Dict[str, Tensor]:
+        """Evaluation features (see ``predict``): ``feature`` ``[B, C]``.
 
         Args:
             inputs (Tensor): Normalised images ``[B, C, H, W]``.
-            data_samples (List[DataSample], optional): Annotations; new
-                samples are made when None. Defaults to None.
-            **kwargs: Unused.
 
         Returns:
-            List[DataSample]: The data samples with the two fields added.
+            Dict[str, Tensor]: ``feature``, :meth:`extract_pooled_feat`.
         """
-        features = self.extract_pooled_feat(inputs)
-        ancestors = self.predict_hierarchy(inputs)  # [B, L, gh, gw]
-        if data_samples is None:
-            data_samples = [DataSample() for _ in range(inputs.shape[0])]
-        for sample, feat, anc in zip(data_samples, features, ancestors):
-            sample.set_field(feat, 'feature')
-            sample.set_field(anc, 'hierarchy_ancestors')
-        return data_samples
+        return dict(feature=self.extract_pooled_feat(inputs))

@@ -73,9 +73,9 @@ class TeacherMasksMixin(EMATeacherMixin):
       :func:`~ehm_mm.attention_affinity`; override it for other teacher
       signals) or, with ``affinity_source='pixels'``,
       :meth:`pixel_affinity`;
-    * :meth:`predict_hierarchy`: the ancestors of the trees the masks are
-      cut from, for the model's ``predict()``, which :meth:`forward`
-      dispatches ``mode='predict'`` to;
+    * :meth:`predict`: ``mode='predict'`` of :meth:`forward`: the model's
+      :meth:`predict_features` and, from :meth:`predict_hierarchy`, the
+      ancestors of the trees the masks are cut from;
     * :meth:`teacher_masks`: affinity -> hierarchy -> masks, the teacher
       skipped when every drawn depth is 0 or the masking needs no affinity;
     * :meth:`training_masks`: one training step's masks: teacher update,
@@ -234,6 +234,51 @@ class TeacherMasksMixin(EMATeacherMixin):
         hierarchy = self.masking.hierarchy(self.teacher_affinity(inputs))
         h, w = self.masking.grid_size
         return hierarchy.ancestors.reshape(inputs.shape[0], -1, h, w)
+
+    def predict_features(self, inputs: Tensor) -> Dict[str, Tensor]:
+        """The model's evaluation features, for :meth:`predict`.
+
+        Args:
+            inputs (Tensor): Normalised images ``[B, C, H, W]``.
+
+        Returns:
+            Dict[str, Tensor]: Data-sample field name -> values batched on
+            dim 0 (at least ``feature``, ``[B, C]``).
+        """
+        raise NotImplementedError(
+            f'{type(self).__name__} must implement predict_features')
+
+    @torch.no_grad()
+    def predict(self,
+                inputs: Tensor,
+                data_samples: Optional[List[DataSample]] = None,
+                **kwargs) -> List[DataSample]:
+        """Features and hierarchies for evaluation.
+
+        Writes into each data sample the fields of
+        :meth:`predict_features` (``feature``, which ``KNNAccuracy``
+        reads, and what the model adds) and ``hierarchy_ancestors``
+        (``[L, gh, gw]``, :meth:`predict_hierarchy`: the ancestor ids per
+        level of the tree the masks are cut from, the teacher's or the
+        pixel tree), which ``HierarchyIoU`` reads.
+
+        Args:
+            inputs (Tensor): Normalised images ``[B, C, H, W]``.
+            data_samples (List[DataSample], optional): Annotations; new
+                samples are made when None. Defaults to None.
+            **kwargs: Unused.
+
+        Returns:
+            List[DataSample]: The data samples with the fields added.
+        """
+        fields = dict(self.predict_features(inputs))
+        fields['hierarchy_ancestors'] = self.predict_hierarchy(inputs)
+        if data_samples is None:
+            data_samples = [DataSample() for _ in range(inputs.shape[0])]
+        for i, sample in enumerate(data_samples):
+            for name, values in fields.items():
+                sample.set_field(values[i], name)
+        return data_samples
 
     def forward(self,
                 inputs: Union[Tensor, List[Tensor]],
