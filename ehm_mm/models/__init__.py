@@ -1,11 +1,22 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-from .backbones import EHMMAEViT  # noqa: F401
-from .masking import (  # noqa: F401
+from .backbones import EHMMAEViT
+from .masking import (
+    BlockwiseMasking,
     DepthSchedule,
     EvolvedHierarchicalMasking,
     Hierarchy,
     MaskingResult,
+    MaskSource,
+    MaskSpec,
+    RandomHierarchyMasking,
     attention_affinity,
     build_hierarchy,
 )
-from .selfsup import EHMMAE  # noqa: F401
+from .selfsup import EHMMAE, EHMSimMIM, PipelineMaskMAE
+
+__all__ = [
+    'EHMMAEViT', 'EHMMAE', 'EHMSimMIM', 'PipelineMaskMAE',
+    'EvolvedHierarchicalMasking', 'BlockwiseMasking', 'RandomHierarchyMasking',
+    'MaskSource', 'MaskSpec', 'DepthSchedule', 'Hierarchy', 'MaskingResult',
+    'attention_affinity', 'build_hierarchy'
+]

@@ -16,7 +16,7 @@ from ehm_mm.datasets.transforms import (
     patch_cues,
 )
 from ehm_mm.datasets.transforms.evolved_hierarchical_mask_generator import (
-    cut_masks,
+    masks_of_requests,
 )
 from ehm_mm.models.masking import Hierarchy, build_hierarchy
 from ehm_mm.models.masking.evolved_masking import subtree_order
@@ -210,9 +210,9 @@ def test_cut_masks_mixed_progress_batch_equals_one_by_one(
             [0.1, 0.25, 0.3, 0.55, 0.8, 1.0, 0.25, 0.3])
     ]
     assert len({r.levels for r in requests}) >= 3
-    together = cut_masks(requests)
+    together = masks_of_requests(requests)
     for request, (mask, level, size) in zip(requests, together):
-        one = cut_masks([request])[0]
+        one = masks_of_requests([request])[0]
         assert np.array_equal(mask, one[0])
         assert (level, size) == one[1:]
 

@@ -34,22 +34,14 @@ from torch import Tensor
 from torch.utils.data import get_worker_info
 
 from ehm_mm.models.masking import (  # noqa: F401  (cues re-exported)
-    DepthSchedule,
+    Hierarchy,
+    MaskSpec,
     build_hierarchy,
     cue_affinity,
-    mask_nodes,
+    cut_masks,
     patch_cues,
     stochastic_round,
 )
-from ehm_mm.models.masking.evolved_masking import (
-    check_depth_unit_options,
-    check_node_size_schedule,
-    level_by_node_size,
-    masked_node_size,
-    node_size_levels,
-    subtree_order,
-)
-from ehm_mm.models.masking.hierarchy import default_max_levels
 
 _UNSET = -1.0
 
@@ -182,10 +174,10 @@ class MaskRequest:
             transform saw it; None at depth 0 (no tree needed).
         noise (Tensor): float32 ``[N]``, the per-patch uniform values.
         depth (int): The drawn depth.
-        spec (tuple): ``(patch_size, grid_size, scale,
-            num_masking_patches, colour_weight, texture_weight, hierarchy
-            options, depth_unit, boundary)``; requests cut together must
-            agree.
+        spec (MaskSpec): The masking; requests cut together must agree.
+        cues (tuple): ``(mask_patch_size, scale, colour_weight,
+            texture_weight)``, how the image becomes an affinity and the
+            mask tokens; requests cut together must agree.
         levels (int, optional): The tree levels this image's mask may be
             cut from (levels ``0 .. levels``); None means ``depth``.
             Defaults to None.
@@ -198,7 +190,8 @@ class MaskRequest:
     img: Optional[np.ndarray]
     noise: Tensor
     depth: int
-    spec: tuple
+    spec: MaskSpec
+    cues: tuple
     levels: Optional[int] = None
     scores: Optional[Tensor] = None
 
@@ -220,75 +213,59 @@ def _level_scores(requests: Sequence[MaskRequest], num_levels: int,
     return scores
 
 
-def cut_masks(requests: Sequence[MaskRequest]
-              ) -> List[Tuple[np.ndarray, int, float]]:
+def masks_of_requests(requests: Sequence[MaskRequest]
+                      ) -> List[Tuple[np.ndarray, int, float]]:
     """Build the trees of a batch of requests at once and cut the masks.
 
     One :func:`patch_cues` and one :func:`build_hierarchy` call for the
     whole batch, as deep as its deepest request (lower levels do not depend
     on how many are built, every image's tree is its own, and an image
-    only uses its own ``levels``), so the masks are exactly those the
-    requests would get one by one.
+    only uses its own ``levels``), then the masking core's
+    :func:`~ehm_mm.models.masking.cut_masks`, so the masks are exactly
+    those the requests would get one by one.
 
     Args:
-        requests (Sequence[MaskRequest]): One per image, same ``spec``.
+        requests (Sequence[MaskRequest]): One per image, same ``spec`` and
+            ``cues``.
 
     Returns:
         List[Tuple[np.ndarray, int, float]]: Per image the int64 mask at
-        token resolution (1 = masked), the tree level it was cut from (the
-        drawn depth, lowered to the tree's height if the tree ends earlier;
-        with ``depth_unit='node_size'`` the level whose mean node size is
-        closest to ``2**depth``) and the mean size, in mask patches, of the
-        nodes the mask covers (:func:`masked_node_size`).
+        token resolution (1 = masked), the tree level it was cut from
+        (``MaskingResult.depth``) and the mean size, in mask patches, of
+        the nodes the mask covers (``MaskingResult.node_size``).
     """
-    spec = requests[0].spec
-    if any(r.spec != spec for r in requests):
+    spec, cues = requests[0].spec, requests[0].cues
+    if any(r.spec != spec or r.cues != cues for r in requests):
         raise ValueError('cannot cut masks of different mask generators '
                          'together; use one EvolvedHierarchicalMaskGenerator '
                          'per pipeline')
-    (patch, grid_size, scale, num_masked, colour, texture, options,
-     depth_unit, boundary) = spec
-    batch, num = len(requests), grid_size[0] * grid_size[1]
+    patch, scale, colour, texture = cues
+    batch, num = len(requests), spec.num_patches
     noise = torch.stack([r.noise for r in requests])  # [B, N]
     depth = torch.tensor([r.depth for r in requests])  # [B]
     levels = torch.tensor([
         r.depth if r.levels is None else r.levels for r in requests
     ])  # [B]
-    level, order = depth, None  # [B] the level each mask is cut from
     if int(depth.max()) == 0:
-        nodes = torch.arange(num).expand(batch, num)
+        hierarchy = Hierarchy.leaves(batch, spec.grid_size)
     else:
         deep = [i for i, r in enumerate(requests) if r.depth > 0]
         cues = patch_cues(np.stack([requests[i].img for i in deep]), patch)
         if len(deep) < batch:  # depth-0 images only use level 0
             cues = cues.new_zeros(batch, *cues.shape[1:]).index_copy_(
                 0, torch.tensor(deep), cues)  # [B, N, D]
-        affinity = cue_affinity(cues, colour, texture)  # [B, N, N]
         hierarchy = build_hierarchy(
-            affinity, grid_size, max_levels=int(levels.max()),
-            **dict(options))
-        if depth_unit == 'node_size':
-            # levels above an image's own repeat its last one: never chosen
-            top = levels.clamp(max=hierarchy.num_levels - 1)  # [B]
-            upto = torch.minimum(torch.arange(hierarchy.num_levels)[None],
-                                 top[:, None])  # [B, L]
-            level = level_by_node_size(
-                hierarchy.num_nodes.gather(1, upto), num, depth)  # [B]
-        else:
-            level = torch.minimum(depth, hierarchy.heights)  # [B]
-        nodes = hierarchy.ancestors.gather(
-            1, level[:, None, None].expand(batch, 1, num)).squeeze(1)
-        if boundary == 'subtree':
-            order = subtree_order(
-                hierarchy.ancestors, level, noise,
-                scores=_level_scores(requests, hierarchy.num_levels, num))
-    mask = mask_nodes(nodes, num_masked / num, noise=noise,
-                      order=order)[0]  # [B, N]
-    node_size = masked_node_size(nodes, mask)  # [B]
-    mask = mask.to(torch.int64).view(batch, *grid_size).numpy()
+            cue_affinity(cues, colour, texture), spec.grid_size,
+            **dict(spec.tree.kwargs(), max_levels=int(levels.max())))
+    scores = None
+    if spec.boundary == 'subtree':
+        scores = _level_scores(requests, hierarchy.num_levels, num)
+    result = cut_masks(hierarchy, depth, noise, spec, top=levels,
+                       scores=scores)
+    mask = result.mask.to(torch.int64).view(batch, *spec.grid_size).numpy()
     mask = mask.repeat(scale, axis=1).repeat(scale, axis=2)
     return [(m, int(d), float(s))
-            for m, d, s in zip(mask, level, node_size)]
+            for m, d, s in zip(mask, result.depth, result.node_size)]
 
 
 @FUNCTIONS.register_module()
@@ -315,7 +292,7 @@ def evolved_mask_collate(data_batch: Sequence) -> Any:
             'evolved_mask_collate needs every data sample to carry a '
             'mask_request: use EvolvedHierarchicalMaskGenerator(batched=True)'
             " and PackInputs(algorithm_keys=['mask_request'])")
-    masks = cut_masks([s.mask_request for s in samples])
+    masks = masks_of_requests([s.mask_request for s in samples])
     for sample, (mask, depth, node_size) in zip(samples, masks):
         del sample.mask_request
         sample.set_mask(torch.from_numpy(mask))
@@ -485,45 +462,23 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
         self.grid_size = tuple(s // self.mask_patch_size
                                for s in self.input_size)
         self.scale = self.mask_patch_size // self.model_patch_size
-        num = self.grid_size[0] * self.grid_size[1]
-        if num < 2:
+        if self.grid_size[0] * self.grid_size[1] < 2:
             raise ValueError(f'the mask grid {self.grid_size} needs at least '
                              'two mask patches')
-        if num_masking_patches is None:
-            if (isinstance(mask_ratio, bool)
-                    or not isinstance(mask_ratio, (int, float))
-                    or not 0 < mask_ratio < 1):
-                raise ValueError(
-                    f'mask_ratio must be in (0, 1), got {mask_ratio!r}')
-            num_masking_patches = int(round(mask_ratio * num))
-        if (isinstance(num_masking_patches, bool)
-                or not isinstance(num_masking_patches, Integral)
-                or not 0 < num_masking_patches < num):
-            raise ValueError(
-                f'the masked count must be in [1, {num - 1}] for the '
-                f'{self.grid_size[0]}x{self.grid_size[1]} mask grid, got '
-                f'{num_masking_patches!r} (mask_ratio={mask_ratio!r})')
-        self.num_masking_patches = int(num_masking_patches)
-        self.depth_schedule = DepthSchedule(d_min, d_max, schedule, num_steps)
-        (self.depth_unit, self.levels_per_octave,
-         self.boundary) = check_depth_unit_options(depth_unit,
-                                                   levels_per_octave,
-                                                   boundary)
-        height = math.ceil(math.log2(num))
-        if self.depth_unit == 'node_size':
-            check_node_size_schedule(self.depth_schedule, self.grid_size)
-        elif self.depth_schedule.max_depth > height:
-            raise ValueError(
-                f'd_max={d_max:g} (depth {self.depth_schedule.max_depth}) is '
-                f'beyond the height {height} of trees over the '
-                f'{self.grid_size[0]}x{self.grid_size[1]} mask grid; lower '
-                'd_max or use smaller mask patches')
-        self.hierarchy_cfg = dict(hierarchy_cfg or {})
-        if 'max_levels' in self.hierarchy_cfg:
+        if 'max_levels' in (hierarchy_cfg or {}):
             raise ValueError('hierarchy_cfg.max_levels is set by the depth; '
                              'leave it out')
-        # Fail at build time on bad options.
-        build_hierarchy(torch.eye(4)[None], (2, 2), **self.hierarchy_cfg)
+        self.hierarchy_cfg = dict(hierarchy_cfg or {})
+        self.spec = MaskSpec.create(
+            self.grid_size, mask_ratio, d_min, d_max, schedule, num_steps,
+            hierarchy_cfg, depth_unit, levels_per_octave, boundary,
+            num_masking_patches)
+        if not 0 < self.spec.num_masked < self.num_patches:
+            raise ValueError(
+                f'the masked count must be in [1, {self.num_patches - 1}] for '
+                f'the {self.grid_size[0]}x{self.grid_size[1]} mask grid, got '
+                f'{self.spec.num_masked} (mask_ratio={mask_ratio!r}, '
+                f'num_masking_patches={num_masking_patches!r})')
         self.colour_weight = float(colour_weight)
         self.texture_weight = float(texture_weight)
         if not (self.colour_weight >= 0 and self.texture_weight >= 0):
@@ -615,27 +570,21 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
             progress (float): Training progress in ``[0, 1]``.
 
         Returns:
-            MaskRequest: What :func:`cut_masks` needs.
+            MaskRequest: What :func:`masks_of_requests` needs.
         """
         noise = torch.rand(self.num_patches)
-        value = self.depth_schedule(progress)
+        value = self.spec.schedule(progress)
         depth = int(stochastic_round(value, 1)[0])
-        levels = depth
-        if self.depth_unit == 'node_size':
-            levels = min(
-                node_size_levels(math.ceil(value), self.levels_per_octave),
-                default_max_levels(self.num_patches))
+        levels = self.spec.tree_levels(
+            depth if self.spec.depth_unit == 'level' else math.ceil(value))
         scores = None
-        if self.boundary == 'subtree' and depth > 0 and levels >= 2:
+        if self.spec.boundary == 'subtree' and depth > 0 and levels >= 2:
             scores = torch.rand(levels - 1, self.num_patches)
-        spec = (self.mask_patch_size, self.grid_size, self.scale,
-                self.num_masking_patches,
-                self.colour_weight, self.texture_weight,
-                tuple(sorted(self.hierarchy_cfg.items())),
-                self.depth_unit, self.boundary)
+        cues = (self.mask_patch_size, self.scale, self.colour_weight,
+                self.texture_weight)
         # a copy: later transforms may change the image in place
         return MaskRequest(img.copy() if depth > 0 else None, noise, depth,
-                           spec, levels, scores)
+                           self.spec, cues, levels, scores)
 
     def transform(self, results: dict) -> dict:
         """Add the mask of one image (or, batched, its request).
@@ -665,22 +614,23 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
                            mask_progress=progress,
                            mask_progress_source=source)
             return results
-        mask, depth, node_size = cut_masks([request])[0]
+        mask, depth, node_size = masks_of_requests([request])[0]
         results.update(mask=mask, mask_depth=depth,
                        mask_node_size=node_size, mask_progress=progress,
                        mask_progress_source=source)
         return results
 
     def __repr__(self) -> str:
+        spec = self.spec
         return (f'{type(self).__name__}(input_size={self.input_size}, '
                 f'mask_patch_size={self.mask_patch_size}, '
                 f'model_patch_size={self.model_patch_size}, '
-                f'num_masking_patches={self.num_masking_patches}, '
-                f'depth_schedule={self.depth_schedule!r}, '
+                f'num_masking_patches={spec.num_masked}, '
+                f'depth_schedule={spec.schedule!r}, '
                 f'hierarchy_cfg={self.hierarchy_cfg}, '
                 f'colour_weight={self.colour_weight}, '
                 f'texture_weight={self.texture_weight}, '
                 f'batched={self.batched}, '
-                f'depth_unit={self.depth_unit!r}, '
-                f'levels_per_octave={self.levels_per_octave}, '
-                f'boundary={self.boundary!r})')
+                f'depth_unit={spec.depth_unit!r}, '
+                f'levels_per_octave={spec.levels_per_octave}, '
+                f'boundary={spec.boundary!r})')

@@ -1,33 +1,39 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-"""Evolved Hierarchical Masking, in three files.
+"""Evolved Hierarchical Masking and the other mask sources.
 
 * ``hierarchy.py``: Adaptive Hierarchy Establishment (AHE), the per-image
-  binary trees over the patches (torch only);
-* ``evolved_masking.py``: Evolved Mask Generation (EMG), the depth schedule,
-  node masking and the registered ``EvolvedHierarchicalMasking`` module;
+  binary trees over the patches (torch only), and their options
+  (``TreeOptions``);
+* ``mask_spec.py``: what a masking is: the depth schedule and
+  ``MaskSpec``, validated once;
+* ``evolved_masking.py``: Evolved Mask Generation (EMG): ``cut_masks``,
+  the one path from a tree to masks, and the registered
+  ``EvolvedHierarchicalMasking`` module;
+* ``mask_source.py``: ``MaskSource``, the interface every mask source
+  implements, and its result, ``MaskingResult``;
+* ``control_masking.py``: the masking study's controls (block-wise and
+  random-hierarchy masks), which read no image;
 * ``affinity.py``: the patch affinity from a ViT teacher's attention;
 * ``pixel_affinity.py``: a patch affinity from the image's own low-level
   cues (mean colour, gradient texture), for the data pipeline's masks and
   ``EHMMAE`` / ``EHMSimMIM`` with ``affinity_source='pixels'``.
-
-``control_masking.py`` holds the masking study's controls (block-wise and
-random-hierarchy masks), which read no image.
 """
 from .affinity import attention_affinity
 from .control_masking import BlockwiseMasking, RandomHierarchyMasking
 from .evolved_masking import (
-    DepthSchedule,
     EvolvedHierarchicalMasking,
-    MaskingResult,
+    cut_masks,
     mask_nodes,
-    stochastic_round,
 )
-from .hierarchy import Hierarchy, build_hierarchy
+from .hierarchy import Hierarchy, TreeOptions, build_hierarchy
+from .mask_source import MaskingResult, MaskSource, split_shuffle
+from .mask_spec import DepthSchedule, MaskSpec, stochastic_round
 from .pixel_affinity import cue_affinity, patch_cues, pixel_affinity
 
 __all__ = [
-    'attention_affinity', 'build_hierarchy', 'Hierarchy', 'DepthSchedule',
-    'EvolvedHierarchicalMasking', 'MaskingResult', 'mask_nodes',
+    'attention_affinity', 'build_hierarchy', 'Hierarchy', 'TreeOptions',
+    'DepthSchedule', 'MaskSpec', 'EvolvedHierarchicalMasking', 'MaskSource',
+    'MaskingResult', 'cut_masks', 'mask_nodes', 'split_shuffle',
     'stochastic_round', 'BlockwiseMasking', 'RandomHierarchyMasking',
     'patch_cues', 'cue_affinity', 'pixel_affinity'
 ]

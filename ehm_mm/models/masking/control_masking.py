@@ -1,11 +1,8 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """Control mask generators for the masking study.
 
-Two registered modules with the interface of
-:class:`~ehm_mm.models.masking.EvolvedHierarchicalMasking` (``grid_size``
-at build, ``draw_depths``, ``hierarchy``, ``forward(affinity, progress=...
-| depth=..., generator=...)``), so ``EHMMAE`` trains with them unchanged,
-and neither reads the image:
+Two :class:`~.mask_source.MaskSource` modules, so ``EHMMAE`` and
+``EHMSimMIM`` train with them unchanged, and neither reads the image:
 
 * :class:`BlockwiseMasking`: BEiT / SimMIM-style random rectangles of
   patches at the same exact ratio (the paper's "block" masks);
@@ -14,67 +11,21 @@ and neither reads the image:
   of EHM's trees but no image content (the control for "is it the
   attention-derived hierarchy or any contiguous chunks?").
 
-Both set ``requires_affinity = False`` (``EHMMAE`` then skips the teacher's
-attention for the masks): the affinity argument is read only for its batch
-size and device and may be None; the batch size then comes from ``depth``
-(a list) or ``batch_size``, the device from ``generator``.
+Both set ``requires_affinity = False`` (the model then skips the teacher's
+attention for the masks): an affinity handed in is read only for its batch
+size and device. Their :meth:`hierarchy` is the tree their masks are cut
+from (block pieces, the random tree), drawn from the generator.
 """
 import math
-import random
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
-from mmengine.model import BaseModule
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from .evolved_masking import (
-    EvolvedHierarchicalMasking,
-    MaskingResult,
-    check_mask_ratio,
-    masked_node_size,
-    num_masked,
-)
-from .hierarchy import Hierarchy, build_hierarchy, check_grid_size
-
-
-def _batch_and_device(affinity: Optional[Tensor], depth,
-                      batch_size: Optional[int],
-                      generator: Optional[torch.Generator]) -> tuple:
-    """Batch size and device of a call without (or ignoring) an affinity.
-
-    Args:
-        affinity (Tensor, optional): Any tensor ``[B, ...]``.
-        depth: The ``depth`` argument; a list gives ``B``.
-        batch_size (int, optional): ``B`` otherwise.
-        generator (torch.Generator, optional): Its device is used without
-            an affinity (CPU when None).
-
-    Returns:
-        tuple: ``(B, device)``.
-    """
-    if affinity is not None:
-        if not isinstance(affinity, Tensor) or affinity.dim() < 1:
-            raise ValueError('affinity must be a tensor [B, ...] or None, got '
-                             f'{type(affinity).__name__}')
-        batch, device = affinity.shape[0], affinity.device
-    else:
-        device = (generator.device if generator is not None else
-                  torch.device('cpu'))
-        if isinstance(depth, (list, tuple)):
-            batch = len(depth)
-        elif isinstance(depth, Tensor) and depth.dim() == 1:
-            batch = depth.shape[0]
-        else:
-            batch = batch_size
-    if (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
-        raise ValueError('without an affinity the batch size comes from a '
-                         'depth list or batch_size, a positive int; got '
-                         f'{batch!r}')
-    if batch_size is not None and batch_size != batch:
-        raise ValueError(f'batch_size {batch_size} differs from the batch '
-                         f'{batch} of the affinity / depth')
-    return batch, device
+from .evolved_masking import EvolvedHierarchicalMasking, masked_node_size
+from .hierarchy import Hierarchy
+from .mask_source import MaskingResult, MaskSource, split_shuffle
 
 
 def compact_node_ids(nodes: Tensor, num_ids: int) -> Tensor:
@@ -103,74 +54,8 @@ def compact_node_ids(nodes: Tensor, num_ids: int) -> Tensor:
     return new_id.gather(1, rep)
 
 
-def _order_to_result(order: Tensor, num_mask: int, depth: Tensor,
-                     hierarchy: Optional[Hierarchy]) -> MaskingResult:
-    """Turn a masking order (first = masked first) into a MaskingResult.
-
-    Args:
-        order (Tensor): LongTensor ``[B, N]``, patches in masking order.
-        num_mask (int): How many patches are masked.
-        depth (Tensor): LongTensor ``[B]``.
-        hierarchy (Hierarchy, optional): The nodes the masks were cut from.
-
-    Returns:
-        MaskingResult: In ``MAEViT``'s conventions (visible first).
-    """
-    batch, num = order.shape
-    ids_shuffle = order.flip(1)  # visible patches first
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    num_keep = num - num_mask
-    mask = torch.ones(batch, num, device=order.device)
-    mask[:, :num_keep] = 0
-    mask = torch.gather(mask, dim=1, index=ids_restore)
-    return MaskingResult(mask, ids_restore, ids_shuffle[:, :num_keep], depth,
-                         hierarchy)
-
-
-class _ContentFreeMasking:
-    """The ``forward`` of the control maskings, which ignore the affinity.
-
-    It finds the batch size and device (:func:`_batch_and_device`) and
-    hands them to the subclass's ``_make_masks``.
-    """
-
-    #: EHMMAE may skip the teacher's affinity: these masks ignore it.
-    requires_affinity = False
-
-    def forward(self,
-                affinity: Optional[Tensor] = None,
-                progress: Optional[float] = None,
-                depth: Union[int, Sequence[int], Tensor, None] = None,
-                generator: Optional[torch.Generator] = None,
-                batch_size: Optional[int] = None) -> MaskingResult:
-        """Make masks for a batch.
-
-        Args:
-            affinity (Tensor, optional): Only its batch size and device are
-                used. Defaults to None.
-            progress (float, optional): Training progress in ``[0, 1]``
-                (block masks do not evolve and ignore it). Defaults to None.
-            depth (int | Sequence[int] | Tensor, optional): Depths instead
-                of ``progress`` (exactly one of the two; block masks use
-                only its length, the batch size when a list). Defaults to
-                None.
-            generator (torch.Generator, optional): Random source (and,
-                without an affinity, the device); None uses the global one
-                on the CPU. Defaults to None.
-            batch_size (int, optional): ``B`` when neither ``affinity`` nor
-                a depth list gives it. Defaults to None.
-
-        Returns:
-            MaskingResult: The subclass's masks (its ``_make_masks``).
-        """
-        batch, device = _batch_and_device(affinity, depth, batch_size,
-                                          generator)
-        return self._make_masks(affinity, batch, device, progress, depth,
-                                generator)
-
-
 @MODELS.register_module()
-class BlockwiseMasking(_ContentFreeMasking, BaseModule):
+class BlockwiseMasking(MaskSource):
     """Random rectangular blocks of patches (BEiT / SimMIM style).
 
     Every image draws ``num_blocks`` rectangles: area uniform in
@@ -182,22 +67,21 @@ class BlockwiseMasking(_ContentFreeMasking, BaseModule):
     ``round(mask_ratio * N)`` are masked; so every mask is a union of whole
     blocks plus part of one (BEiT instead shrinks its last blocks to what is
     left). If the blocks cover fewer patches than needed, the rest are
-    random single patches (documented fallback; with the default
-    ``num_blocks`` it happens only for tiny grids).
+    random single patches (with the default ``num_blocks`` only on tiny
+    grids).
 
-    Vectorised over the batch (no per-image loop), static shapes. The
-    result's ``hierarchy`` has two levels: the patches and the block
+    Vectorised over the batch, static shapes. The tree (:meth:`hierarchy`,
+    ``MaskingResult.hierarchy``) has two levels: the patches and the block
     pieces (a block minus earlier blocks; patches in no block are their
-    own pieces), so tools that draw hierarchies can draw the blocks;
-    ``depth`` is 1 for every image.
+    own pieces); ``depth`` is 1 for every image.
 
     Random draws from ``generator``, in order: ``torch.rand(B, N)`` (order
     inside blocks), then ``torch.rand(B, K, 4)`` (area, aspect, row,
     column).
 
     Args:
-        grid_size (Sequence[int]): The patch grid ``(h, w)`` (``EHMMAE``
-            passes its encoder's).
+        grid_size (Sequence[int]): The patch grid ``(h, w)`` (the model
+            fills it in).
         mask_ratio (float): Fraction of patches masked, in ``(0, 1)``.
             Defaults to 0.75.
         min_block_patches (int): Smallest block area in patches.
@@ -211,6 +95,8 @@ class BlockwiseMasking(_ContentFreeMasking, BaseModule):
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
+    requires_affinity = False
+
     def __init__(self,
                  grid_size: Sequence[int],
                  mask_ratio: float = 0.75,
@@ -219,9 +105,7 @@ class BlockwiseMasking(_ContentFreeMasking, BaseModule):
                  min_aspect: float = 0.3,
                  num_blocks: Optional[int] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        self.grid_size = check_grid_size(grid_size)
-        self.mask_ratio = check_mask_ratio(mask_ratio)
+        super().__init__(grid_size, mask_ratio, init_cfg)
         for name, value in (('min_block_patches', min_block_patches),
                             ('max_block_patches', max_block_patches),
                             ('num_blocks', num_blocks)):
@@ -246,49 +130,8 @@ class BlockwiseMasking(_ContentFreeMasking, BaseModule):
         self.min_aspect = float(min_aspect)
         self.num_blocks = num_blocks
 
-    @property
-    def num_patches(self) -> int:
-        """int: ``N = h * w``."""
-        return self.grid_size[0] * self.grid_size[1]
-
-    def depth_at(self, progress: float) -> float:
-        """Block masks have no depth schedule (and need no tree): 0.
-
-        Args:
-            progress (float): Training progress in ``[0, 1]`` (unused).
-
-        Returns:
-            float: 0.0.
-        """
-        return 0.0
-
-    def draw_depths(self, progress: float, batch_size: int,
-                    rng: random.Random) -> List[int]:
-        """Zeros: no tree is needed, so ``EHMMAE`` skips the teacher.
-
-        Args:
-            progress (float): Training progress (unused).
-            batch_size (int): ``B``.
-            rng (random.Random): Unused.
-
-        Returns:
-            List[int]: ``B`` zeros.
-        """
-        return [0] * batch_size
-
-    def hierarchy(self, affinity: Tensor) -> Hierarchy:
-        """The tree of an affinity (``EHMMAE.predict`` evaluates the
-        teacher's tree with it), built with the default options.
-
-        Args:
-            affinity (Tensor): Patch affinity ``[B, N, N]``.
-
-        Returns:
-            Hierarchy: The trees.
-        """
-        return build_hierarchy(affinity, self.grid_size)
-
     def _block_count(self, num_mask: int) -> int:
+        """Blocks drawn per image when ``num_mask`` patches are masked."""
         if self.num_blocks is not None:
             return self.num_blocks
         return 2 * max(1, math.ceil(num_mask / self.min_block_patches))
@@ -310,10 +153,8 @@ class BlockwiseMasking(_ContentFreeMasking, BaseModule):
             covering each patch, ``K`` (the block count) for none.
         """
         h, w = self.grid_size
-        num = h * w
-        num_mask = num_masked(num, self.mask_ratio)
-        blocks = self._block_count(num_mask)
-        max_area = (num_mask if self.max_block_patches is None else
+        blocks = self._block_count(self.num_masked)
+        max_area = (self.num_masked if self.max_block_patches is None else
                     self.max_block_patches)
         max_area = max(max_area, self.min_block_patches)
         draw = torch.rand(batch_size, blocks, 4, device=device,
@@ -328,7 +169,7 @@ class BlockwiseMasking(_ContentFreeMasking, BaseModule):
             max=h - rows)
         left = (draw[..., 3] * (w - cols + 1)).floor().long().clamp(
             max=w - cols)
-        patch = torch.arange(num, device=device)
+        patch = torch.arange(h * w, device=device)
         prow, pcol = (patch // w)[None, None], (patch % w)[None, None]
         covered = ((prow >= top[..., None]) & (prow < (top + rows)[..., None])
                    & (pcol >= left[..., None])
@@ -338,11 +179,54 @@ class BlockwiseMasking(_ContentFreeMasking, BaseModule):
                             torch.full_like(block_index, blocks))
         return first.amin(dim=1)  # [B, N]
 
-    def _make_masks(self, affinity: Optional[Tensor], batch: int,
-                    device: torch.device, progress: Optional[float],
-                    depth: Union[int, Sequence[int], Tensor, None],
-                    generator: Optional[torch.Generator]) -> MaskingResult:
-        """Block masks for ``batch`` images (see :meth:`forward`).
+    def _draw(self, batch: int, device: torch.device,
+              generator: Optional[torch.Generator]
+              ) -> Tuple[Tensor, Tensor, Hierarchy]:
+        """The patch values, first blocks and the two-level block tree."""
+        num = self.num_patches
+        noise = torch.rand(batch, num, device=device, generator=generator)
+        first = self.blocks(batch, device, generator)
+        # Block pieces (patches in no block are their own piece).
+        patch = torch.arange(num, device=device).expand(batch, num)
+        blocks = self._block_count(self.num_masked)
+        pieces = compact_node_ids(
+            torch.where(first < blocks, first, blocks + patch), blocks + num)
+        counts = torch.stack(
+            (torch.full((batch, ), num, device=device), pieces.amax(1) + 1),
+            dim=1)
+        tree = Hierarchy(torch.stack((patch, pieces), dim=1), counts,
+                         self.grid_size)
+        return noise, first, tree
+
+    def hierarchy(self,
+                  affinity: Optional[Tensor] = None,
+                  batch_size: Optional[int] = None,
+                  generator: Optional[torch.Generator] = None) -> Hierarchy:
+        """The block tree (patches, block pieces) the masks are cut from.
+
+        The same draws as :meth:`forward`: with the generator state it got,
+        the pieces of its masks.
+
+        Args:
+            affinity (Tensor, optional): Only its batch size and device are
+                used. Defaults to None.
+            batch_size (int, optional): ``B`` without an affinity.
+                Defaults to None.
+            generator (torch.Generator, optional): Random source.
+                Defaults to None.
+
+        Returns:
+            Hierarchy: Two levels, ``[B, 2, N]``.
+        """
+        batch, device = self.batch_and_device(affinity, None, batch_size,
+                                              generator)
+        return self._draw(batch, device, generator)[2]
+
+    def make_masks(self, affinity: Optional[Tensor], batch: int,
+                   device: torch.device, progress: Optional[float],
+                   depth: Union[int, Sequence[int], Tensor, None],
+                   generator: Optional[torch.Generator]) -> MaskingResult:
+        """Block masks for ``batch`` images (progress and depth unused).
 
         Returns:
             MaskingResult: ``mask``, ``ids_restore``, ``ids_keep``,
@@ -350,32 +234,21 @@ class BlockwiseMasking(_ContentFreeMasking, BaseModule):
             block pieces) and ``node_size`` (the mean size in patches of
             the block pieces the mask covers, :func:`masked_node_size`).
         """
-        h, w = self.grid_size
-        num = h * w
+        num = self.num_patches
         if affinity is not None and affinity.dim() == 3 and (
                 affinity.shape[1] != num):
+            h, w = self.grid_size
             raise ValueError(f'affinity has {affinity.shape[1]} patches, the '
                              f'grid {h}x{w} has {num}')
-        num_mask = num_masked(num, self.mask_ratio)
-        noise = torch.rand(batch, num, device=device, generator=generator)
-        first = self.blocks(batch, device, generator)
+        noise, first, tree = self._draw(batch, device, generator)
         rank = torch.argsort(torch.argsort(noise, dim=1), dim=1)
-        order = torch.argsort(first * num + rank, dim=1)  # masked first
-        # Block pieces (patches in no block are their own piece).
-        patch = torch.arange(num, device=device).expand(batch, num)
-        blocks = self._block_count(num_mask)
-        pieces = compact_node_ids(
-            torch.where(first < blocks, first, blocks + patch), blocks + num)
-        ancestors = torch.stack((patch, pieces), dim=1)
-        counts = torch.stack(
-            (torch.full((batch, ), num, device=device), pieces.amax(1) + 1),
-            dim=1)
-        hierarchy = Hierarchy(ancestors, counts, (h, w))
-        result = _order_to_result(order, num_mask,
-                                  torch.ones(batch, dtype=torch.long,
-                                             device=device), hierarchy)
-        result.node_size = masked_node_size(pieces, result.mask)
-        return result
+        masked_first = torch.argsort(first * num + rank, dim=1)
+        mask, ids_restore, ids_keep = split_shuffle(masked_first.flip(1),
+                                                    self.num_masked)
+        ones = torch.ones(batch, dtype=torch.long, device=device)
+        return MaskingResult(mask, ids_restore, ids_keep, ones, tree,
+                             node_size=masked_node_size(tree.ancestors[:, 1],
+                                                        mask))
 
     def extra_repr(self) -> str:
         return (f'grid_size={self.grid_size}, mask_ratio={self.mask_ratio}, '
@@ -385,36 +258,65 @@ class BlockwiseMasking(_ContentFreeMasking, BaseModule):
 
 
 @MODELS.register_module()
-class RandomHierarchyMasking(_ContentFreeMasking,
-                             EvolvedHierarchicalMasking):
+class RandomHierarchyMasking(EvolvedHierarchicalMasking):
     """EHM's trees and depth schedule on an affinity without image content.
 
     The affinity handed in is replaced by i.i.d. uniform noise,
-    symmetrised, drawn per image from ``generator``; the tree builder
-    (:func:`build_hierarchy`), the depth schedule and the node masking are
-    exactly :class:`EvolvedHierarchicalMasking`'s. The result: masks of
-    whole contiguous random regions whose sizes follow EHM's per-level
-    node statistics, at the same exact ratio. All arguments are those of
+    symmetrised, drawn per image from ``generator``; the tree builder, the
+    depth schedule and the node masking are exactly
+    :class:`EvolvedHierarchicalMasking`'s. The result: masks of whole
+    contiguous random regions whose sizes follow EHM's per-level node
+    statistics, at the same exact ratio. All arguments are those of
     :class:`EvolvedHierarchicalMasking`.
 
     Random draws from ``generator``, in order: ``torch.rand(B, N, N)`` (the
     noise affinity), then those of :class:`EvolvedHierarchicalMasking`.
     """
 
-    def _make_masks(self, affinity: Optional[Tensor], batch: int,
-                    device: torch.device, progress: Optional[float],
-                    depth: Union[int, Sequence[int], Tensor, None],
-                    generator: Optional[torch.Generator]) -> MaskingResult:
-        """Random-hierarchy masks for ``batch`` images (see :meth:`forward`).
+    requires_affinity = False
+
+    def _noise_affinity(self, batch: int, device: torch.device,
+                        generator: Optional[torch.Generator]) -> Tensor:
+        """The random affinity ``[B, N, N]``, symmetric."""
+        num = self.num_patches
+        noise = torch.rand(batch, num, num, device=device,
+                           generator=generator)
+        return (noise + noise.transpose(1, 2)) / 2
+
+    def hierarchy(self,
+                  affinity: Optional[Tensor] = None,
+                  batch_size: Optional[int] = None,
+                  generator: Optional[torch.Generator] = None) -> Hierarchy:
+        """The whole random tree; with the generator state :meth:`forward`
+        got, the tree its masks are cut from (every level).
+
+        Args:
+            affinity (Tensor, optional): Only its batch size and device are
+                used. Defaults to None.
+            batch_size (int, optional): ``B`` without an affinity.
+                Defaults to None.
+            generator (torch.Generator, optional): Random source.
+                Defaults to None.
+
+        Returns:
+            Hierarchy: The trees.
+        """
+        batch, device = self.batch_and_device(affinity, None, batch_size,
+                                              generator)
+        return super().hierarchy(
+            self._noise_affinity(batch, device, generator))
+
+    def make_masks(self, affinity: Optional[Tensor], batch: int,
+                   device: torch.device, progress: Optional[float],
+                   depth: Union[int, Sequence[int], Tensor, None],
+                   generator: Optional[torch.Generator]) -> MaskingResult:
+        """Random-tree masks for ``batch`` images (see :meth:`forward`).
 
         Returns:
             MaskingResult: As :class:`EvolvedHierarchicalMasking` returns.
         """
         if (progress is None) == (depth is None):
             raise ValueError('give exactly one of progress and depth')
-        num = self.num_patches
-        noise = torch.rand(batch, num, num, device=device,
-                           generator=generator)
-        noise = (noise + noise.transpose(1, 2)) / 2
-        return EvolvedHierarchicalMasking.forward(
-            self, noise, progress=progress, depth=depth, generator=generator)
+        return super().make_masks(
+            self._noise_affinity(batch, device, generator), batch, device,
+            progress, depth, generator)

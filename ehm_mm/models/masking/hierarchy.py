@@ -84,6 +84,25 @@ class Hierarchy:
     num_nodes: Tensor
     grid_size: Tuple[int, int]
 
+    @classmethod
+    def leaves(cls, batch_size: int, grid_size: Tuple[int, int],
+               device: Optional[torch.device] = None) -> 'Hierarchy':
+        """Trees of one level, every patch its own node (MAE's masks).
+
+        Args:
+            batch_size (int): ``B``.
+            grid_size (Tuple[int, int]): The patch grid ``(h, w)``.
+            device (torch.device, optional): Defaults to None (CPU).
+
+        Returns:
+            Hierarchy: ``ancestors`` ``[B, 1, N]``, ``num_nodes`` ``[B, 1]``.
+        """
+        num = grid_size[0] * grid_size[1]
+        patches = torch.arange(num, device=device)
+        return cls(patches.expand(batch_size, 1, num),
+                   torch.full((batch_size, 1), num, device=device),
+                   tuple(grid_size))
+
     @property
     def batch_size(self) -> int:
         """int: The number of images ``B``."""
@@ -250,6 +269,104 @@ def _check_level_count(name: str, value: Optional[int]) -> None:
                               or not isinstance(value, int) or value < 0):
         raise ValueError(
             f'{name} must be an int >= 0 or None, got {value!r}')
+
+
+@dataclass(frozen=True)
+class TreeOptions:
+    """The options of :func:`build_hierarchy`, validated once when made.
+
+    Args:
+        rounds (int): Matching rounds per level (1 is pure reciprocal
+            nearest-neighbour merging). Defaults to 4.
+        tolerance (float): How much worse than its best neighbour overall a
+            node may accept as a partner (checked for both nodes of a
+            pair), in units of the spread that ``tolerance_scope`` names.
+            Lower keeps boundaries more strictly but leaves more nodes
+            waiting (unbalanced trees); ``inf`` accepts any neighbour.
+            Defaults to 1.0.
+        max_levels (int, optional): Cap on merge levels; None means
+            ``2 * ceil(log2 N)`` (:func:`default_max_levels`).
+            Defaults to None.
+        compact (bool, optional): Shrink the node dimension to the batch's
+            largest node count at every level, reading that count on the
+            host (free on CPU, a device sync elsewhere). None turns it on
+            for CPU tensors without ``compile``. Results never depend on it.
+            Defaults to None.
+        compile (bool): Run every level through ``torch.compile`` (static
+            shapes only, i.e. ``compact`` off). Defaults to False.
+        affinity_norm (str): Rescale the affinity first
+            (:func:`normalize_affinity`): ``'none'``, ``'degree'``,
+            ``'profile'`` or ``'centered_profile'``; the tolerance and the
+            jitter are measured on the rescaled affinity. Defaults to 'none'.
+        tolerance_scope (str): What ``tolerance`` is measured against:
+            ``'image'``, the standard deviation of the image's off-diagonal
+            affinities, the same at every level; ``'level'``, that of the
+            level's own candidate similarities (the average linkages across
+            the edges between two nodes, each grid edge counted once per
+            direction), recomputed at every level. Defaults to 'image'.
+        tie_jitter (float): Break ties (and near-ties) between candidate
+            pairs by adding, at every level, a seeded uniform value in
+            ``[0, tie_jitter * s)`` to every node pair's similarity, ``s``
+            the image's off-diagonal standard deviation plus the absolute
+            off-diagonal mean (1 for an all-zero affinity). The value depends
+            only on the image's seed, the level and the node pair; the
+            tolerated loss grows by the same amplitude, so pairs within it
+            of a node's best stay acceptable. 0 breaks ties by pair id (the
+            smaller id wins, a top-left bias). Defaults to 0.
+    """
+
+    rounds: int = 4
+    tolerance: float = 1.0
+    max_levels: Optional[int] = None
+    compact: Optional[bool] = None
+    compile: bool = False
+    affinity_norm: str = 'none'
+    tolerance_scope: str = 'image'
+    tie_jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        rounds, jitter = self.rounds, self.tie_jitter
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or (
+                rounds < 1):
+            raise ValueError(f'rounds must be an int >= 1, got {rounds!r}')
+        if not self.tolerance >= 0:
+            raise ValueError(f'tolerance must be >= 0, got {self.tolerance!r}')
+        _check_level_count('max_levels', self.max_levels)
+        if self.affinity_norm not in AFFINITY_NORMS:
+            raise ValueError(f'affinity_norm must be one of {AFFINITY_NORMS}'
+                             f', got {self.affinity_norm!r}')
+        if self.tolerance_scope not in TOLERANCE_SCOPES:
+            raise ValueError(f'tolerance_scope must be one of '
+                             f'{TOLERANCE_SCOPES}, got '
+                             f'{self.tolerance_scope!r}')
+        if (isinstance(jitter, bool) or not isinstance(jitter, (int, float))
+                or not 0 <= jitter < math.inf):
+            raise ValueError('tie_jitter must be a finite number >= 0, got '
+                             f'{jitter!r}')
+        if self.compile and self.compact:
+            raise ValueError('compile needs static shapes: compact=False')
+
+    @classmethod
+    def from_cfg(cls, cfg: Optional[dict]) -> 'TreeOptions':
+        """Options from a config dict (``hierarchy_cfg``).
+
+        Args:
+            cfg (dict, optional): Some of the fields; None means none.
+
+        Returns:
+            TreeOptions: The validated options.
+        """
+        cfg = dict(cfg or {})
+        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f'hierarchy_cfg has unknown keys {unknown}; '
+                             f'allowed: {list(cls.__dataclass_fields__)}')
+        return cls(**cfg)
+
+    def kwargs(self) -> dict:
+        """dict: The options as keyword arguments of build_hierarchy."""
+        return {name: getattr(self, name)
+                for name in self.__dataclass_fields__}
 
 
 # --------------------------------------------------------------------------
@@ -449,6 +566,38 @@ def _order_key(values: Tensor) -> Tensor:
     return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
 
 
+def _proposal_key(sim: Tensor, low: Tensor, high: Tensor,
+                  bits: int) -> Tensor:
+    """One int64 key per edge, ordered as nodes prefer their partners.
+
+    The order it encodes: higher similarity first; among equal
+    similarities the pair with the smaller ``(low, high)`` node ids. The
+    key is the same from both ends of a pair, so ties resolve alike from
+    both sides and an image's best allowed pair is always a mutual
+    proposal. Bit layout: the high 32 bits hold the similarity's
+    order-preserving integer (:func:`_order_key`), the low 32 bits the
+    inverted pair id ``(low << bits) | high`` (two node ids of ``bits``
+    bits each; ``N <= 2**16``), read back by :func:`_proposal_pair`.
+
+    Args:
+        sim (Tensor): float32 ``[B, E]`` edge similarities, no NaN.
+        low (Tensor): ``[B, E]`` the smaller node id of each edge.
+        high (Tensor): ``[B, E]`` the larger node id.
+        bits (int): Bits per node id.
+
+    Returns:
+        Tensor: int64 ``[B, E]``.
+    """
+    pair = (low << bits) | high
+    return (_order_key(sim) << _PAIR_BITS) | (_PAIR_MASK - pair)
+
+
+def _proposal_pair(key: Tensor, bits: int) -> Tuple[Tensor, Tensor]:
+    """The ``(low, high)`` node ids of :func:`_proposal_key` keys."""
+    pair = _PAIR_MASK - (key & _PAIR_MASK)
+    return pair >> bits, pair & ((1 << bits) - 1)
+
+
 def _hash31(x: Tensor) -> Tensor:
     """Mix int64 values in ``[0, 2**31)`` into ``[0, 2**31)``.
 
@@ -554,12 +703,7 @@ def _match(weights: Tensor,
     best = best.scatter_reduce(1, u, sim, 'amax')  # [B, K] best neighbour
     floor = best - margin  # [B, K]
     allowed = valid & (sim >= floor.gather(1, u)) & (sim >= floor.gather(1, v))
-    # One int64 key per edge: similarity first, then the smaller pair id, so
-    # that ties resolve the same way from both ends and the best allowed
-    # pair of an image is always a mutual proposal.
-    pair = (low << bits) | high  # fits in _PAIR_BITS for num <= 2**16
-    key = (_order_key(sim) << _PAIR_BITS) | (_PAIR_MASK - pair)  # [B, E]
-    key = key.masked_fill(~allowed, _NONE)
+    key = _proposal_key(sim, low, high, bits).masked_fill(~allowed, _NONE)
     index = torch.arange(num, device=u.device).expand(batch, num)  # [B, K]
     partner = index
     for step in range(rounds):
@@ -569,9 +713,8 @@ def _match(weights: Tensor,
                                   _NONE)
         offer = key.new_full((batch, num), _NONE)
         offer = offer.scatter_reduce(1, u, key, 'amax')  # [B, K] best key
-        offer_pair = _PAIR_MASK - (offer & _PAIR_MASK)
-        offer_to = (offer_pair >> bits) + (offer_pair & ((1 << bits) - 1))
-        offer_to = offer_to - index  # [B, K] the other end of the pair
+        low_id, high_id = _proposal_pair(offer, bits)
+        offer_to = low_id + high_id - index  # [B, K] the other end
         mutual = (offer != _NONE) & (
             offer.gather(1, offer_to.clamp(0, num - 1)) == offer)
         partner = torch.where(mutual, offer_to, partner)
@@ -763,92 +906,38 @@ def build_hierarchy(affinity: Tensor,
     """Build one binary tree per image from a patch affinity.
 
     The affinity is used in float32 (half precision input is fine) and
-    symmetrised in the similarity.
+    symmetrised in the similarity. The options after ``grid_size`` are
+    :class:`TreeOptions`'s, documented there, validated by it.
 
     Args:
         affinity (Tensor): Patch affinity ``[B, N, N]``, higher means more
             similar; any real scale.
         grid_size (Sequence[int]): The patch grid ``(h, w)``, ``h * w == N``,
             patches in row-major order.
-        rounds (int): Matching rounds per level (1 is pure reciprocal
-            nearest-neighbour merging). Defaults to 4.
-        tolerance (float): How much worse than its best neighbour overall a
-            node may accept as a partner (checked for both nodes of a
-            pair), in units of the standard deviation of the image's
-            off-diagonal affinities (see ``tolerance_scope``). Lower keeps
-            boundaries more strictly but leaves more nodes waiting
-            (unbalanced trees); ``inf`` accepts any neighbour.
-            Defaults to 1.0.
-        max_levels (int, optional): Cap on merge levels; None means
-            ``2 * ceil(log2 N)``. Defaults to None.
+        rounds, tolerance, max_levels, compact, compile, affinity_norm,
+            tolerance_scope, tie_jitter: See :class:`TreeOptions`.
         num_levels (int, optional): Build exactly
             ``min(num_levels, max_levels)`` merge levels, with static shapes
             and no host read (a tree that is one node early keeps that
             node). None adds levels until every image is one node, which
             reads the level count on the host. Defaults to None.
-        compact (bool, optional): Shrink the node dimension to the batch's
-            largest node count at every level, reading that count on the
-            host (free on CPU, a device sync elsewhere). None turns it on
-            for CPU tensors without ``compile``. Results never depend on it.
-            Defaults to None.
         check_finite (bool): Raise a ValueError naming the images whose
             affinity holds NaN or inf or overflows float32 (host reads).
             When False, such images get meaningless trees and the caller
             must deal with them (see :func:`offdiagonal_stats`).
             Defaults to True.
-        compile (bool): Run every level through ``torch.compile`` (static
-            shapes only, i.e. ``compact`` off). The first call compiles.
-            Defaults to False.
-        affinity_norm (str): Rescale the affinity first
-            (:func:`normalize_affinity`): ``'none'``, ``'degree'``
-            (``D^-1/2 S D^-1/2``), ``'profile'`` (cosine of the
-            attention profiles) or ``'centered_profile'`` (the same, less
-            the mean profile). The tolerance and the jitter are measured
-            on the rescaled affinity. Defaults to 'none'.
-        tolerance_scope (str): What ``tolerance`` is measured against:
-            ``'image'``, the spread of the image's off-diagonal affinities,
-            the same at every level; ``'level'``, the standard deviation of
-            the level's own candidate similarities (the average linkages
-            across the edges between two nodes of that level, each grid
-            edge counted once per direction), recomputed at every level, as
-            merged nodes' similarities spread less. Defaults to 'image'.
-        tie_jitter (float): Break ties (and near-ties) between candidate
-            pairs by adding, at every level, a seeded uniform value in
-            ``[0, tie_jitter * s)`` to every node pair's similarity, where
-            ``s`` is the image's off-diagonal standard deviation plus the
-            absolute off-diagonal mean (1 for an all-zero affinity). The
-            value depends only on the image's seed, the level and the pair
-            of node ids, so it is the same from both ends of a pair; the
-            tolerated similarity loss grows by the same amplitude, so that
-            pairs within it of a node's best remain acceptable (they are
-            ties). 0 breaks ties by pair id (the smaller id wins, a
-            top-left bias). Defaults to 0.
         generator (torch.Generator, optional): Random source (on the
             affinity's device) of the per-image jitter seeds, one
             ``torch.randint`` draw of ``B`` values when ``tie_jitter > 0``;
             None derives each image's seed from its affinity (no draw).
-            Unused when ``tie_jitter`` is 0. Defaults to None.
+            Defaults to None.
 
     Returns:
         Hierarchy: ``ancestors`` ``[B, L, N]`` and ``num_nodes`` ``[B, L]``.
     """
     h, w = check_affinity(affinity, grid_size)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f'rounds must be an int >= 1, got {rounds!r}')
-    if not tolerance >= 0:
-        raise ValueError(f'tolerance must be >= 0, got {tolerance!r}')
-    if affinity_norm not in AFFINITY_NORMS:
-        raise ValueError(f'affinity_norm must be one of {AFFINITY_NORMS}, '
-                         f'got {affinity_norm!r}')
-    if tolerance_scope not in TOLERANCE_SCOPES:
-        raise ValueError(f'tolerance_scope must be one of '
-                         f'{TOLERANCE_SCOPES}, got {tolerance_scope!r}')
-    if (isinstance(tie_jitter, bool)
-            or not isinstance(tie_jitter, (int, float))
-            or not 0 <= tie_jitter < math.inf):
-        raise ValueError('tie_jitter must be a finite number >= 0, got '
-                         f'{tie_jitter!r}')
-    _check_level_count('max_levels', max_levels)
+    TreeOptions(rounds, tolerance, max_levels, compact, compile,
+                affinity_norm, tolerance_scope, tie_jitter)  # validates
     _check_level_count('num_levels', num_levels)
     num = h * w
     levels = default_max_levels(num) if max_levels is None else max_levels
@@ -856,8 +945,6 @@ def build_hierarchy(affinity: Tensor,
         levels = min(levels, num_levels)
     if compact is None:
         compact = affinity.device.type == 'cpu' and not compile
-    if compile and compact:
-        raise ValueError('compile needs static shapes: compact=False')
     with torch.no_grad():
         raw = affinity.detach().float()
         weights = normalize_affinity(raw, affinity_norm)

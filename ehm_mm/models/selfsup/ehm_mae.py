@@ -8,7 +8,6 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..backbones import EHMMAEViT
-from ..masking import MaskingResult
 from .ema_teacher import (  # noqa: F401  (EMATeacher, mask_seed re-exported)
     TEACHER_TYPES,
     EMATeacher,
@@ -28,19 +27,15 @@ FEATURE_POOLS = ('avg', 'cls')
 class EHMMAE(TeacherMasksMixin, MAE):
     """MAE whose masks evolve from patches to parts over training.
 
-    One training step (:meth:`loss`):
-
-    1. update the EMA teacher with the current student encoder;
-    2. read the training progress ``t = iter / max_iters`` from mmengine's
-       :class:`~mmengine.logging.MessageHub` and draw each image's masking
-       depth on the host (``EvolvedHierarchicalMasking.draw_depths``);
-    3. unless every depth is 0 (MAE masks need no tree), compute the patch
-       affinity from the teacher's attention
-       (:func:`~ehm_mm.attention_affinity`) without gradients;
-    4. build the trees only as deep as the drawn depths and mask whole
-       nodes (``EvolvedHierarchicalMasking``);
-    5. encode the visible patches with the student, decode and take MAE's
-       pixel loss, exactly as :class:`~mmpretrain.models.MAE`.
+    One training step (:meth:`loss`): the masks of
+    :meth:`~ehm_mm.models.selfsup.teacher_masks.TeacherMasksMixin.training_masks`
+    (update the EMA teacher; read the progress ``t = iter / max_iters``
+    from mmengine's :class:`~mmengine.logging.MessageHub`; draw each
+    image's depth on the host; unless every depth is 0, the patch affinity
+    from the teacher's attention (:func:`~ehm_mm.attention_affinity`); the
+    masks of ``masking``, e.g. ``EvolvedHierarchicalMasking``), then the
+    visible patches encoded by the student, decoded, and MAE's pixel loss,
+    exactly as :class:`~mmpretrain.models.MAE`.
 
     Nothing in the step reads a device value back to the host: shapes are
     static, the configuration is checked when the model is built, and the
@@ -196,35 +191,6 @@ class EHMMAE(TeacherMasksMixin, MAE):
                     f'model.attn_layers entry {layer!r} is not a layer of '
                     f'the {num_layers}-layer encoder')
         return list(attn_layers)
-
-    @torch.no_grad()
-    def generate_masks(self,
-                       inputs: torch.Tensor,
-                       progress: float,
-                       generator: Optional[torch.Generator] = None,
-                       depth: Optional[List[int]] = None) -> MaskingResult:
-        """Affinity -> hierarchy -> masks at depth ``d(progress)``.
-
-        The affinity is the teacher's attention, or the pixel cues with
-        ``affinity_source='pixels'`` (:meth:`teacher_affinity`).
-
-        Args:
-            inputs (torch.Tensor): Normalised images ``[B, C, H, W]``.
-            progress (float): Training progress in ``[0, 1]``.
-            generator (torch.Generator, optional): Random source of the
-                masks on the inputs' device. Defaults to None, which means
-                the global one.
-            depth (List[int], optional): Each image's depth, drawn on the
-                host (``masking.draw_depths``); the teacher is skipped when
-                all are 0. None draws them from ``generator`` on the device
-                after the patch values. Defaults to None.
-
-        Returns:
-            MaskingResult: ``mask``, ``ids_restore``, ``ids_keep``,
-            ``depth``, ``hierarchy`` and ``nonfinite``
-            (:meth:`teacher_masks`).
-        """
-        return self.teacher_masks(inputs, progress, generator, depth)
 
     def loss(self, inputs: torch.Tensor, data_samples: List[DataSample],
              **kwargs) -> Dict[str, torch.Tensor]:

@@ -264,36 +264,19 @@ class EHMSimMIM(TeacherMasksMixin, SimMIM):
             outs = encoder(inputs, mask=None)
         return feature_affinity(self._featmaps(outs), self.mask_grid)
 
-    @torch.no_grad()
-    def generate_masks(self,
-                       inputs: Tensor,
-                       progress: float,
-                       generator: Optional[torch.Generator] = None,
-                       depth: Optional[List[int]] = None
-                       ) -> Tuple[Tensor, MaskingResult]:
-        """Teacher affinity -> hierarchy -> masks at depth ``d(progress)``.
+    def token_mask(self, result: MaskingResult) -> Tensor:
+        """The token mask of masks on the mask grid.
 
         Args:
-            inputs (Tensor): Normalised images ``[B, C, H, W]``.
-            progress (float): Training progress in ``[0, 1]``.
-            generator (torch.Generator, optional): Random source on the
-                inputs' device. Defaults to None, which means the global
-                one.
-            depth (List[int], optional): Each image's depth, drawn on the
-                host (``masking.draw_depths``); the teacher is skipped when
-                all are 0. None draws them from ``generator`` on the device.
-                Defaults to None.
+            result (MaskingResult): Masks on :attr:`mask_grid`.
 
         Returns:
-            Tuple[Tensor, MaskingResult]: The token mask ``[B, th, tw]``
-            (1 = masked, every mask patch a ``scale x scale`` block) and
-            the masking result on the mask grid.
+            Tensor: ``[B, th, tw]`` (1 = masked), every mask patch a
+            ``scale x scale`` block of tokens.
         """
-        result = self.teacher_masks(inputs, progress, generator, depth)
         mask = result.mask.view(-1, *self.mask_grid)  # [B, gh, gw]
-        mask = mask.repeat_interleave(self.scale, 1).repeat_interleave(
+        return mask.repeat_interleave(self.scale, 1).repeat_interleave(
             self.scale, 2)  # [B, th, tw]
-        return mask, result
 
     def loss(self, inputs: Tensor, data_samples: List[DataSample],
              **kwargs) -> Dict[str, Tensor]:
@@ -314,7 +297,8 @@ class EHMSimMIM(TeacherMasksMixin, SimMIM):
             (``||teacher - student|| / ||student||``), all but ``loss``
             logged, not part of the loss.
         """
-        mask, result = self.training_masks(inputs)
+        result = self.training_masks(inputs)
+        mask = self.token_mask(result)
         if self.backbone_kind == 'vit':
             latent = self.backbone(inputs, mask.flatten(1))
         else:

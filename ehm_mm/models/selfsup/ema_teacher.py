@@ -12,6 +12,7 @@ import math
 from typing import Dict, Iterator, Optional
 
 import torch
+from mmengine.config import Config
 from mmengine.dist import get_rank
 from mmengine.logging import MessageHub, print_log
 from mmengine.model import ExponentialMovingAverage
@@ -82,6 +83,29 @@ def mask_seed(base_seed: int, rank: int, iteration: int,
     text = f'{int(base_seed)}/{int(rank)}/{int(iteration)}/{stream}'
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, 'little') & (2**63 - 1)
+
+
+def _logger_interval(cfg_text: str) -> Optional[int]:
+    """The ``LoggerHook`` interval of a run's config text.
+
+    Args:
+        cfg_text (str): ``runner.cfg.pretty_text``.
+
+    Returns:
+        int, optional: The interval (mmengine's default 10 when the hook
+        does not set one); None without a logger hook; 0 when the text
+        cannot be read (then the caller logs every iteration, with a
+        warning).
+    """
+    try:
+        hooks = Config.fromstring(cfg_text, '.py').get('default_hooks', {})
+    except Exception as e:  # a config text mmengine cannot read back
+        print_log(f'cannot read the logger interval from the run config '
+                  f'({type(e).__name__}: {e}); teacher_distance is computed '
+                  'every iteration', logger='current', level=logging.WARNING)
+        return 0
+    logger = hooks.get('logger')
+    return None if logger is None else int(logger.get('interval', 10))
 
 
 class EMATeacher(ExponentialMovingAverage):
@@ -325,19 +349,52 @@ class EMATeacherMixin:
             logger='current')
         return momentum
 
-    def teacher_log_vars(self) -> Dict[str, torch.Tensor]:
+    def teacher_log_vars(self, always: bool = False
+                         ) -> Dict[str, torch.Tensor]:
         """What to log about the teacher: its distance to the student.
 
+        ``||teacher - student|| / ||student||`` is a pass over all encoder
+        parameters, so a step computes it only when the logger will write
+        it (:meth:`logs_this_iter`) or when asked (``always``).
+
+        Args:
+            always (bool): Compute it whatever the iteration.
+                Defaults to False.
+
         Returns:
-            Dict[str, torch.Tensor]: ``teacher_distance``, ``||teacher -
-            student|| / ||student||`` over the encoder's parameters (a
-            device scalar, :meth:`EMATeacher.relative_distance`); empty for
-            ``'online'``.
+            Dict[str, torch.Tensor]: ``teacher_distance``, a device scalar
+            (:meth:`EMATeacher.relative_distance`); empty for ``'online'``
+            and on iterations the logger skips.
         """
-        if self.teacher is None:
+        if self.teacher is None or not (always or self.logs_this_iter()):
             return {}
         return dict(
             teacher_distance=self.teacher.relative_distance(self.backbone))
+
+    def logs_this_iter(self) -> bool:
+        """Whether the runner's ``LoggerHook`` writes this iteration's log.
+
+        It writes after iteration ``i`` when ``(i + 1) % interval == 0``,
+        ``interval`` that of ``default_hooks.logger`` in the run's config
+        (mmengine's ``RuntimeInfoHook`` puts the config into the
+        ``MessageHub``; read once per run). Outside a runner (no config in
+        the hub): every call. Without a logger hook: never.
+
+        Returns:
+            bool: Whether to compute the logged diagnostics.
+        """
+        hub = MessageHub.get_current_instance()
+        text = hub.get_info('cfg')
+        if text is None:
+            return True
+        if getattr(self, '_logger_cfg', (None, ))[0] is not text:
+            self._logger_cfg = (text, _logger_interval(text))
+        interval = self._logger_cfg[1]
+        if interval is None:
+            return False
+        if interval == 0:  # unknown: every iteration
+            return True
+        return ((hub.get_info('iter') or 0) + 1) % interval == 0
 
     def train(self, mode: bool = True):
         """Set train/eval mode; the EMA teacher always stays in eval mode.

@@ -2,12 +2,19 @@
 """Masks from the teacher: the training-step code EHM self-supervisors share.
 
 ``EHMMAE`` and ``EHMSimMIM`` differ in their encoder, in how the teacher's
-affinity is read from it (``encoder_affinity``) and in what they do with
-the masks; the rest of a step (teacher update, progress, per-image depths,
-affinity -> hierarchy -> masks, the logged values) is
-:class:`TeacherMasksMixin`. With ``affinity_source='pixels'`` the affinity
-comes from the inputs' own pixel cues on the mask grid instead of a teacher
-(:meth:`TeacherMasksMixin.pixel_affinity`), for both models.
+affinity is read from it (``encoder_affinity``) and in what the student
+does with the masks; the rest of a step is :class:`TeacherMasksMixin`'s
+:meth:`~TeacherMasksMixin.training_masks`, top to bottom:
+
+1. update the EMA teacher (``update_teacher``);
+2. read the training progress ``t = iter / max_iters``;
+3. draw each image's depth on the host from this iteration's seed
+   (``masking.draw_depths``);
+4. unless the mask source needs no affinity or every depth is 0, the patch
+   affinity: the teacher's (``encoder_affinity``) or, with
+   ``affinity_source='pixels'``, the inputs' own pixel cues;
+5. the mask source's masks (``masking(affinity, depth=...)``), a
+   :class:`~ehm_mm.models.masking.MaskingResult`.
 """
 import copy
 import random
@@ -19,7 +26,14 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
-from ..masking import MaskingResult, attention_affinity, pixel_affinity
+from ..masking import (
+    Hierarchy,
+    MaskingResult,
+    MaskSource,
+    attention_affinity,
+    build_hierarchy,
+    pixel_affinity,
+)
 from .ema_teacher import EMATeacherMixin
 
 AFFINITY_SOURCES = ('teacher', 'pixels')
@@ -76,11 +90,10 @@ class TeacherMasksMixin(EMATeacherMixin):
     * :meth:`predict`: ``mode='predict'`` of :meth:`forward`: the model's
       :meth:`predict_features` and, from :meth:`predict_hierarchy`, the
       ancestors of the trees the masks are cut from;
-    * :meth:`teacher_masks`: affinity -> hierarchy -> masks, the teacher
-      skipped when every drawn depth is 0 or the masking needs no affinity;
-    * :meth:`training_masks`: one training step's masks: teacher update,
-      progress, the per-image depths drawn on the host from this
-      iteration's seed, then the model's ``generate_masks``;
+    * :meth:`training_masks`: one training step's masks (the module
+      doc's steps 1-5), through :meth:`generate_masks`: affinity (skipped
+      when every drawn depth is 0 or the masking needs no affinity) ->
+      masks, one :class:`~ehm_mm.models.masking.MaskingResult`;
     * :meth:`masking_log_vars`: ``mask_depth``, ``nonfinite_affinity`` and
       the teacher's log values.
     """
@@ -113,6 +126,10 @@ class TeacherMasksMixin(EMATeacherMixin):
             self.masking = MODELS.build(masking)
         except (TypeError, ValueError) as e:
             raise type(e)(f'model.masking: {e}') from e
+        if not isinstance(self.masking, MaskSource):
+            raise TypeError(
+                f'model.masking must build a MaskSource (the mask source '
+                f'interface), got {type(self.masking).__name__}')
 
     def init_affinity_source(self, affinity_source: str, teacher: str,
                              ema_momentum: Optional[float],
@@ -219,10 +236,12 @@ class TeacherMasksMixin(EMATeacherMixin):
 
     @torch.no_grad()
     def predict_hierarchy(self, inputs: Tensor) -> Tensor:
-        """Ancestor ids of every tree level, for ``predict()``.
+        """Ancestor ids of the tree the masks are cut from, for predict().
 
-        The whole tree of :meth:`teacher_affinity` (the teacher's, or the
-        pixel tree with ``affinity_source='pixels'``) on the mask grid.
+        ``masking.hierarchy``: the tree of :meth:`teacher_affinity` (the
+        teacher's, or the pixel tree) for a source that cuts its masks from
+        the affinity; the source's own tree otherwise (block pieces, a
+        random tree, drawn from this iteration's generator).
 
         Args:
             inputs (Tensor): Normalised images ``[B, C, H, W]``.
@@ -231,9 +250,37 @@ class TeacherMasksMixin(EMATeacherMixin):
             Tensor: ``[B, L, gh, gw]`` ancestor ids per level and mask
             patch, ``(gh, gw) = self.masking.grid_size``.
         """
-        hierarchy = self.masking.hierarchy(self.teacher_affinity(inputs))
+        if self.masking.requires_affinity:
+            tree = self.masking.hierarchy(self.teacher_affinity(inputs))
+        else:
+            tree = self.masking.hierarchy(
+                batch_size=inputs.shape[0],
+                generator=self._mask_generator(inputs.device))
+        return self._grid_ancestors(tree)
+
+    @torch.no_grad()
+    def predict_teacher_hierarchy(self, inputs: Tensor) -> Tensor:
+        """Ancestor ids of the tree of the model's affinity, for predict().
+
+        The tree builder's default options on :meth:`teacher_affinity`
+        (the teacher's attention, or the pixel cues): what EHM would cut
+        masks from. :meth:`predict` writes it as
+        ``teacher_hierarchy_ancestors`` when the mask source does not use
+        the affinity (block or random-tree masks).
+
+        Args:
+            inputs (Tensor): Normalised images ``[B, C, H, W]``.
+
+        Returns:
+            Tensor: ``[B, L, gh, gw]``.
+        """
+        return self._grid_ancestors(build_hierarchy(
+            self.teacher_affinity(inputs), self.masking.grid_size))
+
+    def _grid_ancestors(self, tree: Hierarchy) -> Tensor:
+        """``tree.ancestors`` ``[B, L, N]`` as ``[B, L, gh, gw]``."""
         h, w = self.masking.grid_size
-        return hierarchy.ancestors.reshape(inputs.shape[0], -1, h, w)
+        return tree.ancestors.reshape(tree.batch_size, -1, h, w)
 
     def predict_features(self, inputs: Tensor) -> Dict[str, Tensor]:
         """The model's evaluation features, for :meth:`predict`.
@@ -257,10 +304,12 @@ class TeacherMasksMixin(EMATeacherMixin):
 
         Writes into each data sample the fields of
         :meth:`predict_features` (``feature``, which ``KNNAccuracy``
-        reads, and what the model adds) and ``hierarchy_ancestors``
+        reads, and what the model adds), ``hierarchy_ancestors``
         (``[L, gh, gw]``, :meth:`predict_hierarchy`: the ancestor ids per
-        level of the tree the masks are cut from, the teacher's or the
-        pixel tree), which ``HierarchyIoU`` reads.
+        level of the tree the masks are cut from), which ``HierarchyIoU``
+        reads, and, for a mask source that does not use the affinity,
+        ``teacher_hierarchy_ancestors`` (:meth:`predict_teacher_hierarchy`,
+        ``HierarchyIoU(ancestors_key='teacher_hierarchy_ancestors')``).
 
         Args:
             inputs (Tensor): Normalised images ``[B, C, H, W]``.
@@ -273,6 +322,9 @@ class TeacherMasksMixin(EMATeacherMixin):
         """
         fields = dict(self.predict_features(inputs))
         fields['hierarchy_ancestors'] = self.predict_hierarchy(inputs)
+        if not self.masking.requires_affinity:
+            fields['teacher_hierarchy_ancestors'] = \
+                self.predict_teacher_hierarchy(inputs)
         if data_samples is None:
             data_samples = [DataSample() for _ in range(inputs.shape[0])]
         for i, sample in enumerate(data_samples):
@@ -304,57 +356,19 @@ class TeacherMasksMixin(EMATeacherMixin):
             return self.predict(inputs, data_samples)
         return super().forward(inputs, data_samples, mode=mode)
 
-    @torch.no_grad()
-    def teacher_masks(self,
-                      inputs: Tensor,
-                      progress: float,
-                      generator: Optional[torch.Generator] = None,
-                      depth: Optional[Sequence[int]] = None
-                      ) -> MaskingResult:
-        """Teacher affinity -> hierarchy -> masks at depth ``d(progress)``.
-
-        Args:
-            inputs (Tensor): Normalised images ``[B, C, H, W]``.
-            progress (float): Training progress in ``[0, 1]``.
-            generator (torch.Generator, optional): Random source of the
-                masks on the inputs' device. Defaults to None, which means
-                the global one.
-            depth (Sequence[int], optional): Each image's depth, drawn on
-                the host (``masking.draw_depths``); the teacher is skipped
-                when all are 0. None draws them from ``generator`` on the
-                device. Defaults to None.
-
-        Returns:
-            MaskingResult: ``mask``, ``ids_restore``, ``ids_keep``,
-            ``depth``, ``hierarchy`` and ``nonfinite``.
-        """
-        if not getattr(self.masking, 'requires_affinity', True):
-            # Content-free masks (BlockwiseMasking, RandomHierarchyMasking):
-            # no teacher.
-            if depth is None:
-                return self.masking(
-                    None, progress=progress, generator=generator,
-                    batch_size=inputs.shape[0])
-            return self.masking(None, depth=depth, generator=generator)
-        if depth is None:
-            return self.masking(
-                self.teacher_affinity(inputs), progress=progress,
-                generator=generator)
-        affinity = self.teacher_affinity(inputs) if max(depth) > 0 else None
-        return self.masking(affinity, depth=depth, generator=generator)
-
-    def training_masks(self, inputs: Tensor) -> Any:
+    def training_masks(self, inputs: Tensor) -> MaskingResult:
         """One training step's masks (no device-to-host read).
 
-        Updates the teacher, reads the progress, draws each image's depth
-        on the host from this iteration's ``'depth'`` seed and calls the
-        model's ``generate_masks`` with this iteration's generator.
+        Steps 1-5 of the module doc: updates the teacher, reads the
+        progress, draws each image's depth on the host from this
+        iteration's ``'depth'`` seed and makes the masks
+        (:meth:`generate_masks`) with this iteration's generator.
 
         Args:
             inputs (Tensor): Normalised images ``[B, C, H, W]``.
 
         Returns:
-            What the model's ``generate_masks`` returns.
+            MaskingResult: The masks on ``self.masking.grid_size``.
         """
         self.update_teacher()
         progress = self.current_progress()
@@ -363,6 +377,40 @@ class TeacherMasksMixin(EMATeacherMixin):
         return self.generate_masks(
             inputs, progress, generator=self._mask_generator(inputs.device),
             depth=depth)
+
+    @torch.no_grad()
+    def generate_masks(self,
+                       inputs: Tensor,
+                       progress: float,
+                       generator: Optional[torch.Generator] = None,
+                       depth: Optional[Sequence[int]] = None
+                       ) -> MaskingResult:
+        """Affinity (when needed) -> masks, steps 4 and 5 of the module doc.
+
+        Args:
+            inputs (Tensor): Normalised images ``[B, C, H, W]``.
+            progress (float): Training progress in ``[0, 1]``.
+            generator (torch.Generator, optional): Random source of the
+                masks on the inputs' device. Defaults to None, which means
+                the global one.
+            depth (Sequence[int], optional): Each image's depth, drawn on
+                the host (``masking.draw_depths``); the affinity is skipped
+                when all are 0. None draws them from ``generator`` on the
+                device at ``progress``. Defaults to None.
+
+        Returns:
+            MaskingResult: ``mask``, ``ids_restore``, ``ids_keep``,
+            ``depth``, ``hierarchy``, ``nonfinite`` and ``node_size`` on
+            ``self.masking.grid_size``.
+        """
+        needed = self.masking.requires_affinity and (depth is None
+                                                     or max(depth) > 0)
+        affinity = self.teacher_affinity(inputs) if needed else None
+        if depth is None:
+            return self.masking(affinity, progress=progress,
+                                generator=generator,
+                                batch_size=inputs.shape[0])
+        return self.masking(affinity, depth=depth, generator=generator)
 
     def masking_log_vars(self, result: MaskingResult) -> Dict[str, Tensor]:
         """The values a training step logs beside its loss.

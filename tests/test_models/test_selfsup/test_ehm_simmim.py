@@ -42,7 +42,8 @@ def test_masks_on_the_mask_grid(base, size, grids, affinity, hub):
     model = build(base)
     assert (model.token_grid, model.mask_grid) == grids
     assert model.affinity == affinity
-    mask, result = model.generate_masks(images(size), 1.0)
+    result = model.generate_masks(images(size), 1.0)
+    mask = model.token_mask(result)
     gh, gw = model.mask_grid
     assert mask.shape == (2, *model.token_grid)
     blocks = mask.view(2, gh, model.scale, gw, model.scale)
@@ -108,7 +109,7 @@ def test_feature_and_pooled_affinity():
 def test_vit_with_larger_mask_patches_pools_the_attention(hub):
     model = build(VIT, mask_patch_size=16)
     assert model.mask_grid == (4, 4) and model.scale == 2
-    mask, _ = model.generate_masks(images(64), 0.5)
+    mask = model.token_mask(model.generate_masks(images(64), 0.5))
     assert mask.view(2, 4, 2, 4, 2)[:, :, 0, :, 0].sum() == 2 * 10
 
 
@@ -119,16 +120,16 @@ def test_masks_are_reproducible_per_iteration(hub):
     for _ in range(2):
         depth = model.masking.draw_depths(
             0.5, 2, random.Random(model.mask_seed('depth')))
-        masks.append(model.generate_masks(
-            x, 0.5, model._mask_generator(x.device), depth)[0])
+        masks.append(model.token_mask(model.generate_masks(
+            x, 0.5, model._mask_generator(x.device), depth)))
     assert torch.equal(masks[0], masks[1])
     hub.update_info('iter', 7)  # another iteration, other masks
     depth = model.masking.draw_depths(
         0.5, 2, random.Random(model.mask_seed('depth')))
     assert not torch.equal(
         masks[0],
-        model.generate_masks(x, 0.5, model._mask_generator(x.device),
-                             depth)[0])
+        model.token_mask(model.generate_masks(
+            x, 0.5, model._mask_generator(x.device), depth)))
 
 
 @pytest.mark.parametrize('base, changes, error, match', [
@@ -175,7 +176,8 @@ def test_content_free_masks_skip_the_teacher(hub):
     calls = []
     model.teacher_affinity = lambda x: calls.append(x)
     losses = model(images(64), mode='loss')
-    mask, result = model.generate_masks(images(64), 1.0)
+    result = model.generate_masks(images(64), 1.0)
+    mask = model.token_mask(result)
     assert calls == [] and torch.isfinite(losses['loss'])
     assert float(losses['mask_depth']) == 3
     assert (result.depth == 3).all() and mask.shape == (2, 8, 8)
