@@ -40,7 +40,8 @@ def test_control_masks_train_without_teacher_affinity(hub, masking, kind):
     assert float(losses['mask_node_size']) >= 1  # logged for both controls
     assert bool((masks.mask.sum(1) == 12).all())
     losses['loss'].backward()
-    # predict still scores the teacher's own hierarchy
+    # predict scores the tree the masks are cut from (block pieces, random
+    # tree); the teacher's is teacher_hierarchy_ancestors
     samples = model.predict(images)
     assert samples[0].hierarchy_ancestors.shape[1:] == (4, 4)
 
