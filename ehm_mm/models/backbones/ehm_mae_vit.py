@@ -6,6 +6,8 @@ from mmpretrain.models import MAEViT
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
+from ..masking.affinity import attention_affinity, install_readouts
+
 
 @MODELS.register_module()
 class EHMMAEViT(MAEViT):
@@ -17,6 +19,13 @@ class EHMMAEViT(MAEViT):
     instance by ``EvolvedHierarchicalMasking`` from a teacher's attention)
     and otherwise is exactly ``MAEViT``; it adds no parameters, so its
     state dict has exactly ``MAEViT``'s keys.
+
+    Reading attention is a seam of this backbone
+    (:meth:`attention_affinity`): every layer's attention kernel is an
+    :class:`~ehm_mm.models.masking.affinity.AttentionReadout` from
+    construction, the fused kernel that can also hand its ``q, k`` to a
+    reader, so the teacher's affinity is read in a normal forward that
+    stops after the deepest chosen layer's ``q, k``.
 
     Args:
         arch (str | dict): Vision Transformer architecture. Defaults to
@@ -54,6 +63,30 @@ class EHMMAEViT(MAEViT):
         super().__init__(
             arch=arch, img_size=img_size, patch_size=patch_size, **kwargs)
         self._given = None  # (mask, ids_restore, ids_keep) during forward
+        install_readouts(self)
+
+    def attention_affinity(self,
+                           images: Tensor,
+                           layers: Union[int, Sequence[int], None] = None,
+                           fused: bool = True) -> Tensor:
+        """Patch affinity ``[B, N, N]`` from this network's self-attention.
+
+        The head-averaged attention probabilities of the chosen layers,
+        summed, patch tokens only, symmetrised; computed in inference and
+        eval mode (modes restored), float32 logits, the layers run only up
+        to the deepest chosen one (see
+        :func:`~ehm_mm.models.masking.attention_affinity`).
+
+        Args:
+            images (Tensor): ``[B, C, H, W]``.
+            layers (int | Sequence[int], optional): Layer indices (negative
+                ones count from the end); None means all. Defaults to None.
+            fused (bool): Accumulate heads chunk by chunk. Defaults to True.
+
+        Returns:
+            Tensor: float32 ``[B, N, N]``.
+        """
+        return attention_affinity(self, images, layers, fused)
 
     def random_masking(self,
                        x: Tensor,

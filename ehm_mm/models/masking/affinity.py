@@ -2,23 +2,29 @@
 """Patch affinity from a Vision Transformer's own self-attention.
 
 mmpretrain's attention is fused (``F.scaled_dot_product_attention``) and
-never returns its weights. A small probe replaces, for one forward pass,
-the ``scaled_dot_product_attention`` function of the chosen layers'
-attention modules: it sees their queries and keys (the module's own qkv
-projection), adds the head-averaged ``softmax(q k^T * scale)`` into one
-float32 ``[B, T, T]`` buffer and hands the call on to the fused kernel.
-The rest of the forward (patch embedding, position embedding and its
-resizing, the other layers) is the network's own; the probe stops it
-right after the deepest chosen layer's attention weights.
+never returns its weights. Its ``MultiheadAttention`` takes the kernel as
+an attribute, ``scaled_dot_product_attention(q, k, v, ...)``: an
+:class:`AttentionReadout` there calls the fused kernel as before and also
+hands ``q, k`` to a reader, which adds the head-averaged
+``softmax(q k^T * scale)`` into one float32 ``[B, T, T]`` sum.
 
-Only attention types whose call of that function is known are probed
+:func:`attention_affinity` runs the network's own token embedding and
+layers up to the deepest chosen one, whose attention weights need only its
+``q, k`` (its ``ln1`` and ``qkv``), then stops: no exception, nothing
+after it runs. ``EHMMAEViT`` carries its readouts from construction (its
+documented seam, :meth:`~ehm_mm.models.EHMMAEViT.attention_affinity`);
+other mmpretrain ViTs get them for the call and back afterwards.
+
+Only attention types whose call of the kernel is known are read
 (:data:`SUPPORTED_ATTENTION`); any other raises a clear TypeError.
 """
+import contextlib
 import functools
-from typing import Sequence, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmpretrain.models.backbones.vision_transformer import VisionTransformer
+from mmpretrain.models.utils import resize_pos_embed
 from mmpretrain.models.utils.attention import MultiheadAttention
 from torch import Tensor, nn
 
@@ -75,6 +81,7 @@ def attention_scale(attn: nn.Module) -> float:
         float: The logit scale.
     """
     kernel = attn.scaled_dot_product_attention
+    kernel = getattr(kernel, 'kernel', kernel)  # an AttentionReadout's
     if (isinstance(kernel, functools.partial)
             and kernel.keywords.get('scale') is not None):
         value = float(kernel.keywords['scale'])
@@ -117,8 +124,59 @@ def head_mean_attention(query: Tensor, key: Tensor, scale: float,
         return total.div_(heads)
 
 
-class _Stop(Exception):
-    """Raised by the probe to end the forward after the last layer."""
+class AttentionReadout:
+    """A ``MultiheadAttention`` kernel that also hands ``q, k`` to a reader.
+
+    Calls ``kernel(query, key, value, ...)`` exactly as the module would;
+    when :attr:`reader` is set it first gets ``(query, key)``.
+
+    Args:
+        kernel (Callable): The module's kernel (fused or mmpretrain's
+            python one).
+    """
+
+    def __init__(self, kernel: Callable) -> None:
+        self.kernel = kernel
+        self.reader: Optional[Callable[[Tensor, Tensor], None]] = None
+
+    def __call__(self, query: Tensor, key: Tensor, value: Tensor, *args,
+                 **kwargs) -> Tensor:
+        if self.reader is not None:
+            self.reader(query, key)
+        return self.kernel(query, key, value, *args, **kwargs)
+
+
+def install_readouts(vit: nn.Module) -> None:
+    """Give every supported attention of ``vit`` an :class:`AttentionReadout`.
+
+    Args:
+        vit (nn.Module): An mmpretrain ``VisionTransformer``.
+    """
+    for layer in vit.layers:
+        attn = getattr(layer, 'attn', None)
+        if type(attn) in SUPPORTED_ATTENTION and not isinstance(
+                attn.scaled_dot_product_attention, AttentionReadout):
+            attn.scaled_dot_product_attention = AttentionReadout(
+                attn.scaled_dot_product_attention)
+
+
+@contextlib.contextmanager
+def _readouts(modules: Sequence[nn.Module]
+              ) -> Iterator[List[AttentionReadout]]:
+    """The modules' readouts for a block: theirs, or lent for the block."""
+    lent = [(attn, attn.scaled_dot_product_attention) for attn in modules
+            if not isinstance(attn.scaled_dot_product_attention,
+                              AttentionReadout)]
+    for attn, kernel in lent:
+        attn.scaled_dot_product_attention = AttentionReadout(kernel)
+    readouts = [attn.scaled_dot_product_attention for attn in modules]
+    try:
+        yield readouts
+    finally:
+        for readout in readouts:
+            readout.reader = None
+        for attn, kernel in lent:
+            attn.scaled_dot_product_attention = kernel
 
 
 def _attention_modules(vit: nn.Module, chosen: Sequence[int]) -> list:
@@ -132,10 +190,40 @@ def _attention_modules(vit: nn.Module, chosen: Sequence[int]) -> list:
             raise TypeError(
                 f'attention_affinity: layer {index} has attention '
                 f'{type(attn).__name__}, not one of the supported types '
-                f'{names} (the probe reads q and k from their '
-                '`scaled_dot_product_attention` call)')
+                f'{names} (its `scaled_dot_product_attention` call is read)')
         modules.append(attn)
     return modules
+
+
+def token_embedding(vit: VisionTransformer, images: Tensor) -> Tensor:
+    """The tokens a ViT's first layer gets, as ``VisionTransformer.forward``.
+
+    Patch embedding, extra (CLS) tokens, the position embedding resized to
+    the input, its dropout and the pre-norm.
+
+    Args:
+        vit (VisionTransformer): The network.
+        images (Tensor): ``[B, C, H, W]``.
+
+    Returns:
+        Tensor: ``[B, T, C]``.
+    """
+    x, patch_resolution = vit.patch_embed(images)
+    if vit.cls_token is not None:
+        x = torch.cat((vit.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+    x = x + resize_pos_embed(
+        vit.pos_embed, vit.patch_resolution, patch_resolution,
+        mode=vit.interpolate_mode, num_extra_tokens=vit.num_extra_tokens)
+    return vit.pre_norm(vit.drop_after_pos(x))
+
+
+def _query_key(layer: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """A layer's ``q, k`` ``[B, heads, T, head_dims]`` (its ln1 and qkv)."""
+    attn = layer.attn
+    batch, length, _ = x.shape
+    qkv = attn.qkv(layer.ln1(x)).reshape(batch, length, 3, attn.num_heads,
+                                         attn.head_dims).permute(2, 0, 3, 1, 4)
+    return qkv[0], qkv[1]
 
 
 def attention_affinity(vit: nn.Module,
@@ -147,11 +235,11 @@ def attention_affinity(vit: nn.Module,
     For each chosen layer the attention probabilities are averaged over
     heads; the layers are summed, the extra (CLS) tokens' rows and columns
     are dropped and the result is symmetrised, ``(S + S^T) / 2``. The
-    network runs its own forward in ``torch.inference_mode`` and eval mode
-    (dropout and drop path off; every submodule's mode is restored
-    afterwards), only up to the deepest chosen layer's attention; an
-    enclosing autocast (e.g. bf16 on CUDA) applies to its layers, while the
-    attention logits and probabilities are float32.
+    network runs in ``torch.inference_mode`` and eval mode (dropout and
+    drop path off; every submodule's mode is restored afterwards), only up
+    to the deepest chosen layer's ``q, k``; an enclosing autocast (e.g.
+    bf16 on CUDA) applies to its layers, while the attention logits and
+    probabilities are float32.
 
     Args:
         vit (nn.Module): An mmpretrain ``VisionTransformer`` (``MAEViT``,
@@ -180,36 +268,21 @@ def attention_affinity(vit: nn.Module,
     modules = _attention_modules(vit, chosen)
     sums = []
 
-    def probe(attn: nn.Module, kernel, last: bool):
-        scale = attention_scale(attn)  # from the module's own kernel
+    def reader(scale: float) -> Callable[[Tensor, Tensor], None]:
+        return lambda query, key: sums.append(
+            head_mean_attention(query, key, scale, fused))
 
-        def call(query: Tensor, key: Tensor, value: Tensor, *args,
-                 **kwargs) -> Tensor:
-            sums.append(head_mean_attention(query, key, scale, fused))
-            if last:
-                raise _Stop
-            return kernel(query, key, value, *args, **kwargs)
-
-        return call
-
-    kernels = [attn.scaled_dot_product_attention for attn in modules]
     modes = [(module, module.training) for module in vit.modules()]
     vit.eval()
     try:
-        for attn, kernel in zip(modules, kernels):
-            attn.scaled_dot_product_attention = probe(
-                attn, kernel, attn is modules[-1])
-        with torch.inference_mode():
-            try:
-                VisionTransformer.forward(vit, images)
-            except _Stop:
-                pass
-            if len(sums) != len(modules):
-                raise RuntimeError(
-                    f'attention_affinity: the probe saw {len(sums)} of '
-                    f'{len(modules)} chosen attention calls; '
-                    f'{type(vit).__name__}.forward does not call its '
-                    'layers as mmpretrain\'s VisionTransformer does')
+        with torch.inference_mode(), _readouts(modules[:-1]) as readouts:
+            for readout, attn in zip(readouts, modules):
+                readout.reader = reader(attention_scale(attn))
+            x = token_embedding(vit, images)
+            for layer in vit.layers[:chosen[-1]]:
+                x = layer(x)
+            reader(attention_scale(modules[-1]))(
+                *_query_key(vit.layers[chosen[-1]], x))
             total = sums[0]
             for part in sums[1:]:
                 total = total + part
@@ -217,8 +290,6 @@ def attention_affinity(vit: nn.Module,
             patches = total[:, extra:, extra:]  # [B, N, N]
             affinity = (patches + patches.transpose(1, 2)) / 2
     finally:
-        for attn, kernel in zip(modules, kernels):
-            attn.scaled_dot_product_attention = kernel
         for module, mode in modes:
             module.training = mode
     # A normal tensor (inference tensors cannot be saved for backward,

@@ -1,12 +1,15 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """EHMMAEViT: MAEViT with an optional mask from outside."""
+import copy
+
 import pytest
 import torch
 from mmpretrain.models import MAEViT
 from mmpretrain.registry import MODELS
 
 import ehm_mm  # noqa: F401
-from ehm_mm.models import EHMMAEViT
+from ehm_mm.models import EHMMAEViT, attention_affinity
+from ehm_mm.models.masking.affinity import AttentionReadout
 
 ARCH = dict(embed_dims=48, num_layers=2, num_heads=3, feedforward_channels=96)
 
@@ -101,3 +104,28 @@ def test_bad_masks_fail_clearly():
 def test_config_mistakes_fail_at_build(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MODELS.build(dict(type='EHMMAEViT', arch=ARCH, **kwargs))
+
+
+def test_reading_attention_is_a_seam_of_the_backbone():
+    ours, theirs = _pair()
+    readouts = [layer.attn.scaled_dot_product_attention
+                for layer in ours.layers]
+    assert all(isinstance(r, AttentionReadout) for r in readouts)
+    x = torch.randn(2, 3, 32, 32)
+    plain = ours(x, mask=None)[0]
+    seen = []
+    ours.layers[1].register_forward_hook(
+        lambda module, args, out: seen.append(1))
+    affinity = ours.attention_affinity(x, layers=[0, 1])
+    # the same affinity as the probe lends to MAEViT for the call, the
+    # backbone's kernels untouched, the forward stopped at layer 1's q, k
+    assert torch.equal(affinity, attention_affinity(theirs, x))
+    assert [layer.attn.scaled_dot_product_attention
+            for layer in ours.layers] == readouts
+    assert all(r.reader is None for r in readouts) and seen == []
+    assert torch.equal(ours(x, mask=None)[0], plain)
+    # an EMA copy carries its own readouts
+    copied = copy.deepcopy(ours)
+    assert copied.layers[0].attn.scaled_dot_product_attention is not \
+        readouts[0]
+    assert torch.equal(copied.attention_affinity(x), affinity)
