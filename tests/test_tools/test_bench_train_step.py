@@ -34,7 +34,9 @@ def test_smoke_run_prints_every_figure(run_tool, tmp_path):
                   'EHM-MAE attn_layers 0-1 (2/2)', 'images/s',
                   'EHM/MAE ratio', 'EMA teacher update',
                   'teacher forward (fused)', 'affinity', 'hierarchy',
-                  'masks', 'hierarchy + masks',
+                  'masks', 'hierarchy + masks', 'step set-up',
+                  'logged values', 'teacher distance (1/100 it)',
+                  'student with given masks', 'timing noise',
                   'teacher call / fused inference forward',
                   'peak memory (peak RSS (VmHWM) growth'):
         assert field in text, field
@@ -49,8 +51,11 @@ def test_smoke_run_prints_every_figure(run_tool, tmp_path):
     for value in ('1', 'all'):
         comp = res['components'][value]
         assert set(comp) == {'ema_update', 'teacher_call', 'fused_forward',
-                             'teacher_network', 'hierarchy', 'masks'}
-        assert all(t > 0 for t in comp.values())
+                             'teacher_network', 'hierarchy', 'masks',
+                             'step_setup', 'log_vars', 'teacher_distance',
+                             'student'}
+        assert all(t > 0 for k, t in comp.items() if k != 'student')
+        assert math.isfinite(comp['student'])  # a difference of two steps
         ratio = res['step_times'][value][0] / res['step_times']['mae'][0]
         assert res['ratio'][value] == pytest.approx(ratio)
         assert f'EHM/MAE ratio {ratio:.3f}' in text
@@ -61,14 +66,16 @@ def _fake_result() -> dict:
         device='cpu', device_name='cpu', torch='x', threads=1,
         precision='float32', arch='b', num_layers=12, img_size=224,
         grid=[14, 14], batch_size=4, steps=3, warmup=1, teacher='ema',
-        progress=0.5, mask_depth=2.5, settings=['4'],
+        progress=0.5, log_interval=100, mask_depth=2.5, settings=['4'],
         setting_names={'4': '0-3 (4/12)'},
         step_times={'mae': [2.0] * 3, '4': [2.5] * 3},
         step_time={'mae': 2.0, '4': 2.5},
         ratio={'4': 1.25},
         components={'4': dict(ema_update=0.02, teacher_call=0.33,
                               fused_forward=0.3, teacher_network=0.3,
-                              hierarchy=0.01, masks=0.002)},
+                              hierarchy=0.01, masks=0.002, step_setup=0.001,
+                              log_vars=0.003, teacher_distance=0.4,
+                              student=0.13)},
         memory={'mae': dict(peak_mib=1000.0, how='ru_maxrss growth'),
                 '4': dict(peak_mib=1080.0, how='ru_maxrss growth')})
 
@@ -79,8 +86,12 @@ def test_report_arithmetic(bench):
     assert 'EHM/MAE ratio 1.250' in text
     assert '500.0 ms per step (25.0% of the MAE step)' in text
     assert 'affinity                    :      30.0 ms' in text
-    # rest = 500 - (20 + 300 + 30 + 10 + 2) ms
-    assert 'rest (student syncs, noise) :     138.0 ms' in text
+    # every part: 1 + 20 + 300 + 30 + 10 + 2 + 3 + 400 / 100 + 130 ms,
+    # timing noise = 500 - 500 ms
+    assert 'teacher distance (1/100 it) :       4.0 ms' in text
+    assert 'student with given masks    :     130.0 ms' in text
+    assert 'timing noise (extra - parts):       0.0 ms' in text
+    assert '(teacher distance when computed: 400.0 ms)' in text
     assert 'hierarchy + masks           :   0.60% of MAE step' in text
     assert 'same layers: 1.100' in text
     assert '1080.0 MiB  EHM/MAE ratio 1.080' in text

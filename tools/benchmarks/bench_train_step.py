@@ -9,13 +9,17 @@ encoder, decoder, batch and device), then times full training steps
   ``--attn-layers`` setting, and their EHM/MAE ratio (the median over
   rounds of the ratio within a round, robust to load from other
   processes);
-* the split of EHM's extra time: EMA teacher update, teacher forward (an
-  inference forward, fused attention, of the layers the teacher runs: all
-  but the deepest chosen one, then that one's qkv projection), the
-  affinity (what the teacher call costs beyond that: attention weights,
-  head mean, sum, symmetrisation), hierarchy, masks and the rest (the
-  step-time difference not accounted for: the student's mask checks,
-  Python overhead, timing noise), each also as a share of the MAE step;
+* the split of EHM's extra time into every part the EHM step adds: step
+  set-up (progress, seeds, host depth draw), EMA teacher update, teacher
+  forward (an inference forward, fused attention, of the layers the
+  teacher runs: all but the deepest chosen one, then that one's qkv
+  projection), the affinity (what the teacher call costs beyond that:
+  attention weights, head mean, sum, symmetrisation), hierarchy, masks,
+  the logged values, ``teacher_distance`` amortised over the
+  ``--log-interval`` (the step computes it on the logger's iterations
+  only) and the student's difference (an EHM step with given masks minus
+  MAE's step); what remains of the measured difference is timing noise,
+  each also as a share of the MAE step;
 * the teacher call against a fused inference forward of the same layers;
 * the peak memory of each model, every model in its own process: on CPU
   the growth of the peak RSS (``VmHWM``, reset after the imports) from
@@ -99,6 +103,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--progress', type=float, default=0.5,
                         help='training progress the masks are drawn at '
                         '(default 0.5)')
+    parser.add_argument('--log-interval', type=int, default=100,
+                        help='LoggerHook interval of the simulated run: '
+                        'the step computes teacher_distance on every '
+                        'such iteration only (default 100, mmpretrain\'s)')
     parser.add_argument('--device', default=None,
                         help='cpu / cuda (default: cuda when available)')
     parser.add_argument('--threads', type=int, default=None,
@@ -124,6 +132,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             parser.error(f'--{name} must be >= 1')
     if args.warmup < 0:
         parser.error('--warmup must be >= 0')
+    if args.log_interval < 1:
+        parser.error('--log-interval must be >= 1')
     if not 0 <= args.progress <= 1:
         parser.error('--progress must be in [0, 1]')
     for value in args.attn_layers:
@@ -170,13 +180,19 @@ def report(res: dict) -> str:
         comp = res['components'][value]
         extra = (res['ratio'][value] - 1) * mae_t
         affinity = comp['teacher_call'] - comp['teacher_network']
-        parts = [('EMA teacher update', comp['ema_update']),
+        every = res['log_interval']
+        parts = [('step set-up (seeds, depths)', comp['step_setup']),
+                 ('EMA teacher update', comp['ema_update']),
                  ('teacher forward (fused)', comp['teacher_network']),
                  ('affinity', affinity),
                  ('hierarchy', comp['hierarchy']),
-                 ('masks', comp['masks'])]
-        rest = extra - sum(t for _, t in parts)
-        parts.append(('rest (student syncs, noise)', rest))
+                 ('masks', comp['masks']),
+                 ('logged values', comp['log_vars']),
+                 (f'teacher distance (1/{every} it)',
+                  comp['teacher_distance'] / every),
+                 ('student with given masks', comp['student'])]
+        noise = extra - sum(t for _, t in parts)
+        parts.append(('timing noise (extra - parts)', noise))
         lines.append(
             f"EHM extra time, attn_layers {res['setting_names'][value]}: "
             f'{extra * 1e3:.1f} ms per step ({100 * extra / mae_t:.1f}% of '
@@ -184,6 +200,8 @@ def report(res: dict) -> str:
         for label, t in parts:
             lines.append(f'  {label:28}: {t * 1e3:9.1f} ms  '
                          f'{100 * t / mae_t:6.2f}% of MAE step')
+        lines.append(f"  (teacher distance when computed: "
+                     f"{comp['teacher_distance'] * 1e3:.1f} ms)")
         lines.append(
             f"  hierarchy + masks           : "
             f"{100 * (comp['hierarchy'] + comp['masks']) / mae_t:6.2f}% "

@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -28,15 +29,14 @@ from torch import nn
 
 import ehm_mm  # noqa: F401  (registers EHMMAE and the masking)
 from ehm_mm.models.masking import (
+    MaskSpec,
     build_hierarchy,
-    mask_nodes,
+    cut_masks,
     stochastic_round,
 )
-from ehm_mm.models.masking.affinity import resolve_layers
-from ehm_mm.models.masking.hierarchy import min_tree_height
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_masking import timed  # noqa: E402
+from bench_masking import timed, timed_pair  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -91,7 +91,7 @@ def model_configs(args: argparse.Namespace) -> Dict[str, dict]:
     head.update(patch_size=patch)
     masking = ehm['masking']
     # A small grid has shallow trees: keep the schedule inside them.
-    height = min_tree_height(grid * grid) - 1
+    height = math.ceil(math.log2(grid * grid)) - 1
     masking['d_max'] = min(masking.get('d_max', 5.0), height)
     masking['d_min'] = min(masking.get('d_min', 0.0), height)
     if args.teacher is not None:
@@ -130,11 +130,19 @@ def setting_name(value: str, num_layers: int) -> str:
     return f'0-{depth - 1} ({depth}/{num_layers})'
 
 
-def set_progress(progress: float, max_iters: int = 1000) -> None:
-    """Write ``iter`` / ``max_iters`` into the MessageHub, as a Runner."""
+def set_progress(progress: float, max_iters: int = 1000,
+                 log_interval: int = 100) -> None:
+    """Write ``iter`` / ``max_iters`` and the run config into the hub.
+
+    As a Runner does; the config's ``LoggerHook`` interval decides on which
+    iterations the step computes ``teacher_distance`` (not the timed one,
+    unless ``(iter + 1) % log_interval == 0``).
+    """
     hub = MessageHub.get_current_instance()
     hub.update_info('iter', int(round(progress * max_iters)))
     hub.update_info('max_iters', max_iters)
+    hub.update_info('cfg', 'default_hooks = dict(logger=dict('
+                    f"type='LoggerHook', interval={log_interval}))\n")
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -207,33 +215,61 @@ def fused_prefix(vit: nn.Module, images: torch.Tensor, depth: int) -> None:
     _forward_until(vit, images, vit.layers[depth - 1].attn.qkv)
 
 
-def time_components(model: nn.Module, images: torch.Tensor,
+def _resolve_last_layer(attn_layers: Optional[List[int]],
+                        num_layers: int) -> int:
+    """The number of layers the teacher runs for ``attn_layers``."""
+    if attn_layers is None:
+        return num_layers
+    return max(i % num_layers for i in attn_layers) + 1
+
+
+def time_components(model: nn.Module, mae: nn.Module, images: torch.Tensor,
                     attn_layers: Optional[List[int]], progress: float,
                     repeats: int, device: torch.device) -> Dict[str, float]:
-    """Seconds of each piece EHM adds to a step (median of ``repeats``).
+    """Seconds of each part of the EHM step beyond MAE's (median of
+    ``repeats``).
+
+    Every part :meth:`EHMMAE.loss` adds, in its order: the step set-up
+    (progress, seeds, host depth draw, generator), the EMA update, the
+    teacher (network, affinity), the tree, the masks, the logged values,
+    ``teacher_distance`` (per computation; a step computes it only on the
+    logger's iterations), and the student's difference: an EHM step whose
+    masks are given minus MAE's step (same weights, same batch).
 
     Args:
         model (nn.Module): The ``EHMMAE``.
+        mae (nn.Module): The ``MAE`` with the same weights.
         images (torch.Tensor): The batch.
         attn_layers (List[int], optional): The setting.
         progress (float): Training progress of the masks.
-        repeats (int): Timed calls per piece.
+        repeats (int): Timed calls per part.
         device (torch.device): Where it runs.
 
     Returns:
-        Dict[str, float]: ``ema_update``, ``teacher_call`` (forward and
-        affinity), ``fused_forward`` (fused inference forward of the same
-        layers), ``teacher_network`` (:func:`fused_prefix`, the part of
-        the teacher call that is not the affinity), ``hierarchy`` and
-        ``masks``.
+        Dict[str, float]: ``step_setup``, ``ema_update``, ``teacher_call``
+        (forward and affinity), ``fused_forward`` (fused inference forward
+        of the same layers), ``teacher_network`` (:func:`fused_prefix`, the
+        part of the teacher call that is not the affinity),
+        ``hierarchy``, ``masks``, ``log_vars``, ``teacher_distance`` and
+        ``student`` (may be negative: EHM's student takes its mask instead
+        of drawing one).
     """
     model.attn_layers = attn_layers
     teacher = (model.teacher.module
                if model.teacher is not None else model.backbone)
-    depth = resolve_layers(attn_layers, len(teacher.layers))[-1] + 1
+    depth = _resolve_last_layer(attn_layers, len(teacher.layers))
     masking = model.masking
-    grid = model.grid_size
+    spec: MaskSpec = masking.spec
+    batch = images.shape[0]
     out = {}
+
+    def step_setup() -> None:
+        # training_masks' host work around the masking
+        p = model.current_progress()
+        masking.draw_depths(p, batch, random.Random(model.mask_seed('depth')))
+        model._mask_generator(device)
+
+    out['step_setup'] = timed(step_setup, repeats, device)
     with autocast(device):
         if model.teacher is not None:
             out['ema_update'] = timed(
@@ -253,25 +289,37 @@ def time_components(model: nn.Module, images: torch.Tensor,
         out['teacher_call'] = timed(
             lambda: model.teacher_affinity(images), repeats, device)
         affinity = model.teacher_affinity(images)
-    levels = math.ceil(masking.depth_at(progress))
+    levels = spec.tree_levels(math.ceil(masking.depth_at(progress)))
     out['hierarchy'] = timed(
-        lambda: build_hierarchy(affinity, grid, num_levels=levels,
-                                **masking.hierarchy_cfg), repeats, device)
-    hierarchy = build_hierarchy(affinity, grid, num_levels=levels,
-                                **masking.hierarchy_cfg)
-    batch, num = affinity.shape[:2]
+        lambda: build_hierarchy(affinity, spec.grid_size, num_levels=levels,
+                                **spec.tree.kwargs()), repeats, device)
+    hierarchy = build_hierarchy(affinity, spec.grid_size, num_levels=levels,
+                                **spec.tree.kwargs())
 
-    def masks() -> None:
-        # What EvolvedHierarchicalMasking.forward does after the tree.
-        noise = torch.rand(batch, num, device=device)
-        depth = stochastic_round(masking.depth_at(progress), batch, device,
-                                 None)
-        depth = torch.minimum(depth, hierarchy.heights)
-        nodes = hierarchy.ancestors.gather(
-            1, depth[:, None, None].expand(batch, 1, num)).squeeze(1)
-        mask_nodes(nodes, masking.mask_ratio, noise=noise)
+    def masks():
+        # What EvolvedHierarchicalMasking does besides the tree.
+        noise = torch.rand(batch, spec.num_patches, device=device)
+        drawn = stochastic_round(masking.depth_at(progress), batch, device)
+        return cut_masks(hierarchy, drawn, noise, spec)
 
     out['masks'] = timed(masks, repeats, device)
+    result = masks()
+    log_vars = model.teacher_log_vars
+    model.teacher_log_vars = lambda: {}  # timed on its own below
+    out['log_vars'] = timed(lambda: model.masking_log_vars(result), repeats,
+                            device)
+    del model.teacher_log_vars
+    out['teacher_distance'] = timed(lambda: log_vars(always=True), repeats,
+                                    device) if model.teacher else 0.0
+    # the student: an EHM step with these masks against MAE's step
+    ehm_step, mae_step = make_step(model, images, device), make_step(
+        mae, images, device)
+    model.training_masks = lambda inputs: result
+    try:
+        with_masks, plain = timed_pair(ehm_step, mae_step, repeats, device)
+    finally:
+        del model.training_masks
+    out['student'] = with_masks - plain
     return out
 
 
@@ -344,7 +392,7 @@ def memory_child(args: argparse.Namespace) -> None:
     kind, setting = args.memory_child.split(':', 1)
     device = torch.device(args.device)
     cfgs = model_configs(args)
-    set_progress(args.progress)
+    set_progress(args.progress, log_interval=args.log_interval)
     images = torch.randn(args.batch_size, 3, args.img_size, args.img_size,
                          device=device)
     if device.type == 'cuda':
@@ -389,7 +437,7 @@ def run(args: argparse.Namespace) -> dict:
     """
     device = torch.device(args.device)
     cfgs = model_configs(args)
-    set_progress(args.progress)
+    set_progress(args.progress, log_interval=args.log_interval)
     torch.manual_seed(0)
     images = torch.randn(args.batch_size, 3, args.img_size, args.img_size,
                          device=device)
@@ -442,7 +490,7 @@ def run(args: argparse.Namespace) -> dict:
     log('EHM components')
     for value in settings:
         components[value] = time_components(
-            ehm, images, attn_setting(value, num_layers), args.progress,
+            ehm, mae, images, attn_setting(value, num_layers), args.progress,
             args.repeats, device)
     memory = {}
     if not args.no_memory:
@@ -467,6 +515,7 @@ def run(args: argparse.Namespace) -> dict:
         warmup=args.warmup,
         teacher=ehm.teacher_type,
         progress=args.progress,
+        log_interval=args.log_interval,
         mask_depth=ehm.masking.depth_at(args.progress),
         settings=settings,
         setting_names={v: setting_name(v, num_layers) for v in settings},

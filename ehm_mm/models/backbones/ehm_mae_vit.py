@@ -6,7 +6,7 @@ from mmpretrain.models import MAEViT
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from ..masking.affinity import attention_affinity, install_readouts
+from ..masking import attention_affinity, check_mask_ratio, install_readouts
 
 
 @MODELS.register_module()
@@ -56,10 +56,10 @@ class EHMMAEViT(MAEViT):
             raise ValueError(
                 f'backbone.img_size {img_size} is not divisible by '
                 f'backbone.patch_size {patch_size}')
-        mask_ratio = kwargs.get('mask_ratio', 0.75)
-        if not 0 < mask_ratio < 1:
-            raise ValueError('backbone.mask_ratio must be in (0, 1), got '
-                             f'{mask_ratio}')
+        try:  # the masking core's one check of a ratio
+            check_mask_ratio(kwargs.get('mask_ratio', 0.75))
+        except ValueError as e:
+            raise ValueError(f'backbone.{e}') from None
         super().__init__(
             arch=arch, img_size=img_size, patch_size=patch_size, **kwargs)
         self._given = None  # (mask, ids_restore, ids_keep) during forward

@@ -18,7 +18,7 @@
   cues (mean colour, gradient texture), for the data pipeline's masks and
   ``EHMMAE`` / ``EHMSimMIM`` with ``affinity_source='pixels'``.
 """
-from .affinity import attention_affinity
+from .affinity import attention_affinity, install_readouts
 from .control_masking import BlockwiseMasking, RandomHierarchyMasking
 from .evolved_masking import (
     EvolvedHierarchicalMasking,
@@ -27,11 +27,17 @@ from .evolved_masking import (
 )
 from .hierarchy import Hierarchy, TreeOptions, build_hierarchy
 from .mask_source import MaskingResult, MaskSource, split_shuffle
-from .mask_spec import DepthSchedule, MaskSpec, stochastic_round
+from .mask_spec import (
+    DepthSchedule,
+    MaskSpec,
+    check_mask_ratio,
+    stochastic_round,
+)
 from .pixel_affinity import cue_affinity, patch_cues, pixel_affinity
 
 __all__ = [
-    'attention_affinity', 'build_hierarchy', 'Hierarchy', 'TreeOptions',
+    'attention_affinity', 'install_readouts', 'check_mask_ratio',
+    'build_hierarchy', 'Hierarchy', 'TreeOptions',
     'DepthSchedule', 'MaskSpec', 'EvolvedHierarchicalMasking', 'MaskSource',
     'MaskingResult', 'cut_masks', 'mask_nodes', 'split_shuffle',
     'stochastic_round', 'BlockwiseMasking', 'RandomHierarchyMasking',
