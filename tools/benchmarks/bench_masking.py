@@ -223,7 +223,7 @@ def main() -> None:
     static = masking(compact=False)
     levels = math.ceil(args.depth)
     if args.depth_unit == 'node_size':  # levels the module builds
-        levels = math.ceil(static.levels_per_octave * levels)
+        levels = math.ceil(static.spec.levels_per_octave * levels)
     calls = {
         'tree, static, levels used':
         lambda: build_hierarchy(

@@ -204,16 +204,9 @@ class BlockwiseMasking(MaskSource):
                   generator: Optional[torch.Generator] = None) -> Hierarchy:
         """The block tree (patches, block pieces) the masks are cut from.
 
-        The same draws as :meth:`forward`: with the generator state it got,
-        the pieces of its masks.
-
-        Args:
-            affinity (Tensor, optional): Only its batch size and device are
-                used. Defaults to None.
-            batch_size (int, optional): ``B`` without an affinity.
-                Defaults to None.
-            generator (torch.Generator, optional): Random source.
-                Defaults to None.
+        The draws of :meth:`forward`: with the generator state it got, the
+        pieces of its masks (arguments as :meth:`MaskSource.hierarchy`;
+        an affinity gives only the batch size and device).
 
         Returns:
             Hierarchy: Two levels, ``[B, 2, N]``.
@@ -287,16 +280,12 @@ class RandomHierarchyMasking(EvolvedHierarchicalMasking):
                   affinity: Optional[Tensor] = None,
                   batch_size: Optional[int] = None,
                   generator: Optional[torch.Generator] = None) -> Hierarchy:
-        """The whole random tree; with the generator state :meth:`forward`
-        got, the tree its masks are cut from (every level).
+        """The whole random tree the masks are cut from.
 
-        Args:
-            affinity (Tensor, optional): Only its batch size and device are
-                used. Defaults to None.
-            batch_size (int, optional): ``B`` without an affinity.
-                Defaults to None.
-            generator (torch.Generator, optional): Random source.
-                Defaults to None.
+        The draws of :meth:`forward`: with the generator state it got, the
+        tree of its masks, every level (arguments as
+        :meth:`MaskSource.hierarchy`; an affinity gives only the batch size
+        and device).
 
         Returns:
             Hierarchy: The trees.

@@ -371,21 +371,6 @@ class EvolvedHierarchicalMasking(MaskSource):
         """DepthSchedule: The spec's depth schedule."""
         return self.spec.schedule
 
-    @property
-    def depth_unit(self) -> str:
-        """str: The spec's depth unit."""
-        return self.spec.depth_unit
-
-    @property
-    def levels_per_octave(self) -> float:
-        """float: The spec's tree levels per unit of node-size depth."""
-        return self.spec.levels_per_octave
-
-    @property
-    def boundary(self) -> str:
-        """str: The spec's boundary mode."""
-        return self.spec.boundary
-
     def depth_at(self, progress: float) -> float:
         """The continuous masking depth ``d(t)``.
 
@@ -520,10 +505,11 @@ class EvolvedHierarchicalMasking(MaskSource):
             affinity.detach().sum((1, 2), dtype=torch.float32))
 
     def extra_repr(self) -> str:
+        spec = self.spec
         return (f'grid_size={self.grid_size}, mask_ratio={self.mask_ratio}, '
-                f'depth_schedule={self.depth_schedule!r}, '
+                f'depth_schedule={spec.schedule!r}, '
                 f'hierarchy_cfg={self.hierarchy_cfg}, '
                 f'nonfinite={self.nonfinite!r}, '
-                f'depth_unit={self.depth_unit!r}, '
-                f'levels_per_octave={self.levels_per_octave}, '
-                f'boundary={self.boundary!r}')
+                f'depth_unit={spec.depth_unit!r}, '
+                f'levels_per_octave={spec.levels_per_octave}, '
+                f'boundary={spec.boundary!r})')
