@@ -3,9 +3,11 @@
 
 * ``hierarchy.py``: Adaptive Hierarchy Establishment (AHE), the per-image
   binary trees over the patches (torch only), and their options
-  (``TreeOptions``);
-* ``mask_spec.py``: what a masking is: the depth schedule and
-  ``MaskSpec``, validated once;
+  (``TreeOptions``); ``tree_level.py`` one level of it (match, merge),
+  ``affinity_norm.py`` what it does to the affinity first;
+* ``depth_schedule.py``: the masking depth over training and its
+  stochastic rounding;
+* ``mask_spec.py``: what a masking is, ``MaskSpec``, validated once;
 * ``evolved_masking.py``: Evolved Mask Generation (EMG): ``cut_masks``,
   the one path from a tree to masks, and the registered
   ``EvolvedHierarchicalMasking`` module;
@@ -20,6 +22,7 @@
 """
 from .affinity import attention_affinity, install_readouts
 from .control_masking import BlockwiseMasking, RandomHierarchyMasking
+from .depth_schedule import DepthSchedule, stochastic_round
 from .evolved_masking import (
     EvolvedHierarchicalMasking,
     cut_masks,
@@ -27,12 +30,7 @@ from .evolved_masking import (
 )
 from .hierarchy import Hierarchy, TreeOptions, build_hierarchy
 from .mask_source import MaskingResult, MaskSource, split_shuffle
-from .mask_spec import (
-    DepthSchedule,
-    MaskSpec,
-    check_mask_ratio,
-    stochastic_round,
-)
+from .mask_spec import MaskSpec, check_mask_ratio
 from .pixel_affinity import cue_affinity, patch_cues, pixel_affinity
 
 __all__ = [

@@ -29,17 +29,15 @@ import torch
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from .hierarchy import Hierarchy, build_hierarchy, check_affinity
-from .mask_source import MaskingResult, MaskSource, split_shuffle
-from .mask_spec import (  # noqa: F401  (SCHEDULES, DepthSchedule re-exported)
+from .depth_schedule import (  # noqa: F401  (SCHEDULES re-exported)
     SCHEDULES,
     DepthSchedule,
-    MaskSpec,
-    check_mask_ratio,
-    num_masked,
     stochastic_round,
     stochastic_round_host,
 )
+from .hierarchy import Hierarchy, build_hierarchy, check_affinity
+from .mask_source import MaskingResult, MaskSource, split_shuffle
+from .mask_spec import MaskSpec, check_mask_ratio, num_masked
 
 
 # --------------------------------------------------------------------------
@@ -291,13 +289,10 @@ class EvolvedHierarchicalMasking(MaskSource):
     ``nonfinite='error'`` or a depth given as a tensor).
 
     With ``depth_unit='node_size'`` a depth ``k`` names the level whose
-    mean node size is closest to ``2**k`` patches, so that a depth means
-    the same node size whatever the teacher; stochastic rounding keeps its
-    meaning (``d(t) = 3.4``: 60% of the images nodes of 8 patches, 40% of
-    16). The trees are then ``ceil(levels_per_octave * k_max)`` levels deep,
-    capped by ``hierarchy_cfg.max_levels``; an image whose tree has not
-    reached ``2**k`` uses its deepest level (``MaskingResult.node_size``
-    shows the sizes reached).
+    mean node size is closest to ``2**k`` patches, the same size whatever
+    the teacher; the trees are then ``ceil(levels_per_octave * k_max)``
+    levels deep (capped by ``hierarchy_cfg.max_levels``), and an image
+    whose tree has not reached ``2**k`` uses its deepest level.
 
     Random draws, in order: one ``torch.rand(B, N)`` for the patch values
     (the draw of ``MAEViT.random_masking``), then, with ``progress``,
@@ -318,7 +313,7 @@ class EvolvedHierarchicalMasking(MaskSource):
             over the grid must reach it (:class:`~.mask_spec.MaskSpec`).
             Defaults to 5.
         schedule (str): ``'linear'``, ``'cosine'``, ``'sqrt'``, ``'step'``
-            or ``'constant'`` (:class:`~.mask_spec.DepthSchedule`).
+            or ``'constant'`` (:class:`~.depth_schedule.DepthSchedule`).
             Defaults to 'linear'.
         num_steps (int, optional): Stages of the ``'step'`` schedule.
             Defaults to None.
