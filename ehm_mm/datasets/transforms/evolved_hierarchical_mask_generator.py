@@ -330,20 +330,20 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
     2. the masking depth: ``d(t)`` of the :class:`DepthSchedule` at the
        current progress ``t``, stochastically rounded;
     3. the tree, built only up to that depth (levels are built bottom-up,
-       so the lower levels do not depend on how many are built), and whole
-       nodes of that depth masked in random order, exactly
+       so the lower levels do not depend on how many are built), and the
+       masking core's :func:`~ehm_mm.models.masking.cut_masks`: whole
+       nodes of that depth in random order, exactly
        ``num_masking_patches`` (or ``round(mask_ratio * N)``) mask patches.
        Depth 0 is uniform random masking of mask patches, i.e.
        ``SimMIMMaskGenerator`` when ``round == ceil`` for its ratio.
 
-    ``depth_unit`` and ``boundary`` mean what they mean for the model-side
-    :class:`~ehm_mm.models.masking.EvolvedHierarchicalMasking`, with the
-    same functions: with ``depth_unit='node_size'`` depth ``k`` is the
-    level whose mean node size is closest to ``2**k`` mask patches
-    (:func:`level_by_node_size`) among the ``ceil(levels_per_octave *
-    ceil(d(t)))`` levels built (the module's ``k_max`` for a progress);
-    with ``boundary='subtree'`` the masked part of the one split node is
-    taken along its own subtree (:func:`subtree_order`).
+    The options form one :class:`~ehm_mm.models.masking.MaskSpec`
+    (:attr:`spec`), as for the model-side
+    :class:`~ehm_mm.models.masking.EvolvedHierarchicalMasking`, so
+    ``depth_unit`` and ``boundary`` mean the same and are checked the same;
+    with ``depth_unit='node_size'`` an image's mask is cut from among the
+    ``ceil(levels_per_octave * ceil(d(t)))`` levels built (the module's
+    ``k_max`` for a progress).
 
     **Progress.** ``t`` is read from a :class:`SharedProgress` that
     :class:`~ehm_mm.engine.hooks.MaskProgressHook` writes from the runner

@@ -43,9 +43,10 @@ class EHMMAE(TeacherMasksMixin, MAE):
     ``loss``, ``mask_depth`` (the batch's mean masking depth),
     ``nonfinite_affinity`` (the number of images whose affinity held NaN or
     inf and got MAE random masks instead; 0 normally) and, with
-    ``teacher='ema'``, ``teacher_distance`` (``||teacher - student|| /
-    ||student||`` after the update), all but ``loss`` logged, not part of
-    the loss.
+    ``teacher='ema'``, on the iterations the logger writes,
+    ``teacher_distance`` (``||teacher - student|| / ||student||`` after the
+    update, :meth:`EMATeacherMixin.teacher_log_vars`), all but ``loss``
+    logged, not part of the loss.
 
     The random draws of every iteration come from seeds hashed from
     ``(torch.initial_seed(), rank, iter)`` (:func:`mask_seed`), not from the
@@ -206,7 +207,8 @@ class EHMMAE(TeacherMasksMixin, MAE):
             Dict[str, torch.Tensor]: ``loss``, ``mask_depth`` (the mean
             depth of the batch's masks), ``nonfinite_affinity``, for masks
             cut from trees ``mask_node_size`` (the mean size in patches of
-            the masked nodes) and, with an EMA teacher, ``teacher_distance``.
+            the masked nodes) and, with an EMA teacher on the logger's
+            iterations, ``teacher_distance``.
         """
         masks = self.training_masks(inputs)
         latent, mask, ids_restore = self.backbone(

@@ -293,9 +293,9 @@ class EHMSimMIM(TeacherMasksMixin, SimMIM):
             masking depth), ``nonfinite_affinity`` (images whose affinity
             held NaN or inf and got random masks; 0 normally), for masks cut
             from trees ``mask_node_size`` (the mean size in mask patches of
-            the masked nodes) and, with an EMA teacher, ``teacher_distance``
-            (``||teacher - student|| / ||student||``), all but ``loss``
-            logged, not part of the loss.
+            the masked nodes) and, with an EMA teacher on the logger's
+            iterations, ``teacher_distance`` (``||teacher - student|| /
+            ||student||``), all but ``loss`` logged, not part of the loss.
         """
         result = self.training_masks(inputs)
         mask = self.token_mask(result)
