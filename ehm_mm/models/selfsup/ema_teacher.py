@@ -387,7 +387,7 @@ class EMATeacherMixin:
         text = hub.get_info('cfg')
         if text is None:
             return True
-        if getattr(self, '_logger_cfg', (None, ))[0] is not text:
+        if getattr(self, '_logger_cfg', (None, ))[0] != text:
             self._logger_cfg = (text, _logger_interval(text))
         interval = self._logger_cfg[1]
         if interval is None:
