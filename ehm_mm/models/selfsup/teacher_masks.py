@@ -96,6 +96,14 @@ class TeacherMasksMixin(EMATeacherMixin):
       masks, one :class:`~ehm_mm.models.masking.MaskingResult`;
     * :meth:`masking_log_vars`: ``mask_depth``, ``nonfinite_affinity`` and
       the teacher's log values.
+
+    What the model implements (its contract with the mixin): ``loss``,
+    which calls :meth:`training_masks` and runs its student on the masks
+    (MAE: the visible patches; SimMIM: the token mask), returning
+    ``dict(loss=..., **self.masking_log_vars(masks))``;
+    :meth:`predict_features`; and, where its teacher signal or mask grid
+    differs from the ViT attention on the patch grid,
+    :meth:`encoder_affinity`.
     """
 
     attn_layers: Optional[List[int]]
