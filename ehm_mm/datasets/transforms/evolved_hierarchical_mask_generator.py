@@ -630,7 +630,4 @@ class EvolvedHierarchicalMaskGenerator(BaseTransform):
                 f'hierarchy_cfg={self.hierarchy_cfg}, '
                 f'colour_weight={self.colour_weight}, '
                 f'texture_weight={self.texture_weight}, '
-                f'batched={self.batched}, '
-                f'depth_unit={spec.depth_unit!r}, '
-                f'levels_per_octave={spec.levels_per_octave}, '
-                f'boundary={spec.boundary!r})')
+                f'batched={self.batched}, {spec.unit_repr()})')

@@ -500,11 +500,7 @@ class EvolvedHierarchicalMasking(MaskSource):
             affinity.detach().sum((1, 2), dtype=torch.float32))
 
     def extra_repr(self) -> str:
-        spec = self.spec
         return (f'grid_size={self.grid_size}, mask_ratio={self.mask_ratio}, '
-                f'depth_schedule={spec.schedule!r}, '
+                f'depth_schedule={self.spec.schedule!r}, '
                 f'hierarchy_cfg={self.hierarchy_cfg}, '
-                f'nonfinite={self.nonfinite!r}, '
-                f'depth_unit={spec.depth_unit!r}, '
-                f'levels_per_octave={spec.levels_per_octave}, '
-                f'boundary={spec.boundary!r})')
+                f'nonfinite={self.nonfinite!r}, {self.spec.unit_repr()}')

@@ -169,6 +169,12 @@ class MaskSpec:
         """int: ``N = h * w``."""
         return self.grid_size[0] * self.grid_size[1]
 
+    def unit_repr(self) -> str:
+        """str: ``depth_unit=..., levels_per_octave=..., boundary=...``."""
+        return (f'depth_unit={self.depth_unit!r}, '
+                f'levels_per_octave={self.levels_per_octave}, '
+                f'boundary={self.boundary!r}')
+
     def tree_levels(self, depth: int) -> int:
         """Merge levels to build for masks of integer depth ``depth``.
 
