@@ -374,11 +374,14 @@ class EMATeacherMixin:
     def logs_this_iter(self) -> bool:
         """Whether the runner's ``LoggerHook`` writes this iteration's log.
 
-        It writes after iteration ``i`` when ``(i + 1) % interval == 0``,
-        ``interval`` that of ``default_hooks.logger`` in the run's config
-        (mmengine's ``RuntimeInfoHook`` puts the config into the
-        ``MessageHub``; read once per run). Outside a runner (no config in
-        the hub): every call. Without a logger hook: never.
+        As ``LoggerHook.after_train_iter``: after the iteration of index
+        ``i`` within its epoch when ``(i + 1) % interval == 0``, and after
+        an epoch's last iteration; ``interval`` is ``default_hooks.logger``'s
+        in the run's config, which mmengine's ``RuntimeInfoHook`` puts into
+        the ``MessageHub`` (read once per run); the epoch length is
+        ``max_iters / max_epochs`` (an iteration-based loop has one epoch).
+        Outside a runner (no config in the hub): every call. Without a
+        logger hook: never.
 
         Returns:
             bool: Whether to compute the logged diagnostics.
@@ -394,7 +397,11 @@ class EMATeacherMixin:
             return False
         if interval == 0:  # unknown: every iteration
             return True
-        return ((hub.get_info('iter') or 0) + 1) % interval == 0
+        cur_iter = hub.get_info('iter') or 0
+        per_epoch = (hub.get_info('max_iters') or 0) // max(
+            hub.get_info('max_epochs') or 1, 1)
+        inner = cur_iter % per_epoch if per_epoch > 0 else cur_iter
+        return (inner + 1) % interval == 0 or inner + 1 == per_epoch
 
     def train(self, mode: bool = True):
         """Set train/eval mode; the EMA teacher always stays in eval mode.

@@ -105,6 +105,15 @@ def test_teacher_distance_only_when_the_logger_writes(monkeypatch):
             monkeypatch.setattr(Config, 'fromstring', fromstring)
             assert logged == [False, False, False, True] * 2
             assert len(calls) == 3 and len(parsed) == 1  # read once a run
+            # an epoch-based loop of 2 epochs of 5 iterations: the index
+            # within the epoch counts, and an epoch's last iteration logs
+            hub.update_info('max_epochs', 2)
+            logged = []
+            for it in range(10):
+                hub.update_info('iter', it)
+                logged.append('teacher_distance' in model.loss(images, []))
+            assert logged == [False, False, False, True, True] * 2
+            hub.runtime_info.pop('max_epochs')
             # on request, whatever the iteration
             assert set(model.teacher_log_vars(always=True)) == {
                 'teacher_distance'}
