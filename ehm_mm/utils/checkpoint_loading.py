@@ -29,7 +29,9 @@ _ADVICE_MARKERS = ('weights_only', 'safe_globals', 'trusted source',
                    'Weights only load failed')
 
 #: Phrases of torch's errors about a damaged zip archive.
-_DAMAGE_MARKERS = ('PytorchStreamReader', 'zip archive', 'corrupted')
+_DAMAGE_MARKERS = ('PytorchStreamReader', 'zip archive', 'corrupted',
+                   'restore data location', 'record size',
+                   'storage that is not resizable')
 
 _KEEP_SAFE = ('Do not retry with weights_only=False: it would run any code '
               'the file carries. Re-create the file (or restore it from a '
@@ -42,8 +44,13 @@ class CheckpointLoadError(RuntimeError):
 
 
 # What torch's weights-only unpickler raises on bytes that are no pickle
-# stream at all, besides UnpicklingError (measured on random files).
-_GARBAGE_ERRORS = (IndexError, KeyError, ValueError, struct.error)
+# stream at all, besides UnpicklingError (measured on random files), and
+# what the allow-listed numpy / codecs functions raise on forged arguments
+# (measured by changing each byte of a checkpoint's pickle: e.g. an unknown
+# dtype or encoding name, a string where numpy wants a number, a method
+# name HistoryBuffer does not have).
+_GARBAGE_ERRORS = (AttributeError, LookupError, ValueError, TypeError,
+                   struct.error)
 
 
 def _torch_reason(message: str) -> str:
@@ -72,7 +79,7 @@ def describe_load_failure(filename: str, error: BaseException) -> str:
         what = 'ends before its data is complete (truncated)'
     elif isinstance(error, pickle.UnpicklingError):
         reason = _torch_reason(str(error))
-        if 'GLOBAL' in reason or 'global' in reason:
+        if any(m in reason for m in ('GLOBAL', 'global', 'object dtype')):
             what = ('holds Python objects that weights-only loading refuses '
                     f'({reason}); it may be crafted to run code')
         else:
@@ -99,7 +106,10 @@ def load_local_checkpoint(filename: Union[str, os.PathLike],
     Raises:
         FileNotFoundError: The file does not exist.
         CheckpointLoadError: The file is empty, truncated, not a checkpoint,
-            or holds objects outside the weights-only allow-list.
+            holds objects outside the weights-only allow-list (numpy
+            object arrays included), or torch could not load it for
+            another reason (e.g. ``map_location``); the message names the
+            file.
     """
     filename = osp.expanduser(str(filename))
     if not osp.isfile(filename):
@@ -117,14 +127,19 @@ def load_local_checkpoint(filename: Union[str, os.PathLike],
     except _GARBAGE_ERRORS as error:
         # Bytes that are not a pickle stream make the unpickler fail in
         # its own bookkeeping (an empty stack, an unknown memo key, a
-        # string that is not UTF-8) rather than with UnpicklingError.
+        # string that is not UTF-8) rather than with UnpicklingError, and
+        # forged arguments make numpy fail (an unknown dtype name).
         raise CheckpointLoadError(
             f'Checkpoint {filename} is not a PyTorch checkpoint, or is '
             f'damaged (the unpickler failed: {type(error).__name__}: '
             f'{error}). {_KEEP_SAFE}') from None
     except RuntimeError as error:
         if not any(m in str(error) for m in _DAMAGE_MARKERS):
-            raise  # e.g. a map_location problem, not the file's
+            # e.g. a map_location problem, not necessarily the file's
+            raise CheckpointLoadError(
+                f'Checkpoint {filename} could not be loaded ('
+                f'{type(error).__name__}: {_torch_reason(str(error))})'
+            ) from error
         raise CheckpointLoadError(describe_load_failure(filename,
                                                         error)) from None
 
