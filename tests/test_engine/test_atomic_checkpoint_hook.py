@@ -237,3 +237,75 @@ def test_saves_and_deletions(tmp_path, max_keep, kept):
         [f'iter_{i}.pth' for i in kept] + ['last_checkpoint'])
     assert (tmp_path / 'last_checkpoint').read_text() == str(
         tmp_path / 'iter_3.pth')
+
+
+class _Usage:
+    """What ``shutil.disk_usage`` returns, with ``free`` bytes free."""
+
+    def __init__(self, free: int) -> None:
+        self.total, self.used, self.free = 2**30, 2**30 - free, free
+
+
+def test_too_little_free_space_is_named_before_writing(tmp_path,
+                                                       monkeypatch):
+    """mmengine writes ``torch.save``'s bytes through ``backend.put``: with
+    less room than the new checkpoint needs, nothing is written and the
+    error names the file, the room needed and why (two checkpoints)."""
+    import errno
+    import shutil
+    path = tmp_path / 'iter_8.pth'
+    old = tmp_path / 'iter_4.pth'
+    old.write_bytes(b'complete')
+    monkeypatch.setattr(shutil, 'disk_usage', lambda _: _Usage(3 * 2**20))
+    with pytest.raises(OSError) as info:
+        AtomicLocalBackend().put(b'x' * (5 * 2**20), path)
+    assert info.value.errno == errno.ENOSPC
+    message = str(info.value)
+    assert str(path) in message
+    assert 'needs 5.0 MiB free' in message and '3.0 MiB are free' in message
+    assert 'two checkpoints' in message
+    assert sorted(os.listdir(tmp_path)) == ['iter_4.pth']
+
+
+def test_disk_full_during_the_write_names_the_file(tmp_path, monkeypatch):
+    """A write that fails with ENOSPC (a patched writer: the disk filled
+    while writing) names the file and the room needed instead of a bare
+    ``[Errno 28] No space left on device``; the old file stays."""
+    import builtins
+    import errno
+    real_open = builtins.open
+    path = tmp_path / 'iter_8.pth'
+    path.write_bytes(b'complete')
+
+    class _FullDisk:
+
+        def __init__(self, f):
+            self._f = f
+
+        def write(self, data):
+            self._f.write(data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    def full_open(file, mode='r', *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return _FullDisk(f) if TEMP_PREFIX in str(file) else f
+
+    monkeypatch.setattr(builtins, 'open', full_open)
+    with pytest.raises(OSError) as info:
+        AtomicLocalBackend().put(b'new' * 1000, path)
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC
+    message = str(info.value)
+    assert 'No space left on device' in message and str(path) in message
+    assert 'needs 0.0 MiB free' in message and 'two checkpoints' in message
+    assert path.read_bytes() == b'complete'
+    assert os.listdir(tmp_path) == ['iter_8.pth']
