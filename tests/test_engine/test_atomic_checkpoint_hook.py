@@ -218,6 +218,8 @@ class _Runner:
         self.work_dir = str(work_dir)
         self.message_hub = MessageHub(f'atomic_{uuid.uuid4().hex}')
         self.logger = MMLogger.get_current_instance()
+        self.model = torch.nn.Linear(2, 2)
+        self.iter = 0
 
     def save_checkpoint(self, out_dir, filename, backend_args=None, **_):
         path = osp.join(out_dir, filename)
@@ -309,3 +311,27 @@ def test_disk_full_during_the_write_names_the_file(tmp_path, monkeypatch):
     assert 'needs 0.0 MiB free' in message and 'two checkpoints' in message
     assert path.read_bytes() == b'complete'
     assert os.listdir(tmp_path) == ['iter_8.pth']
+
+
+def test_a_nonfinite_model_is_never_saved(tmp_path):
+    """A model holding NaN is not written: the save raises an error naming
+    the tensors and the last good checkpoint, which is kept (with
+    ``max_keep_ckpts=1`` it would otherwise be deleted) and stays in
+    ``last_checkpoint``."""
+    from ehm_mm.engine.hooks import AtomicCheckpointHook, TrainingDivergedError
+    hook = AtomicCheckpointHook(interval=1, by_epoch=False, max_keep_ckpts=1)
+    runner = _Runner(tmp_path)
+    hook.before_train(runner)
+    hook._save_checkpoint_with_step(runner, 1, meta=dict(iter=1))
+    with torch.no_grad():
+        runner.model.weight[0, 0] = float('nan')
+    with pytest.raises(TrainingDivergedError) as info:
+        hook._save_checkpoint_with_step(runner, 2, meta=dict(iter=2))
+    message = str(info.value)
+    assert 'Not saving iter_2.pth' in message
+    assert '1 of 2 floating-point tensors' in message and 'weight' in message
+    assert f'last good checkpoint is {tmp_path / "iter_1.pth"}' in message
+    assert 'lower learning rate' in message
+    assert sorted(os.listdir(tmp_path)) == ['iter_1.pth', 'last_checkpoint']
+    assert (tmp_path / 'last_checkpoint').read_text() == str(
+        tmp_path / 'iter_1.pth')
