@@ -23,6 +23,8 @@ from typing import Any, Optional, Union
 
 import torch
 
+from .checkpoint_digest import verify_tensor_digests
+
 #: Sentences of torch's messages that advise turning the safety check off.
 _ADVICE_MARKERS = ('weights_only', 'safe_globals', 'trusted source',
                    'file an issue', 'Check the documentation',
@@ -100,6 +102,10 @@ def load_local_checkpoint(filename: Union[str, os.PathLike],
         map_location (Any, optional): As for ``torch.load``. Defaults to
             None.
 
+    The sha256 of every tensor, when the checkpoint stores them
+    (:mod:`~ehm_mm.utils.checkpoint_digest`), is verified, and the digests
+    are removed from what is returned.
+
     Returns:
         Any: The loaded checkpoint.
 
@@ -108,8 +114,9 @@ def load_local_checkpoint(filename: Union[str, os.PathLike],
         CheckpointLoadError: The file is empty, truncated, not a checkpoint,
             holds objects outside the weights-only allow-list (numpy
             object arrays included), or torch could not load it for
-            another reason (e.g. ``map_location``); the message names the
-            file.
+            another reason (e.g. ``map_location``), or a tensor does not
+            match the sha256 stored at save time; the message names the
+            file (and the tensors).
     """
     filename = osp.expanduser(str(filename))
     if not osp.isfile(filename):
@@ -119,7 +126,7 @@ def load_local_checkpoint(filename: Union[str, os.PathLike],
             f'Checkpoint {filename} is empty (0 bytes), e.g. left by a save '
             f'that was interrupted. {_KEEP_SAFE}')
     try:
-        return torch.load(
+        checkpoint = torch.load(
             filename, map_location=map_location, weights_only=True)
     except (EOFError, pickle.UnpicklingError) as error:
         raise CheckpointLoadError(describe_load_failure(filename,
@@ -142,6 +149,11 @@ def load_local_checkpoint(filename: Union[str, os.PathLike],
             ) from error
         raise CheckpointLoadError(describe_load_failure(filename,
                                                         error)) from None
+    try:
+        verify_tensor_digests(checkpoint, filename)
+    except ValueError as error:
+        raise CheckpointLoadError(str(error)) from None
+    return checkpoint
 
 
 def register_checkpoint_loader() -> None:

@@ -10,6 +10,7 @@ from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 
 from ehm_mm.utils.atomic_io import atomic_write_text, remove_stale_temporaries
+from ehm_mm.utils.checkpoint_digest import add_tensor_digests
 
 from .divergence_guard_hook import (
     ADVICE,
@@ -83,18 +84,26 @@ class AtomicCheckpointHook(CheckpointHook):
     naming another backend) the writes are the backend's own; a warning
     says so, and step 3 still comes last.
 
+    Every checkpoint stores the sha256 of each of its tensors
+    (:mod:`ehm_mm.utils.checkpoint_digest`), which the project's loader
+    verifies, so a damaged byte is named instead of loaded.
+
     Args:
         *args: Positional arguments of ``CheckpointHook``.
+        tensor_digests (bool): Store the sha256 of every tensor in the
+            checkpoint. Turn off for very large checkpoints where hashing
+            at every save and load costs too much. Defaults to True.
         **kwargs: Keyword arguments of ``CheckpointHook``; the deprecated
             ``file_client_args`` is refused (use ``backend_args``).
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, tensor_digests: bool = True, **kwargs) -> None:
         if kwargs.get('file_client_args') is not None:
             raise ValueError(
                 'AtomicCheckpointHook does not accept the deprecated '
                 '`file_client_args`; use `backend_args` instead')
         super().__init__(*args, **kwargs)
+        self.tensor_digests = tensor_digests
         self.atomic = False
         self._prepared = False
 
@@ -143,6 +152,19 @@ class AtomicCheckpointHook(CheckpointHook):
         keep = [self.last_ckpt, getattr(self, 'best_ckpt_path', None)]
         keep += list(getattr(self, 'best_ckpt_path_dict', {}).values())
         deferred.flush(keep)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Store the sha256 of every tensor of the checkpoint.
+
+        Runs after the other hooks' ``before_save_checkpoint`` (this hook's
+        priority is the lowest), so the digests cover what is written.
+
+        Args:
+            runner (Runner): The runner of the training process.
+            checkpoint (dict): The checkpoint about to be written.
+        """
+        if self.tensor_digests and is_main_process():
+            add_tensor_digests(checkpoint)
 
     def _refuse_nonfinite_model(self, runner, filename: str) -> None:
         """Raise before a save if the model's state is not finite.
