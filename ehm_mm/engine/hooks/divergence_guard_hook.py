@@ -121,7 +121,9 @@ class DivergenceGuardHook(Hook):
                     f'skips non-finite steps, got {type(wrapper).__name__}'
                     f'{name}: set optim_wrapper.type to '
                     "'NonFiniteSkipOptimWrapper' (for OptimWrapper) or "
-                    "'NonFiniteSkipAmpOptimWrapper' (for AmpOptimWrapper).")
+                    "'NonFiniteSkipAmpOptimWrapper' (for AmpOptimWrapper), "
+                    'or remove the guard with '
+                    'default_hooks.divergence_guard=None.')
 
     @staticmethod
     def _wrappers(runner) -> Sequence[Tuple[str, object]]:
