@@ -120,10 +120,11 @@ class NonFiniteSkipMixin:
         """Clip as mmengine does; the norm it logged, or None (clipping by
         value computes no norm)."""
         self._clip_grad()  # logs float(norm): mmengine's own host read
-        if self.grad_name != 'grad_norm':
-            return None
-        return float(self.message_hub.get_scalar(
-            f'train/{self.grad_name}').current())
+        key = f'train/{self.grad_name}'
+        if self.grad_name != 'grad_norm' or (
+                key not in self.message_hub.log_scalars):
+            return None  # no gradient at all
+        return float(self.message_hub.get_scalar(key).current())
 
     def _step_unless(self, finite: torch.Tensor, **kwargs) -> None:
         """``optimizer.step`` if ``finite``, decided on the device where the
