@@ -9,4 +9,7 @@ _base_ = [
 
 model = _base_.ehm_mae_model
 train_dataloader = dict(sampler=_base_.ehm_train_sampler)
-default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
+optim_wrapper = dict(type='NonFiniteSkipAmpOptimWrapper')
+default_hooks = dict(
+    checkpoint=_base_.ehm_checkpoint_hook,
+    divergence_guard=_base_.ehm_divergence_guard_hook)

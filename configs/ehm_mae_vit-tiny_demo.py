@@ -93,7 +93,7 @@ val_cfg = dict()
 val_evaluator = [dict(type='HierarchyIoU'), dict(type='KNNAccuracy', k=20)]
 
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='NonFiniteSkipOptimWrapper',
     _delete_=True,
     optimizer=dict(
         type='AdamW', lr=1.5e-3, betas=(0.9, 0.95), weight_decay=0.05),

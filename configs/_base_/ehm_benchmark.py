@@ -4,7 +4,9 @@
 # configs/benchmarks/mmpretrain/, configs/{maskfeat,simmim}/benchmarks/):
 #   model = dict(backbone=dict(init_cfg=dict(
 #       _base_.ehm_encoder_init, checkpoint='pretrain/<name>.pth')))
-#   default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
+#   optim_wrapper = dict(type='NonFiniteSkip[Amp]OptimWrapper')
+#   default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook,
+#                        divergence_guard=_base_.ehm_divergence_guard_hook)
 _base_ = './ehm_runtime.py'
 
 # The encoder's weights: the student encoder backbone.* of an EHM

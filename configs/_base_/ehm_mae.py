@@ -48,6 +48,8 @@ ehm_train_sampler = dict(
     _delete_=True,
     type='SeededAugmentSampler',
     sampler=dict(type='DefaultSampler', shuffle=True))
-# Checkpoints: a config sets
-#   default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
+# Checkpoints and the divergence guard: a config sets
+#   optim_wrapper = dict(type='NonFiniteSkip[Amp]OptimWrapper')
+#   default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook,
+#                        divergence_guard=_base_.ehm_divergence_guard_hook)
 # (configs/_base_/ehm_runtime.py).

@@ -8,7 +8,9 @@
 # at the end of the recipe's train pipeline and sets
 #   train_dataloader = dict(sampler=_base_.ehm_train_sampler,
 #                           collate_fn=_base_.ehm_mask_collate, ...)
-#   default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
+#   optim_wrapper = dict(type='NonFiniteSkip[Amp]OptimWrapper')
+#   default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook,
+#                        divergence_guard=_base_.ehm_divergence_guard_hook)
 # (configs/{mae,maskfeat,simmim}/*_ehm-pix_*.py).
 _base_ = './ehm_runtime.py'
 

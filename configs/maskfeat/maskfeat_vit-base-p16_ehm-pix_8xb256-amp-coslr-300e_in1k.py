@@ -31,4 +31,7 @@ train_dataloader = dict(
     collate_fn=_base_.ehm_mask_collate,
     dataset=dict(pipeline=train_pipeline))
 
-default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
+optim_wrapper = dict(type='NonFiniteSkipAmpOptimWrapper')
+default_hooks = dict(
+    checkpoint=_base_.ehm_checkpoint_hook,
+    divergence_guard=_base_.ehm_divergence_guard_hook)

@@ -42,5 +42,10 @@ train_dataloader = dict(
 custom_hooks = [
     dict(type='HierarchyVisualizationHook', interval=10, num_images=4)
 ]
-# Checkpoints are written atomically (temporary file, fsync, rename).
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+# Checkpoints are written atomically (temporary file, fsync, rename); a
+# non-finite loss skips its step, and training stops after 3 in a row
+# (docs/en/reliability.md).
+optim_wrapper = dict(type='NonFiniteSkipAmpOptimWrapper')
+default_hooks = dict(
+    checkpoint=dict(type='AtomicCheckpointHook'),
+    divergence_guard=dict(type='DivergenceGuardHook'))

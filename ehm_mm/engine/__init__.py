@@ -1,7 +1,13 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 from .hooks import (  # noqa: F401
     AtomicCheckpointHook,
+    DivergenceGuardHook,
     EvaluationSummaryHook,
     HierarchyVisualizationHook,
     MaskProgressHook,
+    TrainingDivergedError,
+)
+from .optim_wrappers import (  # noqa: F401
+    NonFiniteSkipAmpOptimWrapper,
+    NonFiniteSkipOptimWrapper,
 )

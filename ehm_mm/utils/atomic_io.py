@@ -12,9 +12,11 @@ file or the complete new one. If the process dies mid-write, only a
 writes through a file backend (``backend_args=dict(backend='ehm_atomic')``).
 """
 import contextlib
+import errno
 import glob
 import os
 import os.path as osp
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, List, Union
@@ -84,16 +86,51 @@ def atomic_path(path: Union[str, Path]) -> Iterator[str]:
     _fsync_dir(folder)
 
 
+def _mib(num_bytes: int) -> str:
+    return f'{num_bytes / 2**20:.1f} MiB'
+
+
+def _space_message(path: str, needed: int, free: int) -> str:
+    """Say which file could not be written and how much room it needs."""
+    return (f'Cannot write {path}: it needs {_mib(needed)} free in '
+            f'{osp.dirname(path)}, {_mib(free)} are free. The file it '
+            'replaces (e.g. the previous checkpoint) is kept until the new '
+            'one is complete, so the disk must hold both at once (for '
+            'checkpoints: two checkpoints). Free some space, or save to '
+            'another disk (CheckpointHook out_dir).')
+
+
 def atomic_write_bytes(data: bytes, path: Union[str, Path]) -> None:
     """Write ``data`` to ``path`` atomically (temporary file, fsync, rename).
+
+    The free space of the folder is checked first, and a failed write
+    names the file and the room it needs.
 
     Args:
         data (bytes): The file content.
         path (str | Path): The final file path; its folder is created.
+
+    Raises:
+        OSError: ``errno.ENOSPC`` (or the write's own errno) with a message
+            naming ``path``, the bytes needed and the bytes free; ``path``
+            is left as it was.
     """
-    with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as f:
-            f.write(data)
+    path = osp.abspath(os.fspath(path))
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    free = shutil.disk_usage(osp.dirname(path)).free
+    if free < len(data):
+        raise OSError(errno.ENOSPC, _space_message(path, len(data), free))
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, 'wb') as f:
+                f.write(data)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        free = shutil.disk_usage(osp.dirname(path)).free
+        raise OSError(error.errno,
+                      f'{error.strerror}. ' +
+                      _space_message(path, len(data), free)) from error
 
 
 def atomic_write_text(text: str,

@@ -13,6 +13,12 @@ mmengine writes to torch's allow-list (:func:`checkpoint_safe_globals`).
 ``getattr(HistoryBuffer, 'mean')``; allowing the builtin ``getattr`` would
 re-open arbitrary code execution, so a ``getattr`` that only resolves
 ``HistoryBuffer``'s own statistics methods is registered under that name.
+
+Numpy arrays of ``object`` dtype are refused: numpy rebuilds them from a
+pickled list it trusts (forged bytes give a bare ``TypeError``, or crash
+the process when the list is shorter than the shape), and mmengine never
+writes them. ``numpy.dtype`` is therefore registered as
+:func:`plain_numpy_dtype`, which refuses every dtype holding objects.
 """
 import pickle
 from typing import Any, Callable, List
@@ -25,11 +31,12 @@ def numpy_pickle_globals() -> List[Any]:
     """Numpy types that pickled numpy scalars and arrays refer to.
 
     Returns:
-        list: ``numpy.ndarray``, ``numpy.dtype``, the reconstruct / scalar
-        functions (under ``numpy.core`` and ``numpy._core``) and the
-        ``numpy.dtypes.*DType`` classes.
+        list: ``numpy.ndarray``, :func:`plain_numpy_dtype` as
+        ``numpy.dtype``, the reconstruct / scalar functions (under
+        ``numpy.core`` and ``numpy._core``) and the ``numpy.dtypes.*DType``
+        classes except ``ObjectDType``.
     """
-    found: List[Any] = [np.ndarray, np.dtype]
+    found: List[Any] = [np.ndarray, (plain_numpy_dtype, 'numpy.dtype')]
     # ``np.core`` was renamed ``np._core`` in numpy 2; pickles name either.
     for module_name in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         try:
@@ -44,8 +51,30 @@ def numpy_pickle_globals() -> List[Any]:
     if dtypes is not None:
         found.extend(
             getattr(dtypes, name) for name in dir(dtypes)
-            if name.endswith('DType'))
+            if name.endswith('DType') and name != 'ObjectDType')
     return found
+
+
+def plain_numpy_dtype(*args: Any) -> np.dtype:
+    """``numpy.dtype(*args)`` for dtypes that hold no Python objects.
+
+    Args:
+        *args: The arguments a pickled dtype is rebuilt with (e.g.
+            ``('f8', False, True)``).
+
+    Returns:
+        numpy.dtype: The dtype.
+
+    Raises:
+        pickle.UnpicklingError: For an ``object`` dtype, or a structured
+            dtype with an ``object`` field.
+    """
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(
+            f'ehm_mm refuses numpy arrays of object dtype ({dtype!r}) in '
+            'checkpoints: numpy trusts the pickled Python objects they hold')
+    return dtype
 
 
 def history_buffer_getattr(obj: Any, name: str) -> Callable:

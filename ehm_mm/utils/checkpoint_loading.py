@@ -23,13 +23,17 @@ from typing import Any, Optional, Union
 
 import torch
 
+from .checkpoint_digest import verify_tensor_digests
+
 #: Sentences of torch's messages that advise turning the safety check off.
 _ADVICE_MARKERS = ('weights_only', 'safe_globals', 'trusted source',
                    'file an issue', 'Check the documentation',
                    'Weights only load failed')
 
 #: Phrases of torch's errors about a damaged zip archive.
-_DAMAGE_MARKERS = ('PytorchStreamReader', 'zip archive', 'corrupted')
+_DAMAGE_MARKERS = ('PytorchStreamReader', 'zip archive', 'corrupted',
+                   'restore data location', 'record size',
+                   'storage that is not resizable')
 
 _KEEP_SAFE = ('Do not retry with weights_only=False: it would run any code '
               'the file carries. Re-create the file (or restore it from a '
@@ -42,8 +46,13 @@ class CheckpointLoadError(RuntimeError):
 
 
 # What torch's weights-only unpickler raises on bytes that are no pickle
-# stream at all, besides UnpicklingError (measured on random files).
-_GARBAGE_ERRORS = (IndexError, KeyError, ValueError, struct.error)
+# stream at all, besides UnpicklingError (measured on random files), and
+# what the allow-listed numpy / codecs functions raise on forged arguments
+# (measured by changing each byte of a checkpoint's pickle: e.g. an unknown
+# dtype or encoding name, a string where numpy wants a number, a method
+# name HistoryBuffer does not have).
+_GARBAGE_ERRORS = (AttributeError, LookupError, ValueError, TypeError,
+                   struct.error)
 
 
 def _torch_reason(message: str) -> str:
@@ -72,7 +81,7 @@ def describe_load_failure(filename: str, error: BaseException) -> str:
         what = 'ends before its data is complete (truncated)'
     elif isinstance(error, pickle.UnpicklingError):
         reason = _torch_reason(str(error))
-        if 'GLOBAL' in reason or 'global' in reason:
+        if any(m in reason for m in ('GLOBAL', 'global', 'object dtype')):
             what = ('holds Python objects that weights-only loading refuses '
                     f'({reason}); it may be crafted to run code')
         else:
@@ -93,13 +102,21 @@ def load_local_checkpoint(filename: Union[str, os.PathLike],
         map_location (Any, optional): As for ``torch.load``. Defaults to
             None.
 
+    The sha256 of every tensor, when the checkpoint stores them
+    (:mod:`~ehm_mm.utils.checkpoint_digest`), is verified, and the digests
+    are removed from what is returned.
+
     Returns:
         Any: The loaded checkpoint.
 
     Raises:
         FileNotFoundError: The file does not exist.
         CheckpointLoadError: The file is empty, truncated, not a checkpoint,
-            or holds objects outside the weights-only allow-list.
+            holds objects outside the weights-only allow-list (numpy
+            object arrays included), or torch could not load it for
+            another reason (e.g. ``map_location``), or a tensor does not
+            match the sha256 stored at save time; the message names the
+            file (and the tensors).
     """
     filename = osp.expanduser(str(filename))
     if not osp.isfile(filename):
@@ -109,7 +126,7 @@ def load_local_checkpoint(filename: Union[str, os.PathLike],
             f'Checkpoint {filename} is empty (0 bytes), e.g. left by a save '
             f'that was interrupted. {_KEEP_SAFE}')
     try:
-        return torch.load(
+        checkpoint = torch.load(
             filename, map_location=map_location, weights_only=True)
     except (EOFError, pickle.UnpicklingError) as error:
         raise CheckpointLoadError(describe_load_failure(filename,
@@ -117,16 +134,26 @@ def load_local_checkpoint(filename: Union[str, os.PathLike],
     except _GARBAGE_ERRORS as error:
         # Bytes that are not a pickle stream make the unpickler fail in
         # its own bookkeeping (an empty stack, an unknown memo key, a
-        # string that is not UTF-8) rather than with UnpicklingError.
+        # string that is not UTF-8) rather than with UnpicklingError, and
+        # forged arguments make numpy fail (an unknown dtype name).
         raise CheckpointLoadError(
             f'Checkpoint {filename} is not a PyTorch checkpoint, or is '
             f'damaged (the unpickler failed: {type(error).__name__}: '
             f'{error}). {_KEEP_SAFE}') from None
     except RuntimeError as error:
         if not any(m in str(error) for m in _DAMAGE_MARKERS):
-            raise  # e.g. a map_location problem, not the file's
+            # e.g. a map_location problem, not necessarily the file's
+            raise CheckpointLoadError(
+                f'Checkpoint {filename} could not be loaded ('
+                f'{type(error).__name__}: {_torch_reason(str(error))})'
+            ) from error
         raise CheckpointLoadError(describe_load_failure(filename,
                                                         error)) from None
+    try:
+        verify_tensor_digests(checkpoint, filename)
+    except ValueError as error:
+        raise CheckpointLoadError(str(error)) from None
+    return checkpoint
 
 
 def register_checkpoint_loader() -> None:

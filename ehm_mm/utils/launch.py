@@ -19,6 +19,14 @@ from mmengine.runner import Runner
 # Keys only ``AmpOptimWrapper`` understands.
 _AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
 
+# Each fp32 optimizer wrapper and its AMP counterpart (the project's
+# divergence-guarded pair, ehm_mm/engine/optim_wrappers, and mmengine's).
+AMP_WRAPPER_OF = {
+    'OptimWrapper': 'AmpOptimWrapper',
+    'NonFiniteSkipOptimWrapper': 'NonFiniteSkipAmpOptimWrapper',
+}
+_FP32_WRAPPER_OF = {amp: fp32 for fp32, amp in AMP_WRAPPER_OF.items()}
+
 
 def accelerator_available() -> bool:
     """Whether a device AMP can run on (CUDA, NPU, MLU or MUSA).
@@ -39,25 +47,28 @@ def accelerator_available() -> bool:
 def enable_amp(cfg: Config) -> None:
     """Switch the config's optimizer wrapper to ``AmpOptimWrapper``.
 
+    (``NonFiniteSkipOptimWrapper`` to ``NonFiniteSkipAmpOptimWrapper``.)
+
     Args:
         cfg (Config): The config, changed in place.
     """
     optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if optim_wrapper == 'AmpOptimWrapper':
+    if optim_wrapper in _FP32_WRAPPER_OF:
         print_log('AMP training is already enabled in your config.',
                   logger='current')
         return
-    if optim_wrapper != 'OptimWrapper':
+    if optim_wrapper not in AMP_WRAPPER_OF:
         raise ValueError(
-            '`--amp` is only supported when optim_wrapper.type is '
-            f"'OptimWrapper', but got {optim_wrapper!r}.")
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            '`--amp` is only supported when optim_wrapper.type is one of '
+            f'{sorted(AMP_WRAPPER_OF)}, but got {optim_wrapper!r}.')
+    cfg.optim_wrapper.type = AMP_WRAPPER_OF[optim_wrapper]
     cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
 
 def fall_back_from_amp(cfg: Config) -> bool:
     """Replace ``AmpOptimWrapper`` by ``OptimWrapper`` without an accelerator.
 
+    (``NonFiniteSkipAmpOptimWrapper`` by ``NonFiniteSkipOptimWrapper``.)
     mmpretrain's MAE configs train with ``AmpOptimWrapper``, which mmengine
     refuses to build on a CPU-only machine. Falling back (with a warning)
     lets a user try any config on CPU; numbers then come from fp32 training.
@@ -71,15 +82,16 @@ def fall_back_from_amp(cfg: Config) -> bool:
     optim_wrapper = cfg.get('optim_wrapper')
     if not isinstance(optim_wrapper, (dict, ConfigDict)):
         return False
-    if optim_wrapper.get('type') != 'AmpOptimWrapper':
+    amp_type = optim_wrapper.get('type')
+    if amp_type not in _FP32_WRAPPER_OF:
         return False
     if accelerator_available():
         return False
     warnings.warn(
         'No CUDA/NPU/MLU/MUSA device found: optim_wrapper.type '
-        "'AmpOptimWrapper' is replaced by 'OptimWrapper' (fp32 training).",
-        UserWarning)
-    optim_wrapper.type = 'OptimWrapper'
+        f'{amp_type!r} is replaced by {_FP32_WRAPPER_OF[amp_type]!r} (fp32 '
+        'training).', UserWarning)
+    optim_wrapper.type = _FP32_WRAPPER_OF[amp_type]
     for key in _AMP_ONLY_KEYS:
         optim_wrapper.pop(key, None)
     return True

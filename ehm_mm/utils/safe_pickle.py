@@ -26,8 +26,12 @@ def _allowed_globals() -> Dict[Tuple[str, str], Any]:
         except (ImportError, KeyError):
             pass
     for obj in found:
-        module = getattr(obj, '__module__', None)
-        name = getattr(obj, '__name__', None)
+        if isinstance(obj, tuple):  # (replacement, 'module.name')
+            obj, full_name = obj
+            module, name = full_name.rsplit('.', 1)
+        else:
+            module = getattr(obj, '__module__', None)
+            name = getattr(obj, '__name__', None)
         if module and name:
             allowed[(module, name)] = obj
     # numpy pickles its arrays under the module path it had when the file

@@ -58,6 +58,12 @@ def test_only_the_model_differs_from_mmpretrain(ours, theirs):
     assert b['default_hooks']['checkpoint'].pop('type') == 'CheckpointHook'
     assert a.pop('ehm_train_sampler')['type'] == 'SeededAugmentSampler'
     assert a.pop('ehm_checkpoint_hook') == dict(type='AtomicCheckpointHook')
+    # The divergence guard.
+    guard = dict(type='DivergenceGuardHook', max_consecutive_nonfinite=3)
+    assert a['default_hooks'].pop('divergence_guard') == guard
+    assert a.pop('ehm_divergence_guard_hook') == guard
+    assert a['optim_wrapper'].pop('type') == 'NonFiniteSkipAmpOptimWrapper'
+    assert b['optim_wrapper'].pop('type') == 'AmpOptimWrapper'
     assert a == b
 
 

@@ -40,3 +40,20 @@ def test_pretraining_configs_seed_augmentation_per_draw(name):
     sampler = _load(name).train_dataloader.sampler
     assert sampler.type == 'SeededAugmentSampler'
     assert sampler.sampler == dict(type='DefaultSampler', shuffle=True)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_training_configs_guard_against_divergence(name):
+    """A non-finite loss skips its step (the optimizer wrapper) and a run
+    that keeps diverging stops (the hook)."""
+    cfg = _load(name)
+    if cfg.get('train_cfg') is None:
+        return  # test-only (retrieval) configs train nothing
+    assert cfg.optim_wrapper.type in ('NonFiniteSkipOptimWrapper',
+                                      'NonFiniteSkipAmpOptimWrapper'), name
+    assert cfg.default_hooks.divergence_guard.type == 'DivergenceGuardHook'
+    if cfg.optim_wrapper.type == 'NonFiniteSkipOptimWrapper' and (
+            'benchmarks' in name):
+        # the downstream fine-tuning recipes (AdamW, no clipping, no
+        # scaler) skip on the device with fused AdamW
+        assert cfg.optim_wrapper.optimizer.fused is True

@@ -97,6 +97,12 @@ def test_only_masking_differs_from_mmpretrain(name):
         imports=['ehm_mm'], allow_failed_imports=False)
     model_a, model_b = ours.pop('model'), theirs.pop('model')
     hooks = [h['type'] for h in ours.pop('custom_hooks', [])]
+    # The divergence guard (docs/en/reliability.md).
+    assert ours['optim_wrapper'].pop(
+        'type') == 'NonFiniteSkipAmpOptimWrapper'
+    assert theirs['optim_wrapper'].pop('type') == 'AmpOptimWrapper'
+    assert ours['default_hooks'].pop('divergence_guard')[
+        'type'] == 'DivergenceGuardHook'
     steps_a = ours['train_dataloader']['dataset'].pop('pipeline')
     steps_b = theirs['train_dataloader']['dataset'].pop('pipeline')
     assert ours.pop('train_pipeline') == steps_a
@@ -119,6 +125,8 @@ def test_only_masking_differs_from_mmpretrain(name):
             _delete_=True, type='evolved_mask_collate')
         assert ours.pop('ehm_checkpoint_hook') == dict(
             type='AtomicCheckpointHook')
+        assert ours.pop('ehm_divergence_guard_hook') == dict(
+            type='DivergenceGuardHook', max_consecutive_nonfinite=3)
         assert ours.pop('ehm_train_sampler')['type'] == 'SeededAugmentSampler'
         assert [g['type'] for g in generators] == [
             'EvolvedHierarchicalMaskGenerator']
@@ -219,7 +227,7 @@ def tiny_cfg(name: str, data_root: str, work_dir: str) -> Config:
             pipeline=steps))
     cfg.merge_from_dict(
         dict(
-            optim_wrapper=dict(type='OptimWrapper'),
+            optim_wrapper=dict(type='NonFiniteSkipOptimWrapper'),
             param_scheduler=[],
             train_cfg=dict(
                 _delete_=True, type='IterBasedTrainLoop', max_iters=2),

@@ -247,7 +247,7 @@ def tiny_cfg(checkpoint: str, ann_file: str, data_root: str,
                 test_cfg=dict(
                     rpn=dict(nms_pre=200, max_per_img=100),
                     rcnn=dict(score_thr=0.0, max_per_img=20))),
-            optim_wrapper=dict(type='OptimWrapper'),
+            optim_wrapper=dict(type='NonFiniteSkipOptimWrapper'),
             train_cfg=dict(max_iters=1, val_interval=1),
             default_hooks=dict(logger=dict(interval=1)),
             work_dir=work_dir))

@@ -91,7 +91,7 @@ def tiny_cfg(config: str, checkpoint: str, data_root: str,
     if cfg.model.get('neck') is not None:  # linear probing
         cfg.model.neck.input_features = EMBED_DIMS
         cfg.model.backbone.frozen_stages = NUM_LAYERS
-        cfg.optim_wrapper.type = 'OptimWrapper'
+        cfg.optim_wrapper.type = 'NonFiniteSkipOptimWrapper'
     cfg.test_evaluator = cfg.val_evaluator
     for loader, split in ((cfg.train_dataloader, 'train'),
                           (cfg.val_dataloader, 'val')):

@@ -164,7 +164,8 @@ def tiny_cfg(checkpoint: str, data_root: str, work_dir: str) -> Config:
                     in_channels=EMBED_DIMS, channels=16, norm_cfg=bn),
                 test_cfg=dict(crop_size=(64, 64), stride=(43, 43))),
             optim_wrapper=dict(
-                type='OptimWrapper', paramwise_cfg=dict(num_layers=4)),
+                type='NonFiniteSkipOptimWrapper',
+                paramwise_cfg=dict(num_layers=4)),
             train_cfg=dict(max_iters=1, val_interval=1),
             default_hooks=dict(logger=dict(interval=1)),
             work_dir=work_dir))

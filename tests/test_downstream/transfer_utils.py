@@ -61,7 +61,8 @@ def tiny_pretrain_cfg(data_root: str, work_dir: str) -> Config:
                 masking=dict(d_max=2.0),
                 ema_momentum=0.5),
             custom_hooks=[],
-            optim_wrapper=dict(type='OptimWrapper', optimizer=dict(lr=1e-3)),
+            optim_wrapper=dict(type='NonFiniteSkipOptimWrapper',
+                               optimizer=dict(lr=1e-3)),
             param_scheduler=[],
             train_cfg=dict(
                 _delete_=True, type='IterBasedTrainLoop', max_iters=2),

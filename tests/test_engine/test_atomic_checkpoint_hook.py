@@ -218,6 +218,8 @@ class _Runner:
         self.work_dir = str(work_dir)
         self.message_hub = MessageHub(f'atomic_{uuid.uuid4().hex}')
         self.logger = MMLogger.get_current_instance()
+        self.model = torch.nn.Linear(2, 2)
+        self.iter = 0
 
     def save_checkpoint(self, out_dir, filename, backend_args=None, **_):
         path = osp.join(out_dir, filename)
@@ -237,3 +239,99 @@ def test_saves_and_deletions(tmp_path, max_keep, kept):
         [f'iter_{i}.pth' for i in kept] + ['last_checkpoint'])
     assert (tmp_path / 'last_checkpoint').read_text() == str(
         tmp_path / 'iter_3.pth')
+
+
+class _Usage:
+    """What ``shutil.disk_usage`` returns, with ``free`` bytes free."""
+
+    def __init__(self, free: int) -> None:
+        self.total, self.used, self.free = 2**30, 2**30 - free, free
+
+
+def test_too_little_free_space_is_named_before_writing(tmp_path,
+                                                       monkeypatch):
+    """mmengine writes ``torch.save``'s bytes through ``backend.put``: with
+    less room than the new checkpoint needs, nothing is written and the
+    error names the file, the room needed and why (two checkpoints)."""
+    import errno
+    import shutil
+    path = tmp_path / 'iter_8.pth'
+    old = tmp_path / 'iter_4.pth'
+    old.write_bytes(b'complete')
+    monkeypatch.setattr(shutil, 'disk_usage', lambda _: _Usage(3 * 2**20))
+    with pytest.raises(OSError) as info:
+        AtomicLocalBackend().put(b'x' * (5 * 2**20), path)
+    assert info.value.errno == errno.ENOSPC
+    message = str(info.value)
+    assert str(path) in message
+    assert 'needs 5.0 MiB free' in message and '3.0 MiB are free' in message
+    assert 'two checkpoints' in message
+    assert sorted(os.listdir(tmp_path)) == ['iter_4.pth']
+
+
+def test_disk_full_during_the_write_names_the_file(tmp_path, monkeypatch):
+    """A write that fails with ENOSPC (a patched writer: the disk filled
+    while writing) names the file and the room needed instead of a bare
+    ``[Errno 28] No space left on device``; the old file stays."""
+    import builtins
+    import errno
+    real_open = builtins.open
+    path = tmp_path / 'iter_8.pth'
+    path.write_bytes(b'complete')
+
+    class _FullDisk:
+
+        def __init__(self, f):
+            self._f = f
+
+        def write(self, data):
+            self._f.write(data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    def full_open(file, mode='r', *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return _FullDisk(f) if TEMP_PREFIX in str(file) else f
+
+    monkeypatch.setattr(builtins, 'open', full_open)
+    with pytest.raises(OSError) as info:
+        AtomicLocalBackend().put(b'new' * 1000, path)
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC
+    message = str(info.value)
+    assert 'No space left on device' in message and str(path) in message
+    assert 'needs 0.0 MiB free' in message and 'two checkpoints' in message
+    assert path.read_bytes() == b'complete'
+    assert os.listdir(tmp_path) == ['iter_8.pth']
+
+
+def test_a_nonfinite_model_is_never_saved(tmp_path):
+    """A model holding NaN is not written: the save raises an error naming
+    the tensors and the last good checkpoint, which is kept (with
+    ``max_keep_ckpts=1`` it would otherwise be deleted) and stays in
+    ``last_checkpoint``."""
+    from ehm_mm.engine.hooks import AtomicCheckpointHook, TrainingDivergedError
+    hook = AtomicCheckpointHook(interval=1, by_epoch=False, max_keep_ckpts=1)
+    runner = _Runner(tmp_path)
+    hook.before_train(runner)
+    hook._save_checkpoint_with_step(runner, 1, meta=dict(iter=1))
+    with torch.no_grad():
+        runner.model.weight[0, 0] = float('nan')
+    with pytest.raises(TrainingDivergedError) as info:
+        hook._save_checkpoint_with_step(runner, 2, meta=dict(iter=2))
+    message = str(info.value)
+    assert 'Not saving iter_2.pth' in message
+    assert '1 of 2 floating-point tensors' in message and 'weight' in message
+    assert f'last good checkpoint is {tmp_path / "iter_1.pth"}' in message
+    assert 'lower learning rate' in message
+    assert sorted(os.listdir(tmp_path)) == ['iter_1.pth', 'last_checkpoint']
+    assert (tmp_path / 'last_checkpoint').read_text() == str(
+        tmp_path / 'iter_1.pth')

@@ -30,7 +30,7 @@ train_dataloader = dict(
     collate_fn=dict(type='evolved_mask_collate'),
     dataset=dict(type='CustomDataset', data_root='{data}', with_label=False,
                  pipeline=train_pipeline))
-optim_wrapper = dict(type='OptimWrapper')
+optim_wrapper = dict(type='NonFiniteSkipOptimWrapper')
 param_scheduler = []
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=4)
 default_hooks = dict(logger=dict(interval=1),

@@ -127,3 +127,84 @@ def test_unpickler_internal_errors_are_damage(tmp_path, monkeypatch, error):
         load_local_checkpoint(path)
     _check_message(str(info.value), path, 'random')
     assert type(error).__name__ in str(info.value)
+
+
+def _object_array_checkpoint(path, forged_items: bytes = None,
+                             shape: int = 2) -> None:
+    """A checkpoint holding ``np.array([1, 2], dtype=object)``; with
+    ``forged_items`` the pickled list of its items is replaced by those
+    bytes (same length), with ``shape`` its length is changed."""
+    import numpy as np
+    torch.save(dict(meta=dict(a=np.array([1, 2], dtype=object))), path)
+    raw = path.read_bytes()
+    items = b']q\x15(K\x01K\x02e'  # EMPTY_LIST, memo, MARK, 1, 2, APPENDS
+    shape_bytes = b'(K\x01K\x02\x85q\x0ecnumpy\ndtype'  # version 1, (2, )
+    assert raw.count(items) == 1 and raw.count(shape_bytes) == 1
+    if forged_items is not None:
+        assert len(forged_items) == len(items)
+        raw = raw.replace(items, forged_items)
+    raw = raw.replace(shape_bytes,
+                      shape_bytes.replace(b'K\x02', bytes([75, shape])))
+    path.write_bytes(raw)
+
+
+@pytest.mark.parametrize('forgery', ['none', 'string', 'long-shape'])
+def test_object_arrays_are_refused_with_the_file_named(tmp_path, forgery):
+    """numpy rebuilds an object array from a pickled list it trusts: a
+    string there gave a bare ``TypeError: object pickle not returning
+    list``; a shape longer than the list crashes the process (run in a
+    subprocess here so that a regression fails the test, not the run)."""
+    path = tmp_path / f'{forgery}.pth'
+    _object_array_checkpoint(
+        path,
+        forged_items=(b'X\x04\x00\x00\x00abcd'
+                      if forgery == 'string' else None),
+        shape=255 if forgery == 'long-shape' else 2)
+    code = ('import sys; import ehm_mm; '
+            'from ehm_mm.utils import load_local_checkpoint as load; '
+            f'load({str(path)!r})')
+    result = __import__('subprocess').run(
+        [sys.executable, '-c', code], capture_output=True, text=True,
+        cwd=osp.join(osp.dirname(__file__), '..', '..'), timeout=120)
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(
+        'ehm_mm.utils.checkpoint_loading.CheckpointLoadError'), last_line
+    assert str(path) in last_line
+    assert 'object dtype' in last_line
+    _check_message(last_line, path, 'code')
+
+
+def test_every_changed_byte_of_the_pickle_is_a_named_error(tmp_path):
+    """Each byte of the pickle of a checkpoint with numpy scalars, arrays
+    and a HistoryBuffer (what mmengine writes) set to 0 and to 255: the
+    file loads or fails with a CheckpointLoadError, never with numpy's or
+    the unpickler's own error (``TypeError: data type 'OF' not
+    understood``, ``LookupError: unknown encoding`` before)."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    history = HistoryBuffer()
+    history.update(1.5)
+    good = tmp_path / 'good.pth'
+    torch.save(
+        dict(meta=dict(seed=np.int64(3), scale=np.float64(0.5),
+                       shape=np.array([4, 5])),
+             message_hub=dict(loss=history),
+             state_dict=dict(w=torch.ones(3))), good)
+    raw = good.read_bytes()
+    start = raw.index(b'\x80\x02')  # the pickle's PROTO opcode
+    end = raw.index(b'PK', start)  # the next zip record
+    path = tmp_path / 'changed.pth'
+    escaped = []
+    for position in range(start, end):
+        for value in (0, 255):
+            changed = bytearray(raw)
+            changed[position] = value
+            path.write_bytes(bytes(changed))
+            try:
+                load_local_checkpoint(path)
+            except CheckpointLoadError as error:
+                assert str(path) in str(error)
+            except Exception as error:  # noqa: BLE001
+                escaped.append((position, value, repr(error)))
+    assert escaped == [], escaped[:20]

@@ -111,3 +111,18 @@ def test_leave_process_group(tmp_path):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_guarded_wrappers_keep_the_guard(monkeypatch):
+    """--amp and the CPU fall-back swap the divergence-guarded wrappers
+    for each other, never for mmengine's unguarded ones."""
+    monkeypatch.setattr(launch, 'accelerator_available', lambda: False)
+    cfg = _cfg(type='NonFiniteSkipAmpOptimWrapper', loss_scale='dynamic')
+    with pytest.warns(UserWarning, match="'NonFiniteSkipOptimWrapper'"):
+        assert launch.fall_back_from_amp(cfg)
+    assert cfg.optim_wrapper.type == 'NonFiniteSkipOptimWrapper'
+    assert 'loss_scale' not in cfg.optim_wrapper
+    launch.enable_amp(cfg)
+    assert cfg.optim_wrapper.type == 'NonFiniteSkipAmpOptimWrapper'
+    launch.enable_amp(cfg)  # already enabled: unchanged
+    assert cfg.optim_wrapper.type == 'NonFiniteSkipAmpOptimWrapper'

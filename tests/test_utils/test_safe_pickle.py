@@ -69,3 +69,12 @@ def test_broken_files_are_named(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(pickle.UnpicklingError, match='gnd.pkl'):
         load_data_pickle(path)
+
+
+def test_object_arrays_are_refused(tmp_path):
+    """numpy trusts the pickled items of an object array (forged ones crash
+    it), so data pickles may not hold them."""
+    path = tmp_path / 'gnd.pkl'
+    path.write_bytes(pickle.dumps(dict(ok=np.array([1, 2], dtype=object))))
+    with pytest.raises(pickle.UnpicklingError, match='object dtype'):
+        load_data_pickle(path)

@@ -75,7 +75,7 @@ test_dataloader = val_dataloader
 # detectron2's ViTDet.
 optim_wrapper = dict(
     _delete_=True,
-    type='AmpOptimWrapper',
+    type='NonFiniteSkipAmpOptimWrapper',  # skips the step of a non-finite loss
     constructor='BackboneLayerDecayOptimWrapperConstructor',
     optimizer=dict(
         type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
@@ -112,5 +112,6 @@ default_hooks = dict(
         by_epoch=False,
         interval=interval,
         save_last=True,
-        max_keep_ckpts=5))
+        max_keep_ckpts=5),
+    divergence_guard=dict(type='DivergenceGuardHook'))
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)

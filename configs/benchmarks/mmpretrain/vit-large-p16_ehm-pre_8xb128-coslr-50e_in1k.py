@@ -11,4 +11,10 @@ _base_ = [
 model = dict(backbone=dict(init_cfg=dict(
     _base_.ehm_encoder_init,
     checkpoint='pretrain/ehm_vit-large-p16_mmpretrain.pth')))
-default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
+# fused AdamW skips the step of a non-finite loss on the device (no host
+# read per step; docs/en/reliability.md).
+optim_wrapper = dict(
+    type='NonFiniteSkipOptimWrapper', optimizer=dict(fused=True))
+default_hooks = dict(
+    checkpoint=_base_.ehm_checkpoint_hook,
+    divergence_guard=_base_.ehm_divergence_guard_hook)

@@ -10,4 +10,7 @@ _base_ = [
 model = dict(backbone=dict(init_cfg=dict(
     _base_.ehm_encoder_init,
     checkpoint='pretrain/ehm_vit-large-p16_mmpretrain.pth')))
-default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
+optim_wrapper = dict(type='NonFiniteSkipAmpOptimWrapper')
+default_hooks = dict(
+    checkpoint=_base_.ehm_checkpoint_hook,
+    divergence_guard=_base_.ehm_divergence_guard_hook)

@@ -27,7 +27,10 @@ model = dict(
 
 # mmseg 1.x ignores the base config's legacy ``fp16`` key, so its "amp"
 # config trains in fp32; mixed precision is switched on here.
-optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic')
+# A non-finite loss skips its step; training stops after 3 in a row.
+optim_wrapper = dict(type='NonFiniteSkipAmpOptimWrapper', loss_scale='dynamic')
 
 # Checkpoints are written atomically (temporary file, fsync, rename).
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+default_hooks = dict(
+    checkpoint=dict(type='AtomicCheckpointHook'),
+    divergence_guard=dict(type='DivergenceGuardHook'))

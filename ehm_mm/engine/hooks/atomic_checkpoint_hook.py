@@ -10,6 +10,14 @@ from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 
 from ehm_mm.utils.atomic_io import atomic_write_text, remove_stale_temporaries
+from ehm_mm.utils.checkpoint_digest import add_tensor_digests
+
+from .divergence_guard_hook import (
+    ADVICE,
+    TrainingDivergedError,
+    last_checkpoint_text,
+    nonfinite_tensors,
+)
 
 
 class _DeferredRemovals:
@@ -67,23 +75,35 @@ class AtomicCheckpointHook(CheckpointHook):
 
     A killed run therefore always leaves the previous complete checkpoint
     and a ``last_checkpoint`` naming a complete file, so ``--resume`` works.
+    A model whose weights or buffers hold NaN or inf is never saved: the
+    save raises :class:`~ehm_mm.engine.hooks.TrainingDivergedError` naming
+    the tensors and the last good checkpoint, which is kept (and stays in
+    ``last_checkpoint``).
     Temporary files left by a killed save are deleted at the next
     ``before_train``. For non-local ``out_dir`` backends (``backend_args``
     naming another backend) the writes are the backend's own; a warning
     says so, and step 3 still comes last.
 
+    Every checkpoint stores the sha256 of each of its tensors
+    (:mod:`ehm_mm.utils.checkpoint_digest`), which the project's loader
+    verifies, so a damaged byte is named instead of loaded.
+
     Args:
         *args: Positional arguments of ``CheckpointHook``.
+        tensor_digests (bool): Store the sha256 of every tensor in the
+            checkpoint. Turn off for very large checkpoints where hashing
+            at every save and load costs too much. Defaults to True.
         **kwargs: Keyword arguments of ``CheckpointHook``; the deprecated
             ``file_client_args`` is refused (use ``backend_args``).
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, tensor_digests: bool = True, **kwargs) -> None:
         if kwargs.get('file_client_args') is not None:
             raise ValueError(
                 'AtomicCheckpointHook does not accept the deprecated '
                 '`file_client_args`; use `backend_args` instead')
         super().__init__(*args, **kwargs)
+        self.tensor_digests = tensor_digests
         self.atomic = False
         self._prepared = False
 
@@ -133,6 +153,37 @@ class AtomicCheckpointHook(CheckpointHook):
         keep += list(getattr(self, 'best_ckpt_path_dict', {}).values())
         deferred.flush(keep)
 
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Store the sha256 of every tensor of the checkpoint.
+
+        Runs after the other hooks' ``before_save_checkpoint`` (this hook's
+        priority is the lowest), so the digests cover what is written.
+
+        Args:
+            runner (Runner): The runner of the training process.
+            checkpoint (dict): The checkpoint about to be written.
+        """
+        if self.tensor_digests and is_main_process():
+            add_tensor_digests(checkpoint)
+
+    def _refuse_nonfinite_model(self, runner, filename: str) -> None:
+        """Raise before a save if the model's state is not finite.
+
+        Args:
+            runner (Runner): The runner of the training process.
+            filename (str): The checkpoint that would be written.
+
+        Raises:
+            TrainingDivergedError: Some tensor holds NaN or inf.
+        """
+        bad, total = nonfinite_tensors(runner.model)
+        if bad:
+            raise TrainingDivergedError(
+                f'Not saving {filename}: {len(bad)} of {total} '
+                'floating-point tensors of the model hold NaN '
+                f'or inf (e.g. {", ".join(bad[:5])}). '
+                f'{last_checkpoint_text(runner)} {ADVICE}')
+
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         """Save, update ``last_checkpoint``, then delete old checkpoints.
 
@@ -140,7 +191,12 @@ class AtomicCheckpointHook(CheckpointHook):
             runner (Runner): The runner of the training process.
             step (int): Epoch or iteration of the checkpoint.
             meta (dict): Meta information saved in the checkpoint.
+
+        Raises:
+            TrainingDivergedError: The model holds NaN or inf; nothing is
+                written or deleted.
         """
+        self._refuse_nonfinite_model(runner, self.filename_tmpl.format(step))
         outdated = None
         # (``keep_ckpt_ids`` exists only with max_keep_ckpts > 0.) A step
         # saved twice (periodic and best) is kept once.
@@ -194,5 +250,6 @@ class AtomicCheckpointHook(CheckpointHook):
             return
         # A validation before training comes before this hook's turn.
         self.before_train(runner)
+        self._refuse_nonfinite_model(runner, 'the best checkpoint')
         with self._removals_after_save():
             super()._save_best_checkpoint(runner, metrics)
