@@ -5,7 +5,7 @@ from unittest import mock
 import pytest
 import torch
 from mmengine.logging import MessageHub
-from test_no_host_sync import host_reads
+from test_no_host_sync import _cuda_steps_without_sync, host_reads
 from tiny_models import TINY_EHM_MAE, build_tiny
 
 import ehm_mm  # noqa: F401
@@ -85,3 +85,13 @@ def test_shuffled_masks_and_tree_are_the_next_images(hub):
     assert not torch.equal(made, own)
     with pytest.raises(ValueError, match='at least 2 images'):
         model.predict(images[:1])
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('masking,kind', SOURCES,
+                         ids=['shuffled', 'green', 'red', 'beit-blocks'])
+def test_cuda_step_does_not_synchronize(masking, kind, hub):
+    model = build_tiny(TINY_EHM_MAE, masking=masking).to('cuda').train()
+    assert isinstance(model.masking, kind)
+    _cuda_steps_without_sync(model, hub, 32)
