@@ -216,11 +216,7 @@ class BlockwiseMasking(MaskSource):
                    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Draw the rectangles of :meth:`blocks` (its one random draw).
 
-        Args:
-            batch_size (int): ``B``.
-            device (torch.device, optional): Defaults to None (CPU).
-            generator (torch.Generator, optional): Random source.
-                Defaults to None.
+        Arguments as :meth:`blocks`.
 
         Returns:
             Tuple[Tensor, Tensor, Tensor, Tensor]: LongTensors ``[B, K]``:
