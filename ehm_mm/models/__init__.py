@@ -2,6 +2,7 @@
 from .backbones import EHMMAEViT
 from .masking import (
     BlockwiseMasking,
+    ColorNoiseMasking,
     DepthSchedule,
     EvolvedHierarchicalMasking,
     Hierarchy,
@@ -9,6 +10,7 @@ from .masking import (
     MaskSource,
     MaskSpec,
     RandomHierarchyMasking,
+    ShuffledAffinityMasking,
     attention_affinity,
     build_hierarchy,
 )
@@ -17,6 +19,7 @@ from .selfsup import EHMMAE, EHMSimMIM, PipelineMaskMAE
 __all__ = [
     'EHMMAEViT', 'EHMMAE', 'EHMSimMIM', 'PipelineMaskMAE',
     'EvolvedHierarchicalMasking', 'BlockwiseMasking', 'RandomHierarchyMasking',
+    'ShuffledAffinityMasking', 'ColorNoiseMasking',
     'MaskSource', 'MaskSpec', 'DepthSchedule', 'Hierarchy', 'MaskingResult',
     'attention_affinity', 'build_hierarchy'
 ]

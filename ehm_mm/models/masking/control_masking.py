@@ -54,6 +54,32 @@ def compact_node_ids(nodes: Tensor, num_ids: int) -> Tensor:
     return new_id.gather(1, rep)
 
 
+#: BEiT's block areas on its 14 x 14 grid (196 patches): at least
+#: ``min_num_patches=16``, at most its masked count, 75 (``max_num_patches``
+#: None).
+BEIT_BLOCK_PATCHES = (16, 75)
+BEIT_NUM_PATCHES = 196
+SIZE_RANGES = (None, 'beit')
+
+
+def beit_block_patches(grid_size: Sequence[int]) -> Tuple[int, int]:
+    """BEiT's block area range scaled to a grid by its patch count.
+
+    The same fractions of the grid as BEiT's 16 and 75 of 196 patches:
+    ``round(a * N / 196)`` (at least 1); on an 8 x 8 grid 5 and 24.
+
+    Args:
+        grid_size (Sequence[int]): The patch grid ``(h, w)``.
+
+    Returns:
+        Tuple[int, int]: ``(min_block_patches, max_block_patches)``.
+    """
+    num = grid_size[0] * grid_size[1]
+    low, high = (max(1, round(area * num / BEIT_NUM_PATCHES))
+                 for area in BEIT_BLOCK_PATCHES)
+    return low, high
+
+
 @MODELS.register_module()
 class BlockwiseMasking(MaskSource):
     """Random rectangular blocks of patches (BEiT / SimMIM style).
@@ -92,6 +118,10 @@ class BlockwiseMasking(MaskSource):
             largest is its inverse. Defaults to 0.3.
         num_blocks (int, optional): Blocks drawn per image; None means
             ``2 * ceil(masked / min_block_patches)``. Defaults to None.
+        size_range (str, optional): ``'beit'`` sets ``min_block_patches``
+            and ``max_block_patches`` to BEiT's block areas scaled to the
+            grid (:func:`beit_block_patches`; leave those two at their
+            defaults then). None uses them as given. Defaults to None.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -104,8 +134,21 @@ class BlockwiseMasking(MaskSource):
                  max_block_patches: Optional[int] = None,
                  min_aspect: float = 0.3,
                  num_blocks: Optional[int] = None,
+                 size_range: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(grid_size, mask_ratio, init_cfg)
+        if size_range not in SIZE_RANGES:
+            raise ValueError(f'size_range must be one of {SIZE_RANGES}, '
+                             f'got {size_range!r}')
+        if size_range == 'beit':
+            if min_block_patches != 4 or max_block_patches is not None:
+                raise ValueError(
+                    "size_range='beit' sets min_block_patches and "
+                    'max_block_patches; leave them at their defaults, got '
+                    f'{min_block_patches!r} and {max_block_patches!r}')
+            min_block_patches, max_block_patches = beit_block_patches(
+                self.grid_size)
+        self.size_range = size_range
         for name, value in (('min_block_patches', min_block_patches),
                             ('max_block_patches', max_block_patches),
                             ('num_blocks', num_blocks)):
@@ -153,6 +196,33 @@ class BlockwiseMasking(MaskSource):
             covering each patch, ``K`` (the block count) for none.
         """
         h, w = self.grid_size
+        top, left, rows, cols = self.rectangles(batch_size, device,
+                                                generator)
+        blocks = rows.shape[1]
+        patch = torch.arange(h * w, device=device)
+        prow, pcol = (patch // w)[None, None], (patch % w)[None, None]
+        covered = ((prow >= top[..., None]) & (prow < (top + rows)[..., None])
+                   & (pcol >= left[..., None])
+                   & (pcol < (left + cols)[..., None]))  # [B, K, N]
+        block_index = torch.arange(blocks, device=device)[None, :, None]
+        first = torch.where(covered, block_index,
+                            torch.full_like(block_index, blocks))
+        return first.amin(dim=1)  # [B, N]
+
+    def rectangles(self,
+                   batch_size: int,
+                   device: Optional[torch.device] = None,
+                   generator: Optional[torch.Generator] = None
+                   ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Draw the rectangles of :meth:`blocks` (its one random draw).
+
+        Arguments as :meth:`blocks`.
+
+        Returns:
+            Tuple[Tensor, Tensor, Tensor, Tensor]: LongTensors ``[B, K]``:
+            top row, left column, rows and columns of every block.
+        """
+        h, w = self.grid_size
         blocks = self._block_count(self.num_masked)
         max_area = (self.num_masked if self.max_block_patches is None else
                     self.max_block_patches)
@@ -169,15 +239,7 @@ class BlockwiseMasking(MaskSource):
             max=h - rows)
         left = (draw[..., 3] * (w - cols + 1)).floor().long().clamp(
             max=w - cols)
-        patch = torch.arange(h * w, device=device)
-        prow, pcol = (patch // w)[None, None], (patch % w)[None, None]
-        covered = ((prow >= top[..., None]) & (prow < (top + rows)[..., None])
-                   & (pcol >= left[..., None])
-                   & (pcol < (left + cols)[..., None]))  # [B, K, N]
-        block_index = torch.arange(blocks, device=device)[None, :, None]
-        first = torch.where(covered, block_index,
-                            torch.full_like(block_index, blocks))
-        return first.amin(dim=1)  # [B, N]
+        return top, left, rows, cols
 
     def _draw(self, batch: int, device: torch.device,
               generator: Optional[torch.Generator]
@@ -247,7 +309,8 @@ class BlockwiseMasking(MaskSource):
         return (f'grid_size={self.grid_size}, mask_ratio={self.mask_ratio}, '
                 f'min_block_patches={self.min_block_patches}, '
                 f'max_block_patches={self.max_block_patches}, '
-                f'min_aspect={self.min_aspect}, num_blocks={self.num_blocks}')
+                f'min_aspect={self.min_aspect}, num_blocks={self.num_blocks}, '
+                f'size_range={self.size_range!r}')
 
 
 @MODELS.register_module()

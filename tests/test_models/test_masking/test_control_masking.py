@@ -8,6 +8,7 @@ from ehm_mm.models.masking import (
     BlockwiseMasking,
     MaskingResult,
     RandomHierarchyMasking,
+    beit_block_patches,
 )
 from ehm_mm.models.masking.control_masking import compact_node_ids
 
@@ -207,3 +208,53 @@ def test_compact_node_ids():
     nodes = torch.tensor([[7, 7, 3, 9, 3], [0, 1, 0, 1, 2]])
     assert compact_node_ids(nodes, 10).tolist() == [[0, 0, 1, 2, 1],
                                                     [0, 1, 0, 1, 2]]
+
+
+def _blocks_in_masks(masking: BlockwiseMasking, batch: int,
+                     seed: int) -> torch.Tensor:
+    """How many drawn blocks each mask takes patches from."""
+    out = masking(None, batch_size=batch,
+                  generator=torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed)  # the same draws: noise, blocks
+    torch.rand(batch, masking.num_patches, generator=gen)
+    first = masking.blocks(batch, generator=gen)  # [B, N]
+    blocks = masking._block_count(masking.num_masked)
+    taken = torch.zeros(batch, blocks + 1).scatter_(
+        1, first, out.mask)[:, :blocks]  # [B, K] 1 if a block is masked
+    return (taken > 0).sum(1).float()
+
+
+def test_beit_block_sizes_scaled_to_the_grid():
+    # BEiT: blocks of 16 .. 75 patches (its masked count) of 14 x 14; the
+    # same fractions of an 8 x 8 grid are 16 * 64 / 196 = 5.2 and
+    # 75 * 64 / 196 = 24.5 patches
+    assert beit_block_patches((14, 14)) == (16, 75)
+    assert beit_block_patches((8, 8)) == (5, 24)
+    masking = MODELS.build(dict(type='BlockwiseMasking', grid_size=(8, 8),
+                                mask_ratio=0.75, size_range='beit'))
+    assert (masking.min_block_patches, masking.max_block_patches) == (5, 24)
+    assert "size_range='beit'" in repr(masking)
+    _, _, rows, cols = masking.rectangles(
+        1000, generator=torch.Generator().manual_seed(0))
+    area = (rows * cols).float()
+    # rounding the sides moves a few areas out of [5, 24]
+    assert float(((area >= 5) & (area <= 24)).float().mean()) >= 0.95
+    assert 3 <= float(area.min()) and float(area.max()) <= 28
+    assert float(area.mean()) == pytest.approx((5 + 24) / 2, abs=0.5)
+    # exact ratio, and a mask takes patches from about 6 blocks (4 to 9 in
+    # 90 % of masks), where today's 4 .. 48 patches make about 3
+    out = masking(None, batch_size=64,
+                  generator=torch.Generator().manual_seed(1))
+    assert bool((out.mask.sum(1) == 48).all())
+    count = _blocks_in_masks(masking, 1000, seed=2)
+    assert 5.5 <= float(count.mean()) <= 7.0
+    assert float(torch.quantile(count, 0.05)) >= 3
+    assert float(torch.quantile(count, 0.95)) <= 10
+    wide = _blocks_in_masks(BlockwiseMasking((8, 8)), 1000, seed=2)
+    assert float(wide.mean()) < 4
+    # the option owns both sizes
+    for bad in (dict(size_range='beit', min_block_patches=2),
+                dict(size_range='beit', max_block_patches=30),
+                dict(size_range='mae')):
+        with pytest.raises(ValueError, match='size_range'):
+            BlockwiseMasking((8, 8), **bad)
