@@ -7,9 +7,11 @@ Two :class:`~.mask_source.MaskSource` modules, so ``EHMMAE`` and
 * :class:`BlockwiseMasking`: BEiT / SimMIM-style random rectangles of
   patches at the same exact ratio (the paper's "block" masks);
 * :class:`RandomHierarchyMasking`: EHM's own tree builder and depth schedule
-  on a random affinity, i.e. contiguous random regions with the node sizes
-  of EHM's trees but no image content (the control for "is it the
-  attention-derived hierarchy or any contiguous chunks?").
+  on a random affinity, i.e. contiguous random regions with no image
+  content (the control for "is it the attention-derived hierarchy or any
+  contiguous chunks?"). A tree level of a noise tree holds larger nodes
+  than the same level of a teacher's tree (masking study, issue 22): the
+  node sizes match EHM's only with ``depth_unit='node_size'``.
 
 Both set ``requires_affinity = False`` (the model then skips the teacher's
 attention for the masks): an affinity handed in is read only for its batch
@@ -321,8 +323,8 @@ class RandomHierarchyMasking(EvolvedHierarchicalMasking):
     symmetrised, drawn per image from ``generator``; the tree builder, the
     depth schedule and the node masking are exactly
     :class:`EvolvedHierarchicalMasking`'s. The result: masks of whole
-    contiguous random regions whose sizes follow EHM's per-level node
-    statistics, at the same exact ratio. All arguments are those of
+    contiguous random regions at the same exact ratio, of the noise tree's
+    node sizes (size-matched to EHM's with ``depth_unit='node_size'``). All arguments are those of
     :class:`EvolvedHierarchicalMasking`.
 
     Random draws from ``generator``, in order: ``torch.rand(B, N, N)`` (the

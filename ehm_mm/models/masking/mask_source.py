@@ -96,7 +96,13 @@ class MaskSource(BaseModule, metaclass=ABCMeta):
        (``HierarchyIoU`` scores it through the model's ``predict``); a
        source without a tree returns :meth:`Hierarchy.leaves`;
     5. optionally :meth:`draw_depths`, when the masks evolve with training
-       progress (the default draws depth 0 for every image).
+       progress (the default draws depth 0 for every image);
+    6. the class attribute :attr:`masks_own_image_tree`: False when an
+       image's masks come from a tree that is not the model's tree of that
+       image (another image's, as ``ShuffledAffinityMasking`` does); the
+       model's ``predict`` then also writes the image's own tree, labelled
+       ``teacher_hierarchy_ancestors``, as it does for sources that need no
+       affinity.
 
     :meth:`forward` is the same for all: it finds the batch size and device
     and calls :meth:`make_masks`. The model draws the per-image depths on
@@ -115,6 +121,8 @@ class MaskSource(BaseModule, metaclass=ABCMeta):
 
     #: Whether the masks are cut from the affinity ``forward`` is given.
     requires_affinity: bool = True
+    #: Whether image i's masks are cut from image i's own tree.
+    masks_own_image_tree: bool = True
 
     def __init__(self,
                  grid_size: Sequence[int],

@@ -56,6 +56,8 @@ class ShuffledAffinityMasking(EvolvedHierarchicalMasking):
     All arguments are those of :class:`EvolvedHierarchicalMasking`.
     """
 
+    masks_own_image_tree = False
+
     def _check_batch(self, batch: int) -> None:
         """Refuse a batch without another image to take the tree of."""
         if batch < 2:

@@ -274,7 +274,8 @@ class TeacherMasksMixin(EMATeacherMixin):
         (the teacher's attention, or the pixel cues): what EHM would cut
         masks from. :meth:`predict` writes it as
         ``teacher_hierarchy_ancestors`` when the mask source does not use
-        the affinity (block or random-tree masks).
+        the affinity (block or random-tree masks) or does not cut an
+        image's masks from its own tree (shuffled attention).
 
         Args:
             inputs (Tensor): Normalised images ``[B, C, H, W]``.
@@ -315,7 +316,8 @@ class TeacherMasksMixin(EMATeacherMixin):
         reads, and what the model adds), ``hierarchy_ancestors``
         (``[L, gh, gw]``, :meth:`predict_hierarchy`: the ancestor ids per
         level of the tree the masks are cut from), which ``HierarchyIoU``
-        reads, and, for a mask source that does not use the affinity,
+        reads, and, for a mask source that does not use the affinity or
+        does not cut an image's masks from its own tree,
         ``teacher_hierarchy_ancestors`` (:meth:`predict_teacher_hierarchy`,
         ``HierarchyIoU(ancestors_key='teacher_hierarchy_ancestors')``).
 
@@ -330,7 +332,8 @@ class TeacherMasksMixin(EMATeacherMixin):
         """
         fields = dict(self.predict_features(inputs))
         fields['hierarchy_ancestors'] = self.predict_hierarchy(inputs)
-        if not self.masking.requires_affinity:
+        if (not self.masking.requires_affinity
+                or not self.masking.masks_own_image_tree):
             fields['teacher_hierarchy_ancestors'] = \
                 self.predict_teacher_hierarchy(inputs)
         if data_samples is None:

@@ -83,6 +83,9 @@ def test_shuffled_masks_and_tree_are_the_next_images(hub):
     own = model.predict_teacher_hierarchy(images)
     assert torch.equal(made, own.roll(-1, 0))
     assert not torch.equal(made, own)
+    # and the image's own tree is there too, labelled as the teacher's
+    teacher = torch.stack([s.teacher_hierarchy_ancestors for s in samples])
+    assert torch.equal(teacher, own)
     with pytest.raises(ValueError, match='at least 2 images'):
         model.predict(images[:1])
 
