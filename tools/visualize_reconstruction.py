@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 from PIL import Image
@@ -74,10 +74,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the mask draws (default 0)')
     parser.add_argument('--device', default='cpu', help='device (cpu)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value pairs (e.g. '
+        'test_dataloader.dataset.data_root=DIR)')
     return parser.parse_args(argv)
 
 
-def build_model(config: str, checkpoint: str, device: str
+def build_model(config: str, checkpoint: str, device: str,
+                cfg_options: Optional[dict] = None
                 ) -> Tuple[nn.Module, Config]:
     """Build the config's model and load the checkpoint into it.
 
@@ -85,6 +92,8 @@ def build_model(config: str, checkpoint: str, device: str
         config (str): Config path.
         checkpoint (str): Checkpoint path.
         device (str): Device to put the model on.
+        cfg_options (dict, optional): Overrides merged into the config.
+            Defaults to None.
 
     Returns:
         tuple[nn.Module, Config]: The model in eval mode and the config.
@@ -96,6 +105,8 @@ def build_model(config: str, checkpoint: str, device: str
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
     cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     from mmpretrain.registry import MODELS
     if 'data_preprocessor' in cfg:  # as the Runner does
@@ -290,7 +301,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
         ``ehm_losses`` and ``random_losses``.
     """
     args = parse_args(argv)
-    model, cfg = build_model(args.config, args.checkpoint, args.device)
+    model, cfg = build_model(args.config, args.checkpoint, args.device,
+                             args.cfg_options)
     size = input_size(cfg)
     if args.images:
         paths, images = args.images, load_images(args.images, size)
