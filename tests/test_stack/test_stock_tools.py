@@ -4,6 +4,9 @@
 * mmpretrain's own ``tools/train.py`` (the copy the installed mmpretrain
   ships in ``.mim/tools``) trains the demo config from a folder outside
   the repository; ``custom_imports`` imports ehm_mm.
+* the same tool trains a user's child config of ``ehm_mm::`` when the
+  process imports ehm_mm first (mmengine reads ``_base_`` before it runs
+  ``custom_imports``): ``python -c "import ehm_mm, runpy, sys; ..."``.
 * ``mim train ehm_mm ehm_mae_vit-tiny_demo.py`` and ``mim test ehm_mm ...
   --checkpoint ...`` (openmim from the package index, ehm_mm from a
   non-editable install) find the config and the tools in
@@ -59,6 +62,36 @@ def test_mmpretrain_train_tool_runs_the_demo_config(tmp_path):
     assert 'hierarchy/best_iou' in output
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
     assert osp.isfile(osp.join(work_dir, 'evaluation_summary.json'))
+
+
+#: How a stock tool runs with ehm_mm imported first (docs/en/get_started.md).
+IMPORT_FIRST = ('import ehm_mm, runpy, sys; sys.argv = sys.argv[1:]; '
+                "runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def test_mmpretrain_train_tool_runs_an_ehm_mm_child_config(tmp_path):
+    train_py = osp.join(
+        osp.dirname(mmpretrain.__file__), '.mim', 'tools', 'train.py')
+    child = tmp_path / 'my_ehm_demo.py'
+    child.write_text(
+        "_base_ = 'ehm_mm::configs/ehm_mae_vit-tiny_demo.py'\n"
+        "model = dict(masking=dict(schedule='cosine'))\n")
+    # without ehm_mm imported first, mmengine cannot resolve `ehm_mm::`
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, train_py, str(child)],
+                          cwd=str(tmp_path), env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode != 0
+    assert 'mmengine does not support to load ehm_mm config' in proc.stderr
+    work_dir = str(tmp_path / 'work')
+    output = run([
+        sys.executable, '-c', IMPORT_FIRST, train_py,
+        str(child), '--work-dir', work_dir,
+        *small_demo(str(tmp_path / 'data'))
+    ], str(tmp_path), REPO_ROOT)
+    assert "schedule='cosine'" in output  # the config mmengine printed
+    assert 'Epoch(train) [1][2/2]' in output
+    assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
 
 
 def test_mim_train_and_test_the_demo_config(tmp_path, ehm_mm_wheel_target,
