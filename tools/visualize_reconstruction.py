@@ -181,10 +181,7 @@ def mae_reconstruction(model: nn.Module, inputs: torch.Tensor,
         ids_keep=result.ids_keep)
     pred = model.neck(latent, ids_restore)  # [B, N, p * p * 3]
     head = model.head
-    losses = torch.stack([
-        head.loss(pred[i:i + 1], inputs[i:i + 1], mask[i:i + 1])
-        for i in range(len(inputs))
-    ])
+    losses = per_image_losses(head, pred, inputs, mask)
     if head.norm_pix:  # the target was each patch, normalised
         patches = head.patchify(inputs)
         mean = patches.mean(dim=-1, keepdim=True)
@@ -193,6 +190,25 @@ def mae_reconstruction(model: nn.Module, inputs: torch.Tensor,
     images = head.unpatchify(pred)
     mask = mask.view(-1, *model.grid_size)
     return mask, paste(images, inputs, mask), losses
+
+
+def per_image_losses(head: nn.Module, pred: torch.Tensor,
+                     inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The head's training loss of every image on its own.
+
+    Args:
+        head (nn.Module): The model's head (``loss(pred, target, mask)``).
+        pred (torch.Tensor): The model's output for the batch.
+        inputs (torch.Tensor): ``[B, 3, H, W]`` normalised images.
+        mask (torch.Tensor): The batch's mask, as the head takes it.
+
+    Returns:
+        torch.Tensor: ``[B]`` losses.
+    """
+    return torch.stack([
+        head.loss(pred[i:i + 1], inputs[i:i + 1], mask[i:i + 1])
+        for i in range(len(inputs))
+    ])
 
 
 def feature_map(outs, token_grid: Tuple[int, int]) -> torch.Tensor:
@@ -238,10 +254,7 @@ def simmim_reconstruction(model: nn.Module, inputs: torch.Tensor,
     else:
         latent = model.backbone(inputs, token_mask)
     images = model.neck(feature_map(latent, model.token_grid))
-    losses = torch.stack([
-        model.head.loss(images[i:i + 1], inputs[i:i + 1],
-                        token_mask[i:i + 1]) for i in range(len(inputs))
-    ])
+    losses = per_image_losses(model.head, images, inputs, token_mask)
     mask = result.mask.view(-1, *model.mask_grid)
     return mask, paste(images, inputs, mask), losses
 

@@ -5,7 +5,9 @@ import copy
 import uuid
 from typing import Optional
 
+import numpy as np
 from mmengine.config import Config, ConfigDict
+from PIL import Image
 
 
 def plain(cfg: Config) -> dict:
@@ -80,3 +82,20 @@ def shrink(cfg: Config, model: dict, size: int, generator: Optional[dict],
             work_dir=work_dir))
     cfg.optim_wrapper.pop('loss_scale', None)
     return cfg
+
+
+def write_images(folder, count: int = 4) -> str:
+    """``count`` random 120 x 136 RGB PNGs (seed 0) in ``folder``.
+
+    Args:
+        folder (pathlib.Path): An existing folder.
+        count (int): How many. Defaults to 4.
+
+    Returns:
+        str: The folder.
+    """
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        array = rng.integers(0, 255, size=(120, 136, 3), dtype=np.uint8)
+        Image.fromarray(array).save(folder / f'img_{i}.png')
+    return str(folder)

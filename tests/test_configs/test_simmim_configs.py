@@ -12,14 +12,12 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from config_utils import plain, shrink
+from config_utils import plain, shrink, write_images
 from mmengine.config import Config
 from mmengine.hub import get_config
 from mmengine.registry import DefaultScope
-from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
-from PIL import Image
-from runner_utils import restoring_mmengine_globals
+from runner_utils import train_in_process
 
 import ehm_mm  # noqa: F401
 from ehm_mm.downstream import account_keys, load_encoder
@@ -201,26 +199,15 @@ def tiny_cfg(name: str, data_root: str, work_dir: str) -> Config:
     return shrink(load(name), model, size, generator, data_root, work_dir)
 
 
-def train(cfg: Config) -> Runner:
-    """Train, then drop the mmengine globals the runner made current."""
-    with restoring_mmengine_globals():
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-    return runner
-
-
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory) -> dict:
     """Train every tiny config for 2 iterations; their checkpoints."""
     root = tmp_path_factory.mktemp('ehm_simmim')
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        array = rng.integers(0, 255, size=(120, 136, 3), dtype=np.uint8)
-        Image.fromarray(array).save(root / f'img_{i}.png')
+    write_images(root)
     paths, logs = {}, {}
     for name in CONFIGS:
         work_dir = str(root / name)
-        runner = train(tiny_cfg(name, str(root), work_dir))
+        runner = train_in_process(tiny_cfg(name, str(root), work_dir))
         assert runner.iter == 2
         logs[name] = runner.message_hub.log_scalars
         paths[name] = osp.join(work_dir, 'iter_2.pth')

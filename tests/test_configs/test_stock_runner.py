@@ -14,10 +14,9 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from config_utils import shrink
+from config_utils import shrink, write_images
 from mmengine.config import Config
 from mmengine.registry import FUNCTIONS
-from PIL import Image
 from runner_utils import train_in_process
 from test_simmim_configs import CONFIGS as PIPELINE_CONFIGS
 from test_simmim_configs import TINY as PIPELINE_TINY
@@ -54,12 +53,7 @@ def test_every_pretraining_config_is_listed():
 
 @pytest.fixture(scope='module')
 def image_root(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp('stock_runner')
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        array = rng.integers(0, 255, size=(120, 136, 3), dtype=np.uint8)
-        Image.fromarray(array).save(root / f'img_{i}.png')
-    return str(root)
+    return write_images(tmp_path_factory.mktemp('stock_runner'))
 
 
 @pytest.mark.parametrize('config', sorted(TINY))
