@@ -7,8 +7,10 @@ ImageNet fine-tuning benchmark, initialised from the first's checkpoint)
 are loaded, built and trained a few iterations by a stock mmengine
 ``Runner``, with ehm_mm imported
 
-* from the repository (a checkout on ``PYTHONPATH``; an editable install
-  imports the same folder), and
+* from the repository (a checkout on ``PYTHONPATH``),
+* from an editable install (``pip install -e`` of a copy of the
+  repository into a new virtualenv; the configs are read through the
+  links in ``ehm_mm/.mim``), and
 * from a non-editable ``pip install --target`` of the repository (a wheel
   built from a copy of it; the configs are read from the copies in
   ``<target>/ehm_mm/.mim``).
@@ -125,11 +127,12 @@ def write_children(project: str, name: str) -> list:
     return [demo, benchmark]
 
 
-def train_children(project: str, children: list, pythonpath: str) -> dict:
+def train_children(project: str, children: list, pythonpath: str,
+                   python: str = sys.executable) -> dict:
     """Run the children in a fresh interpreter from the project folder."""
     env = dict(os.environ, PYTHONPATH=pythonpath, OMP_NUM_THREADS='1')
     proc = subprocess.run(
-        [sys.executable, osp.join(project, 'train_children.py'), *children],
+        [python, osp.join(project, 'train_children.py'), *children],
         cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith('REPORT ')]
@@ -166,6 +169,16 @@ def test_children_train_with_the_checkout(user_project):
     assert report['ehm_mm'] == osp.join(REPO_ROOT, 'ehm_mm', '__init__.py')
     check_report(report, children,
                  osp.join(REPO_ROOT, 'ehm_mm', '.mim', 'configs', 'configs'))
+
+
+def test_children_train_with_an_editable_install(user_project,
+                                                 ehm_mm_editable_python):
+    python, source = ehm_mm_editable_python
+    children = write_children(user_project, 'editable')
+    report = train_children(user_project, children, '', python)
+    assert report['ehm_mm'] == osp.join(source, 'ehm_mm', '__init__.py')
+    check_report(report, children,
+                 osp.join(source, 'ehm_mm', '.mim', 'configs', 'configs'))
 
 
 def test_children_train_with_a_wheel_install(user_project,
