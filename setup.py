@@ -6,10 +6,24 @@ The stack is installed by ``tools/install.sh`` in one of two profiles
 ``--profile full``: mmcv with compiled ops, mmseg, mmdet as well). mmcv is
 not a requirement here: it is either ``mmcv-lite`` or ``mmcv`` built with
 ops, which pip cannot express; the installer picks one.
+
+Like OpenMMLab's packages, ehm_mm ships its configs, tools and model index
+as package data under ``ehm_mm/.mim/`` (mmengine reads ``ehm_mm::`` configs
+and ``mim`` its tools from there). In the repository ``ehm_mm/.mim/*`` are
+links to ``configs/``, ``tools/`` and ``model-index.yml``, so a checkout and
+an editable install use the files in place; building a wheel copies them.
 """
 import os.path as osp
 
 from setuptools import find_packages, setup
+
+#: ``ehm_mm/.mim`` files a wheel carries (globs follow the links).
+MIM_PACKAGE_DATA = [
+    '.mim/model-index.yml',
+    '.mim/configs/configs/**/*.py',
+    '.mim/tools/**/*.py',
+    '.mim/tools/**/*.sh',
+]
 
 
 def read_version() -> str:
@@ -46,6 +60,7 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
     include_package_data=True,
+    package_data={'ehm_mm': MIM_PACKAGE_DATA},
     python_requires='>=3.8',
     install_requires=read_requirements('pretrain.txt'),
     extras_require=dict(

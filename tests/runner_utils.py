@@ -18,8 +18,6 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmengine.visualization import Visualizer
 
-from ehm_mm.utils import launch
-
 
 @contextmanager
 def restoring_mmengine_globals() -> Iterator[None]:
@@ -44,9 +42,10 @@ def runner_config(config: str, root: str, name: str,
     """A test config ready for a Runner in this process.
 
     Work dir and data under ``root``, a unique experiment name (the
-    Runner's scope, hub and logger are its own), no deterministic
-    algorithms, and the ``_scope_`` tag dropped from ``collate_fn`` as
-    ``tools/train.py`` does. With ``iters``: train that many iterations
+    Runner's scope, hub and logger are its own) and no deterministic
+    algorithms; ``collate_fn`` stays as read (``import ehm_mm`` makes the
+    collate functions accept mmengine's ``_scope_`` tag). With ``iters``:
+    train that many iterations
     at a constant learning rate, validate and checkpoint at the end.
 
     Args:
@@ -71,7 +70,6 @@ def runner_config(config: str, root: str, name: str,
         cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0,
                                     by_epoch=False, begin=0)]
         cfg.default_hooks.checkpoint.interval = iters
-    launch.drop_collate_fn_scope(cfg)
     return cfg
 
 

@@ -31,5 +31,9 @@ echo
 echo "[ehm_mm demo] start / end numbers: ${WORK_DIR}/evaluation_summary.json"
 cat "${WORK_DIR}/evaluation_summary.json"
 echo
+# The end numbers are the same for a given machine and thread count
+# (docs/en/benchmarks_and_results.md#cpu-demo): say which count this was.
+echo "[ehm_mm demo] OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset (torch: $("${EHM_PYTHON}" -c 'import torch; print(torch.get_num_threads())') threads)}"
+echo
 echo "[ehm_mm demo] mask-evolution pictures:"
 find "${WORK_DIR}" -name 'ehm_hierarchy_*.png' | sort

@@ -146,7 +146,6 @@ def benchmark_config(cfg: Config, bench: ConfigDict,
     run_cfg.setdefault('test_cfg', dict(type='TestLoop'))
     run_cfg.load_from = None
     run_cfg.experiment_name = f'{bench["name"]}_{timestamp}'
-    launch.drop_collate_fn_scope(run_cfg)
     return run_cfg
 
 

@@ -75,7 +75,6 @@ def main() -> None:
     launch.check_benchmark_overrides(cfg, args.cfg_options)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    launch.drop_collate_fn_scope(cfg)
     if cfg.get('test_evaluator') is None:
         raise ValueError(f'{args.config} has no test_evaluator to run.')
 

@@ -91,7 +91,6 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     # `--cfg-options` may have re-enabled AMP on a CPU-only machine.
     launch.fall_back_from_amp(cfg)
-    launch.drop_collate_fn_scope(cfg)
     return cfg
 
 

@@ -5,8 +5,15 @@ from .checkpoint_loading import (
     load_local_checkpoint,
     register_checkpoint_loader,
 )
+from .config_package import register_config_package
+from .scope_tolerant_collate import (
+    ScopeTolerantCollate,
+    register_scope_tolerant_collates,
+)
 
 __all__ = [
     'register_checkpoint_safe_globals', 'CheckpointLoadError',
-    'load_local_checkpoint', 'register_checkpoint_loader'
+    'load_local_checkpoint', 'register_checkpoint_loader',
+    'register_config_package', 'ScopeTolerantCollate',
+    'register_scope_tolerant_collates'
 ]

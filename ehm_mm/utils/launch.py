@@ -207,12 +207,11 @@ def set_default_work_dir(cfg: Config, config_path: str,
 def drop_collate_fn_scope(cfg: Config) -> None:
     """Remove the ``_scope_`` key mmengine adds to inherited ``collate_fn``.
 
-    A config that inherits another package's config (``_base_ =
-    'mmpretrain::...'``) gets ``_scope_`` written into every inherited dict
-    with a ``type``. mmengine's ``Runner.build_dataloader`` passes all keys
-    but ``type`` of ``collate_fn`` to the function, so training fails with
-    ``default_collate() got an unexpected keyword argument '_scope_'``.
-    The function is still found by name under the config's default scope.
+    Not needed since ``import ehm_mm`` registers collate functions that
+    accept the tag (``ehm_mm/utils/scope_tolerant_collate.py``); the tools
+    no longer call it. Kept for ``tools/analysis/masking_study.py``, which
+    still does, and for a collate function registered after ``import
+    ehm_mm`` (not wrapped) in a config inherited through ``pkg::``.
 
     Args:
         cfg (Config): The config, changed in place.

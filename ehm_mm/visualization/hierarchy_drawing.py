@@ -101,6 +101,11 @@ def draw_mask(image: np.ndarray,
 def put_title(panel: np.ndarray, text: str) -> np.ndarray:
     """Write a small title in the top-left corner of a panel.
 
+    White letters with a 1-pixel black outline, so the title reads on any
+    background. The outline is the letters' own mask dilated: OpenCV
+    spaces thicker letters wider, so drawing the text again thicker (as
+    this function once did) overprints it with a second, offset copy.
+
     Args:
         panel (numpy.ndarray): ``[H, W, 3]`` uint8 RGB panel.
         text (str): The title.
@@ -108,14 +113,17 @@ def put_title(panel: np.ndarray, text: str) -> np.ndarray:
     Returns:
         numpy.ndarray: A copy with the title.
     """
-    panel = np.ascontiguousarray(panel.copy())
     scale = max(panel.shape[0] / 320.0, 0.3)
     org = (3, int(14 * scale / 0.45))
-    cv2.putText(panel, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
-                3, cv2.LINE_AA)
-    cv2.putText(panel, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale,
-                (255, 255, 255), 1, cv2.LINE_AA)
-    return panel
+    letters = np.zeros(panel.shape[:2], dtype=np.uint8)
+    cv2.putText(letters, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, 1,
+                cv2.LINE_AA)
+    outline = cv2.dilate(letters, np.ones((3, 3), dtype=np.uint8))
+    out = panel.astype(np.float64)
+    out *= 1 - outline[..., None] / 255.0  # black outline
+    alpha = letters[..., None] / 255.0
+    out = out * (1 - alpha) + 255 * alpha  # white letters
+    return out.round().astype(np.uint8)
 
 
 def partition_panel(image: np.ndarray, ancestors: np.ndarray,

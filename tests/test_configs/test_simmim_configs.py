@@ -8,19 +8,16 @@ loaded by the matching fine-tuning config with every key accounted for.
 """
 import copy
 import os.path as osp
-import uuid
 
 import numpy as np
 import pytest
 import torch
-from config_utils import plain
-from mmengine.config import Config, ConfigDict
+from config_utils import plain, shrink, write_images
+from mmengine.config import Config
 from mmengine.hub import get_config
 from mmengine.registry import DefaultScope
-from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
-from PIL import Image
-from runner_utils import restoring_mmengine_globals
+from runner_utils import train_in_process
 
 import ehm_mm  # noqa: F401
 from ehm_mm.downstream import account_keys, load_encoder
@@ -206,63 +203,19 @@ def test_pixel_generators_fit_their_models():
 
 
 def tiny_cfg(name: str, data_root: str, work_dir: str) -> Config:
-    model, size, generator = copy.deepcopy(TINY[name])
-    cfg = load(name)
-    cfg.merge_from_dict(dict(model=model))
-    steps = copy.deepcopy(cfg.train_pipeline)
-    for step in steps:
-        if step.type == 'RandomResizedCrop':
-            step.scale = size
-        if step.type == 'EvolvedHierarchicalMaskGenerator':
-            step.update(input_size=size, **generator)
-    cfg.train_dataloader = ConfigDict(
-        batch_size=2,
-        num_workers=0,
-        persistent_workers=False,
-        # the config's own: SeededAugmentSampler for the pixel-cue arm
-        sampler=copy.deepcopy(cfg.train_dataloader.sampler),
-        collate_fn=copy.deepcopy(cfg.train_dataloader.collate_fn),
-        dataset=dict(
-            type='CustomDataset', data_root=data_root, with_label=False,
-            pipeline=steps))
-    cfg.merge_from_dict(
-        dict(
-            optim_wrapper=dict(type='NonFiniteSkipOptimWrapper'),
-            param_scheduler=[],
-            train_cfg=dict(
-                _delete_=True, type='IterBasedTrainLoop', max_iters=2),
-            default_hooks=dict(
-                logger=dict(interval=1),
-                checkpoint=dict(by_epoch=False, interval=2)),
-            log_processor=dict(by_epoch=False),
-            auto_scale_lr=dict(enable=False),
-            randomness=dict(seed=0),
-            experiment_name=f'tiny_{uuid.uuid4().hex[:8]}',
-            work_dir=work_dir))
-    cfg.optim_wrapper.pop('loss_scale', None)
-    return cfg
-
-
-def train(cfg: Config) -> Runner:
-    """Train, then drop the mmengine globals the runner made current."""
-    with restoring_mmengine_globals():
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-    return runner
+    model, size, generator = TINY[name]
+    return shrink(load(name), model, size, generator, data_root, work_dir)
 
 
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory) -> dict:
     """Train every tiny config for 2 iterations; their checkpoints."""
     root = tmp_path_factory.mktemp('ehm_simmim')
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        array = rng.integers(0, 255, size=(120, 136, 3), dtype=np.uint8)
-        Image.fromarray(array).save(root / f'img_{i}.png')
+    write_images(root)
     paths, logs = {}, {}
     for name in CONFIGS:
         work_dir = str(root / name)
-        runner = train(tiny_cfg(name, str(root), work_dir))
+        runner = train_in_process(tiny_cfg(name, str(root), work_dir))
         assert runner.iter == 2
         logs[name] = runner.message_hub.log_scalars
         paths[name] = osp.join(work_dir, 'iter_2.pth')

@@ -54,14 +54,12 @@ def main(argv: Optional[Sequence[str]] = None) -> list:
     from mmengine.runner import Runner, load_checkpoint
     from mmpretrain.registry import MODELS
 
-    from ehm_mm.utils.launch import drop_collate_fn_scope
     args = parse_args(argv)
     if args.num_images < 1:
         raise SystemExit('--num-images must be >= 1')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    drop_collate_fn_scope(cfg)
     if cfg.get('val_dataloader') is None:
         raise SystemExit(f'{args.config} has no val_dataloader')
     model = MODELS.build(cfg.model)
