@@ -247,8 +247,9 @@ def simmim_reconstruction(model: nn.Module, inputs: torch.Tensor,
         grid, reconstructions ``[B, 3, H, W]`` and losses ``[B]``.
     """
     generator = torch.Generator(device=inputs.device).manual_seed(seed)
-    token_mask, result = model.generate_masks(
+    result = model.generate_masks(
         inputs, 1.0, generator=generator, depth=[depth] * len(inputs))
+    token_mask = model.token_mask(result)
     if model.backbone_kind == 'vit':  # a ViT takes the mask flattened
         latent = model.backbone(inputs, token_mask.flatten(1))
     else:

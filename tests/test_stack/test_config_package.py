@@ -60,7 +60,7 @@ train_dataloader = dict(
             dict(type='RandomResizedCrop', scale=64),
             dict(type='PackInputs'),
         ]))
-optim_wrapper = dict(type='OptimWrapper')
+optim_wrapper = dict(type='NonFiniteSkipOptimWrapper')
 train_cfg = dict(max_epochs=1)
 val_dataloader = None
 val_cfg = None
