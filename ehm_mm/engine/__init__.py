@@ -5,3 +5,4 @@ from .hooks import (  # noqa: F401
     HierarchyVisualizationHook,
     MaskProgressHook,
 )
+from .fsdp2_runner import FSDP2Runner  # noqa: F401
