@@ -2,7 +2,7 @@
 """One rank of a short tiny EHM-MAE run, DDP or FSDP2 (run with torchrun).
 
     torchrun --nproc_per_node 2 fsdp2_worker.py {ddp,fsdp2} ROOT OUT ITERS \
-        [--resume CKPT | --load-from CKPT] [--checkpointing]
+        [--resume CKPT | --load-from CKPT] [--checkpointing] [--bf16]
 
 Trains ``tests/data/configs/ehm_mae_tiny_cpu.py`` (data and work dir under
 ROOT) for ITERS iterations at a constant learning rate with a checkpoint
@@ -46,7 +46,10 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.mode == 'fsdp2':
         cfg.model_wrapper_cfg = dict(
             type='FSDP2Wrapper',
-            activation_checkpointing=args.checkpointing)
+            activation_checkpointing=args.checkpointing,
+            mixed_precision=dict(param_dtype='bfloat16',
+                                 reduce_dtype='float32')
+            if args.bf16 else None)
         cfg.runner_type = 'FSDP2Runner'
     if args.resume:
         cfg.resume, cfg.load_from = True, args.resume
@@ -67,6 +70,7 @@ def main() -> None:
     parser.add_argument('--resume')
     parser.add_argument('--load-from')
     parser.add_argument('--checkpointing', action='store_true')
+    parser.add_argument('--bf16', action='store_true')
     args = parser.parse_args()
     cfg = build_config(args)
     runner = launch.build_runner(cfg, 'pytorch')
