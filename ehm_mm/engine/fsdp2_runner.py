@@ -42,8 +42,8 @@ class FSDP2Runner(Runner):
 
     A checkpoint is therefore the unsharded model's (``state_dict`` with
     the usual keys, ``optimizer`` by parameter index): the converters and
-    fine-tuning configs read it unchanged, and ``--resume`` restores the
-    sharded model, teacher and optimizer on any number of ranks.
+    fine-tuning configs read it unchanged, and ``--resume`` shards the
+    model, teacher and optimizer state back onto the ranks.
     """
 
     def wrap_model(self, model_wrapper_cfg: Optional[Dict],

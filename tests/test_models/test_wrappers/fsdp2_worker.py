@@ -2,13 +2,15 @@
 """One rank of a short tiny EHM-MAE run, DDP or FSDP2 (run with torchrun).
 
     torchrun --nproc_per_node 2 fsdp2_worker.py {ddp,fsdp2} ROOT OUT ITERS \
-        [--resume CKPT | --load-from CKPT] [--checkpointing] [--bf16]
+        [--resume CKPT | --load-from CKPT] [--checkpointing] [--bf16] \
+        [--accumulate K]
 
 Trains ``tests/data/configs/ehm_mae_tiny_cpu.py`` (data and work dir under
 ROOT) for ITERS iterations at a constant learning rate with a checkpoint
-every 2 iterations, and saves ``OUT.rank{r}.pt``: each iteration's loss
-and masks (``mask``, ``ids_restore``) on this rank, and the final model
-state dict (whole tensors; taken on every rank).
+and a validation every 2 iterations, and saves ``OUT.rank{r}.pt``: each iteration's loss
+and masks (``mask``, ``ids_restore``), the logged ``teacher_distance``
+and the validation features (after iterations 2 and 4) on this rank, and
+the final model state dict (whole tensors; taken on every rank).
 """
 import argparse
 import os
@@ -36,9 +38,9 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.work_dir = osp.join(args.root, f'work_{args.mode}')
     cfg.launcher = 'pytorch'
     cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+    # validation (features, trees) after iteration 2, then training again
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=args.iters,
-                         val_interval=10**6)
-    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+                         val_interval=2)
     cfg.default_hooks.checkpoint = dict(
         type='CheckpointHook', by_epoch=False, interval=2, max_keep_ckpts=10)
     cfg.custom_hooks = []
@@ -51,6 +53,8 @@ def build_config(args: argparse.Namespace) -> Config:
                                  reduce_dtype='float32')
             if args.bf16 else None)
         cfg.runner_type = 'FSDP2Runner'
+    if args.accumulate > 1:
+        cfg.optim_wrapper.accumulative_counts = args.accumulate
     if args.resume:
         cfg.resume, cfg.load_from = True, args.resume
     elif args.load_from:
@@ -71,12 +75,27 @@ def main() -> None:
     parser.add_argument('--load-from')
     parser.add_argument('--checkpointing', action='store_true')
     parser.add_argument('--bf16', action='store_true')
+    parser.add_argument('--accumulate', type=int, default=1)
     args = parser.parse_args()
     cfg = build_config(args)
     runner = launch.build_runner(cfg, 'pytorch')
     model = runner.model.module
-    record = dict(loss=[], mask=[], ids_restore=[])
+    record = dict(loss=[], mask=[], ids_restore=[], teacher_distance=[],
+                  feature=[])
     training_masks, loss = model.training_masks, model.head.loss
+    teacher_log_vars, predict_features = (model.teacher_log_vars,
+                                          model.predict_features)
+
+    def recording_log_vars(*a, **k):
+        log_vars = teacher_log_vars(*a, **k)
+        record['teacher_distance'].append(
+            log_vars['teacher_distance'].detach().clone())
+        return log_vars
+
+    def recording_features(inputs):
+        fields = predict_features(inputs)
+        record['feature'].append(fields['feature'].detach().clone())
+        return fields
 
     def recording_masks(inputs):
         masks = training_masks(inputs)
@@ -90,6 +109,8 @@ def main() -> None:
         return value
 
     model.training_masks, model.head.loss = recording_masks, recording_loss
+    model.teacher_log_vars = recording_log_vars
+    model.predict_features = recording_features
     runner.train()
     record['state_dict'] = {
         k: v.detach().cpu().clone()
