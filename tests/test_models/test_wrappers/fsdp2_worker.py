@@ -7,10 +7,10 @@
 
 Trains ``tests/data/configs/ehm_mae_tiny_cpu.py`` (data and work dir under
 ROOT) for ITERS iterations at a constant learning rate with a checkpoint
-and a validation every 2 iterations, and saves ``OUT.rank{r}.pt``: each iteration's loss
-and masks (``mask``, ``ids_restore``), the logged ``teacher_distance``
-and the validation features (after iterations 2 and 4) on this rank, and
-the final model state dict (whole tensors; taken on every rank).
+and a validation every 2 iterations, and saves ``OUT.rank{r}.pt``: each
+iteration's loss and masks (``mask``, ``ids_restore``), the logged
+``teacher_distance`` and the validation features on this rank, and the
+final model state dict (whole tensors; taken on every rank).
 """
 import argparse
 import os
