@@ -12,8 +12,6 @@ _base_ = [
 model = _base_.ehm_mae_model
 train_dataloader = dict(sampler=_base_.ehm_train_sampler)
 default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
-runner_type = _base_.ehm_fsdp_runner_type
-model_wrapper_cfg = _base_.ehm_fsdp_wrapper
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',  # FSDP2 computes in bf16: no autocast, no scaler

@@ -4,8 +4,6 @@
 #   bash tools/dist_train.sh configs/ehm_mae_vit-l_fsdp.py 8
 _base_ = ['./ehm_mae_vit-l.py', './_base_/ehm_fsdp.py']
 
-runner_type = _base_.ehm_fsdp_runner_type
-model_wrapper_cfg = _base_.ehm_fsdp_wrapper
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',  # FSDP2 computes in bf16: no autocast, no scaler
