@@ -247,7 +247,18 @@ class EMATeacher(ExponentialMovingAverage):
         One ``torch._foreach_copy_`` (first call) or ``_foreach_lerp_`` over
         this rank's local shards: no communication, each rank averages the
         slice it owns.
+
+        Raises:
+            RuntimeError: A parameter is gathered (not a ``DTensor``): an
+                update of the gathered copy would be lost when it is freed;
+                reshard first (``FSDP2Wrapper.step_teacher`` does).
         """
+        gathered = [n for (n, t) in self.module.named_parameters()
+                    if not isinstance(t, DTensor)]
+        if gathered:
+            raise RuntimeError(
+                f'EMATeacher: {gathered[0]!r} is gathered by FSDP2 (not a '
+                'DTensor); reshard the model before the teacher update')
         pairs = self._shard_pairs(model)
         teacher = [_local(t).data for t, _ in pairs]
         student = [_local(s).data for _, s in pairs]
