@@ -103,8 +103,8 @@ class FSDP2Wrapper(nn.Module):
     converters unchanged.
 
     Args:
-        module (nn.Module): The model, an ``EHMMAE`` (EMA, or ``'pixels'``
-            without teacher; not ``teacher='online'``).
+        module (nn.Module): The model, an ``EHMMAE``; ``teacher='online'``
+            is refused.
         mixed_precision (dict, optional): ``param_dtype`` (the gathered
             parameters' and the compute dtype, e.g. ``'bfloat16'``) and
             ``reduce_dtype`` (the gradients' reduce-scatter, e.g.
