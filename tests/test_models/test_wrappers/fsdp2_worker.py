@@ -41,8 +41,8 @@ def build_config(args: argparse.Namespace) -> Config:
     # validation (features, trees) after iteration 2, then training again
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=args.iters,
                          val_interval=2)
-    cfg.default_hooks.checkpoint = dict(
-        type='CheckpointHook', by_epoch=False, interval=2, max_keep_ckpts=10)
+    # the config's AtomicCheckpointHook, every 2 iterations
+    cfg.default_hooks.checkpoint.update(interval=2, max_keep_ckpts=10)
     cfg.custom_hooks = []
     cfg.randomness = dict(seed=0, diff_rank_seed=True, deterministic=False)
     if args.mode == 'fsdp2':
