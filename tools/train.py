@@ -14,6 +14,7 @@ from mmengine.config import Config
 # Make `import ehm_mm` work from a plain checkout (no `pip install -e`).
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import ehm_mm  # noqa: E402,F401  (registers modules, fixes torch.load)
+from ehm_mm.models.wrappers import check_sharded_launch  # noqa: E402
 from ehm_mm.utils import launch  # noqa: E402
 from ehm_mm.utils.stack import check_config_stack  # noqa: E402
 
@@ -102,6 +103,7 @@ def main() -> None:
     check_config_stack(args.config)
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
+    check_sharded_launch(cfg, args.launcher)  # before the model is built
     runner = launch.build_runner(cfg, args.launcher)
     runner.train()
     launch.leave_process_group()

@@ -15,11 +15,12 @@ from .masking import (
     build_hierarchy,
 )
 from .selfsup import EHMMAE, EHMSimMIM, PipelineMaskMAE
+from .wrappers import FSDP2Wrapper
 
 __all__ = [
     'EHMMAEViT', 'EHMMAE', 'EHMSimMIM', 'PipelineMaskMAE',
     'EvolvedHierarchicalMasking', 'BlockwiseMasking', 'RandomHierarchyMasking',
     'ShuffledAffinityMasking', 'ColorNoiseMasking',
     'MaskSource', 'MaskSpec', 'DepthSchedule', 'Hierarchy', 'MaskingResult',
-    'attention_affinity', 'build_hierarchy'
+    'attention_affinity', 'build_hierarchy', 'FSDP2Wrapper'
 ]

@@ -9,14 +9,16 @@ import contextlib
 import hashlib
 import logging
 import math
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.dist import get_rank
 from mmengine.logging import MessageHub, print_log
 from mmengine.model import ExponentialMovingAverage
-from torch import nn
+from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 TEACHER_TYPES = ('ema', 'online')
 
@@ -108,6 +110,23 @@ def _logger_interval(cfg_text: str) -> Optional[int]:
     return None if logger is None else int(logger.get('interval', 10))
 
 
+def is_sharded(module: nn.Module) -> bool:
+    """Whether any parameter of ``module`` is sharded by FSDP2.
+
+    Args:
+        module (nn.Module): The module.
+
+    Returns:
+        bool: True when a parameter is a ``DTensor``.
+    """
+    return any(isinstance(p, DTensor) for p in module.parameters())
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """This rank's shard of a ``DTensor``; any other tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
 class EMATeacher(ExponentialMovingAverage):
     """mmengine's EMA with its step counter on the host.
 
@@ -117,6 +136,11 @@ class EMATeacher(ExponentialMovingAverage):
     loaded) and updates all parameters with one ``torch._foreach_lerp_``,
     the same arithmetic as mmengine's per-tensor ``lerp_``. The state dict
     is mmengine's: ``module.*`` and ``steps``.
+
+    Sharded by FSDP2 (teacher and student alike, e.g. by
+    :class:`~ehm_mm.models.wrappers.FSDP2Wrapper`), the average and the
+    distance run over each rank's local shards (no all-gather); the
+    distance sums the ranks' squared norms with one all-reduce.
 
     Args:
         model (nn.Module): The model to average.
@@ -141,6 +165,9 @@ class EMATeacher(ExponentialMovingAverage):
         Args:
             model (nn.Module): The student, with the same parameter names.
         """
+        if is_sharded(self.module):
+            self._update_local_shards(model)
+            return
         source = dict(model.named_parameters())
         names = list(self.avg_parameters)
         if self.num_updates == 0:
@@ -156,14 +183,18 @@ class EMATeacher(ExponentialMovingAverage):
                 [self.avg_parameters[k].data for k in names],
                 [source[k].data.to(self.avg_parameters[k].device)
                  for k in names], self.momentum)
+        self._copy_buffers(model)
+        self.steps.add_(1)
+        self.num_updates += 1
+
+    def _copy_buffers(self, model: nn.Module) -> None:
+        """Copy the buffers of ``model`` (FSDP2 leaves them whole)."""
         buffers = list(self.module.buffers())
         if buffers:
             torch._foreach_copy_(
                 [b.data for b in buffers],
                 [b.data.to(a.device) for a, b in zip(buffers,
                                                      model.buffers())])
-        self.steps.add_(1)
-        self.num_updates += 1
 
     @torch.no_grad()
     def relative_distance(self, model: nn.Module) -> torch.Tensor:
@@ -178,6 +209,8 @@ class EMATeacher(ExponentialMovingAverage):
         Returns:
             torch.Tensor: A float32 scalar on the teacher's device.
         """
+        if is_sharded(self.module):
+            return self._sharded_relative_distance(model)
         source = dict(model.named_parameters())
         names = [k for k, v in self.avg_parameters.items()
                  if v.dtype.is_floating_point]
@@ -187,6 +220,83 @@ class EMATeacher(ExponentialMovingAverage):
         gap_norm = torch.stack(torch._foreach_norm(gap)).float().norm()
         norm = torch.stack(torch._foreach_norm(student)).float().norm()
         return gap_norm / norm
+
+    def _shard_pairs(self, model: nn.Module) -> List[Tuple[Tensor, Tensor]]:
+        """``(teacher, student)`` local tensors of each floating parameter.
+
+        A parameter sharded by FSDP2 (a ``DTensor``) gives its local shard;
+        one that is whole on every rank (e.g. in the root group while the
+        root is gathered) gives itself. Teacher and student share names
+        and sharding, so their local tensors match element by element.
+        """
+        source = dict(model.named_parameters())
+        pairs = []
+        for name, teacher in self.module.named_parameters():
+            student = source[name]
+            if isinstance(teacher, DTensor) != isinstance(student, DTensor):
+                raise RuntimeError(
+                    f'EMATeacher: teacher and student parameter {name!r} are '
+                    'not sharded alike (one is a DTensor, the other not)')
+            if teacher.dtype.is_floating_point:
+                pairs.append((teacher, student))
+        return pairs
+
+    def _update_local_shards(self, model: nn.Module) -> None:
+        """:meth:`update_parameters` for FSDP2-sharded parameters.
+
+        One ``torch._foreach_copy_`` (first call) or ``_foreach_lerp_`` over
+        this rank's local shards: no communication, each rank averages the
+        slice it owns.
+
+        Raises:
+            RuntimeError: A parameter is gathered (not a ``DTensor``): an
+                update of the gathered copy would be lost when it is freed;
+                reshard first (``FSDP2Wrapper.step_teacher`` does).
+        """
+        gathered = [n for (n, t) in self.module.named_parameters()
+                    if not isinstance(t, DTensor)]
+        if gathered:
+            raise RuntimeError(
+                f'EMATeacher: {gathered[0]!r} is gathered by FSDP2 (not a '
+                'DTensor); reshard the model before the teacher update')
+        pairs = self._shard_pairs(model)
+        teacher = [_local(t).data for t, _ in pairs]
+        student = [_local(s).data for _, s in pairs]
+        if self.num_updates == 0:
+            torch._foreach_copy_(teacher, student)
+        elif self.num_updates % self.interval == 0:
+            if self.momentum is None:
+                raise RuntimeError('EMATeacher: momentum is not set')
+            torch._foreach_lerp_(teacher, student, self.momentum)
+        self._copy_buffers(model)
+        self.steps.add_(1)
+        self.num_updates += 1
+
+    def _sharded_relative_distance(self, model: nn.Module) -> Tensor:
+        """:meth:`relative_distance` for FSDP2-sharded parameters.
+
+        Squared norms of the local shards are summed over the ranks (one
+        all-reduce of two numbers); parameters whole on every rank count
+        once.
+        """
+        sharded = torch.zeros(2, dtype=torch.float32, device=self.steps.device)
+        whole = torch.zeros_like(sharded)
+        for is_dtensor, total in ((True, sharded), (False, whole)):
+            pairs = [(t, s) for t, s in self._shard_pairs(model)
+                     if isinstance(t, DTensor) == is_dtensor]
+            if not pairs:
+                continue
+            teacher = [_local(t).data for t, _ in pairs]
+            student = [_local(s).data for _, s in pairs]
+            gap = torch._foreach_sub(teacher, student)
+            for i, tensors in enumerate((gap, student)):
+                norms = torch.stack(torch._foreach_norm(tensors)).float()
+                total[i] = norms.square().sum()
+        group = next(p for p in self.module.parameters()
+                     if isinstance(p, DTensor)).device_mesh.get_group()
+        dist.all_reduce(sharded, group=group)
+        gap_sq, norm_sq = (sharded + whole).unbind()
+        return gap_sq.sqrt() / norm_sq.sqrt()
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
                               **kwargs) -> None:
@@ -244,6 +354,10 @@ class EMATeacherMixin:
 
     backbone: nn.Module
     teacher: Optional[EMATeacher]
+    # True when a wrapper moves the teacher itself before the forward
+    # (FSDP2Wrapper: on the local shards, before the root group is
+    # gathered); then update_teacher() does nothing.
+    teacher_updated_by_wrapper: bool = False
 
     def init_teacher(self,
                      teacher: str,
@@ -313,6 +427,16 @@ class EMATeacherMixin:
         return self.backbone if self.teacher is None else self.teacher.module
 
     def update_teacher(self) -> None:
+        """One EMA step towards the student (nothing for ``'online'``).
+
+        Called by the training step; does nothing when
+        ``teacher_updated_by_wrapper`` (the wrapper calls
+        :meth:`step_teacher` before the forward instead).
+        """
+        if not self.teacher_updated_by_wrapper:
+            self.step_teacher()
+
+    def step_teacher(self) -> None:
         """One EMA step towards the student (nothing for ``'online'``).
 
         With ``ema_half_life``, the first call resolves the momentum

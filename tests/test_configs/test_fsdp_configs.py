@@ -1,0 +1,67 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
+"""The FSDP2 configs are the EHM-MAE configs plus sharding, nothing else.
+
+``configs/ehm_mae_vit-l_fsdp.py`` is ``configs/ehm_mae_vit-l.py`` and
+``configs/ehm_mae_vit-h_fsdp.py`` mmpretrain's MAE ViT-H/14 recipe with
+the EHM model; both add the runner, the wrapper and a plain optimizer
+wrapper with the recipe's optimizer.
+"""
+import os.path as osp
+
+from config_utils import plain
+from mmengine.config import Config
+from mmengine.hub import get_config
+
+import ehm_mm  # noqa: F401
+
+CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
+WRAPPER = dict(
+    type='FSDP2Wrapper',
+    mixed_precision=dict(param_dtype='bfloat16', reduce_dtype='float32'),
+    activation_checkpointing=False,
+    reshard_after_forward=True)
+
+
+def _strip_sharding(cfg: dict, recipe: dict) -> None:
+    """Check and remove what sharding adds; the recipe's AMP wrapper too."""
+    assert cfg.pop('runner_type') == 'FSDP2Runner'
+    assert cfg.pop('model_wrapper_cfg') == WRAPPER
+    ours, theirs = cfg.pop('optim_wrapper'), recipe.pop('optim_wrapper')
+    assert theirs.pop('type') == 'AmpOptimWrapper'
+    theirs.pop('loss_scale')
+    assert ours.pop('type') == 'OptimWrapper'
+    assert ours == theirs
+
+
+def test_vit_l_fsdp_is_vit_l_plus_sharding():
+    ours = plain(Config.fromfile(osp.join(CONFIG_DIR,
+                                          'ehm_mae_vit-l_fsdp.py')))
+    base = plain(Config.fromfile(osp.join(CONFIG_DIR, 'ehm_mae_vit-l.py')))
+    _strip_sharding(ours, base)
+    assert ours == base
+
+
+def test_vit_h_fsdp_is_the_recipe_with_the_ehm_model():
+    ours = plain(Config.fromfile(osp.join(CONFIG_DIR,
+                                          'ehm_mae_vit-h_fsdp.py')))
+    recipe = plain(get_config(
+        'mmpretrain::mae/mae_vit-huge-p14_8xb512-amp-coslr-1600e_in1k.py'))
+    _strip_sharding(ours, recipe)
+    model, theirs = ours.pop('model'), recipe.pop('model')
+    assert model['type'] == 'EHMMAE' and theirs['type'] == 'MAE'
+    assert model['backbone']['type'] == 'EHMMAEViT'
+    assert model['backbone']['arch'] == theirs['backbone']['arch'] == 'h'
+    assert model['backbone']['patch_size'] == 14
+    assert model['neck'] == theirs['neck'] and model['head'] == theirs['head']
+    # the EHM pieces, as in configs/ehm_mae_vit-l.py
+    vit_l = plain(Config.fromfile(osp.join(CONFIG_DIR, 'ehm_mae_vit-l.py')))
+    for key in ('custom_imports', 'custom_hooks', 'ehm_mae_model',
+                'ehm_train_sampler', 'ehm_checkpoint_hook'):
+        assert ours.pop(key) == vit_l[key]
+    assert ours['train_dataloader'].pop('sampler')['type'] == \
+        'SeededAugmentSampler'
+    recipe['train_dataloader'].pop('sampler')
+    assert ours['default_hooks']['checkpoint'].pop('type') == \
+        'AtomicCheckpointHook'
+    recipe['default_hooks']['checkpoint'].pop('type')
+    assert ours == recipe
