@@ -11,9 +11,13 @@ _base_ = [
 
 model = _base_.ehm_mae_model
 train_dataloader = dict(sampler=_base_.ehm_train_sampler)
-default_hooks = dict(checkpoint=_base_.ehm_checkpoint_hook)
+default_hooks = dict(
+    checkpoint=_base_.ehm_checkpoint_hook,
+    divergence_guard=_base_.ehm_divergence_guard_hook)
 optim_wrapper = dict(
     _delete_=True,
-    type='OptimWrapper',  # FSDP2 computes in bf16: no autocast, no scaler
+    # FSDP2 computes in bf16: no autocast, no scaler; a non-finite loss
+    # skips its step (the divergence guard, docs/en/reliability.md)
+    type='NonFiniteSkipOptimWrapper',
     optimizer=_base_.optim_wrapper.optimizer,
     paramwise_cfg=_base_.optim_wrapper.paramwise_cfg)

@@ -6,6 +6,8 @@ _base_ = ['./ehm_mae_vit-l.py', './_base_/ehm_fsdp.py']
 
 optim_wrapper = dict(
     _delete_=True,
-    type='OptimWrapper',  # FSDP2 computes in bf16: no autocast, no scaler
+    # FSDP2 computes in bf16: no autocast, no scaler; a non-finite loss
+    # skips its step (the divergence guard, docs/en/reliability.md)
+    type='NonFiniteSkipOptimWrapper',
     optimizer=_base_.optim_wrapper.optimizer,
     paramwise_cfg=_base_.optim_wrapper.paramwise_cfg)

@@ -1,9 +1,9 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 # Sharded EHM-MAE pretraining with FSDP2 (docs/en/fsdp.md). A config
 # inherits it after its recipe and replaces the recipe's AmpOptimWrapper
-# by a plain OptimWrapper (the wrapper's mixed precision computes in
-# bf16). Launch with tools/dist_train.sh or tools/slurm_train.sh; a
-# single-process launch is refused.
+# by a NonFiniteSkipOptimWrapper (the wrapper's mixed precision computes
+# in bf16: no autocast, no loss scaler). Launch with tools/dist_train.sh
+# or tools/slurm_train.sh; a single-process launch is refused.
 
 # Gathers the whole model and optimizer state on every rank before rank 0
 # saves, so checkpoints are the unsharded model's.
