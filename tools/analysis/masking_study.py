@@ -26,6 +26,7 @@ Examples:
         configs/study/masking_study_scenes.py --out /tmp/q --quick
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -33,7 +34,16 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
+
+from mmengine.hooks import Hook
+
+from ehm_mm.evaluation.study_statistics import (
+    holm,
+    mean_sd,
+    paired_t_test,
+    tost,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -72,8 +82,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--arms', nargs='+', help='arms to run (default: all in the config)')
     parser.add_argument(
-        '--seeds', nargs='+', type=int, default=[0, 1, 2, 3],
-        help='seeds (paired across arms); default 0 1 2 3')
+        '--seeds', nargs='+', type=int, default=None,
+        help='seeds (paired across arms); default 0 1 2 3 (0 with --quick)')
     parser.add_argument(
         '--jobs', type=int, default=1, help='runs in parallel')
     parser.add_argument(
@@ -85,7 +95,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--quick', action='store_true',
         help='smoke test: the config\'s study_quick arms and overrides, '
-        'seed 0 only')
+        'seed 0 unless --seeds is given')
     parser.add_argument(
         '--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
         help='config overrides applied to every run after the arm\'s '
@@ -190,9 +200,8 @@ def build_run_config(config: str,
     if quick:
         cfg.merge_from_dict(dict(cfg.study_quick.get('overrides', {})))
     cfg.merge_from_dict(parse_cfg_options(cfg_options))
-    for key in ('study_arms', 'study_baseline', 'study_quick',
-                'study_contrasts'):
-        cfg.pop(key, None)
+    for key in [k for k in cfg.keys() if k.startswith('study_')]:
+        cfg.pop(key)
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=seed, diff_rank_seed=True, deterministic=False)
     cfg.resume = True  # continue an interrupted run; fresh when none
@@ -201,6 +210,133 @@ def build_run_config(config: str,
     fall_back_from_amp(cfg)
     drop_collate_fn_scope(cfg)
     return cfg
+
+
+def config_digest(cfg) -> str:
+    """sha256 of a run's config, its work dir left out.
+
+    Args:
+        cfg (Config): From :func:`build_run_config`.
+
+    Returns:
+        str: Hex digest of the JSON of the config (sorted keys), so a study
+        folder can move without invalidating its results.
+    """
+    content = cfg.to_dict()
+    content.pop('work_dir', None)
+    text = json.dumps(content, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_digest(config: str, arm: str, seed: int, quick: bool,
+               cfg_options: Sequence[str] = ()) -> str:
+    """The :func:`config_digest` of run ``(arm, seed)`` of a study.
+
+    Args:
+        config (str): Path of the study config.
+        arm (str): Arm name.
+        seed (int): Seed.
+        quick (bool): ``--quick``.
+        cfg_options (Sequence[str]): ``--cfg-options``. Defaults to ().
+
+    Returns:
+        str: The digest a valid ``result.json`` of that run records.
+    """
+    return config_digest(
+        build_run_config(config, arm, seed, '', quick, cfg_options))
+
+
+def expected_validation_epochs(cfg) -> List[int]:
+    """The epochs at which an epoch-based run of ``cfg`` validates.
+
+    As mmengine's ``EpochBasedTrainLoop``: every ``val_interval`` epochs
+    from ``val_begin`` on, and the last epoch.
+
+    Args:
+        cfg (Config): A run config with ``train_cfg.max_epochs``.
+
+    Returns:
+        list[int]: Sorted epochs.
+    """
+    train_cfg = cfg.train_cfg
+    max_epochs = int(train_cfg['max_epochs'])
+    interval = int(train_cfg.get('val_interval', 1))
+    begin = int(train_cfg.get('val_begin', 1))
+    return [
+        e for e in range(1, max_epochs + 1)
+        if e >= begin and (e % interval == 0 or e == max_epochs)
+    ]
+
+
+class RevalidateSkippedHook(Hook):
+    """Validate, at the start of a resumed run, an epoch a kill skipped.
+
+    mmengine saves the epoch's checkpoint (``after_train_epoch``) before it
+    validates, so a run killed between the two resumes past that epoch and
+    never validates it. Registered after ``EvaluationSummaryHook`` (which
+    loads the history of the run in ``before_train``), this hook validates
+    the resumed epoch when it is a validation epoch that the history lacks.
+    The resumed weights are exactly that epoch's, so the figures are the
+    ones the killed run would have written.
+
+    Args:
+        summary_file (str): The summary hook's file in the work dir.
+            Defaults to ``'evaluation_summary.json'``.
+    """
+
+    priority = 'LOWEST'
+
+    def __init__(self, summary_file: str = 'evaluation_summary.json') -> None:
+        self.summary_file = summary_file
+        self.revalidated: Optional[int] = None
+
+    def before_train(self, runner) -> None:
+        """Validate the resumed epoch if its validation is missing.
+
+        Args:
+            runner (Runner): The runner, after ``load_or_resume``.
+        """
+        if runner.iter == 0 or runner.val_loop is None:
+            return
+        if runner.epoch not in expected_validation_epochs(runner.cfg):
+            return
+        path = osp.join(runner.work_dir, self.summary_file)
+        history = []
+        if osp.exists(path):
+            with open(path) as f:
+                history = json.load(f).get('history', [])
+        if any(entry['iter'] == runner.iter for entry in history):
+            return
+        print(f'[study] epoch {runner.epoch} was not validated before the '
+              'run stopped; validating it now', flush=True)
+        runner.val_loop.run()
+        self.revalidated = runner.epoch
+
+
+def node_size_log(runner, iters_per_epoch: int) -> Optional[dict]:
+    """The logged ``mask_node_size`` of a run: mean overall and per epoch.
+
+    Args:
+        runner (Runner): The trained runner.
+        iters_per_epoch (int): Iterations per epoch.
+
+    Returns:
+        dict or None: ``mean`` and ``per_epoch`` (list of means); None when
+        the model logged no node size.
+    """
+    buffer = runner.message_hub.log_scalars.get('train/mask_node_size')
+    if buffer is None:
+        return None
+    values = [float(v) for v in buffer.data[0]]
+    if not values:
+        return None
+    per_epoch = [
+        sum(chunk) / len(chunk) for chunk in (
+            values[i:i + iters_per_epoch]
+            for i in range(0, len(values), iters_per_epoch))
+    ]
+    return dict(mean=sum(values) / len(values), per_epoch=per_epoch,
+                num_logged=len(values))
 
 
 def _val_images(runner, device):
@@ -246,11 +382,21 @@ def run_one(config: str,
     with open(osp.join(work_dir, RUNNING_FILE), 'w') as f:
         f.write(str(os.getpid()))
     cfg = build_run_config(config, arm, seed, work_dir, quick, cfg_options)
+    digest = config_digest(cfg)
     runner = build_runner(cfg, 'none')
+    revalidate = RevalidateSkippedHook()
+    runner.register_hook(revalidate, priority='LOWEST')
     runner.train()
     train_s = time.time() - start
     with open(osp.join(work_dir, 'evaluation_summary.json')) as f:
         summary = json.load(f)
+    if not summary['history'] or summary['history'][-1]['iter'] != (
+            runner.iter):
+        raise RuntimeError(
+            f'{work_dir}: the run ended at iteration {runner.iter} but its '
+            'last validation is at '
+            f"{summary['history'][-1]['iter'] if summary['history'] else None}"
+            '; the final metrics would be stale')
     model = runner.model
     device = next(model.parameters()).device
     model.eval()
@@ -265,8 +411,11 @@ def run_one(config: str,
     result = dict(
         arm=arm,
         seed=seed,
+        config_digest=digest,
         final=summary['end'],
         history=history,
+        revalidated_epoch=revalidate.revalidated,
+        mask_node_size=node_size_log(runner, iters_per_epoch),
         attention_distance=[float(v) for v in distance],
         wall_s=time.time() - start,
         train_s=train_s,
@@ -351,18 +500,6 @@ def t_quantile(df: int) -> float:
     return _T975[df - 1] if df <= len(_T975) else 1.96
 
 
-def mean_sd(values: Sequence[float]) -> tuple:
-    """Mean and sample standard deviation (NaN sd for one value)."""
-    n = len(values)
-    if n == 0:
-        return float('nan'), float('nan')
-    mean = sum(values) / n
-    if n == 1:
-        return mean, float('nan')
-    var = sum((v - mean)**2 for v in values) / (n - 1)
-    return mean, math.sqrt(var)
-
-
 def paired_difference(arm: Dict[int, float],
                       base: Dict[int, float]) -> dict:
     """Mean paired difference ``arm - base`` over shared seeds, 95% t CI.
@@ -393,6 +530,38 @@ def mean_curve(results: List[dict], key: str) -> List[tuple]:
             if len(v) == len(results)]
 
 
+def contrast_differences(results: List[dict], arms: Sequence[str],
+                         reference: Sequence[str],
+                         key: str) -> Dict[int, float]:
+    """Per-seed difference between the means of two groups of arms.
+
+    Args:
+        results (list[dict]): ``result.json`` contents.
+        arms (Sequence[str]): The group tested.
+        reference (Sequence[str]): The group it is compared with.
+        key (str): The metric.
+
+    Returns:
+        dict[int, float]: Seed -> group mean of ``arms`` minus group mean of
+        ``reference``, for every seed that finished all arms of both.
+    """
+    values: Dict[str, Dict[int, float]] = {}
+    for result in results:
+        if key in result['final']:
+            values.setdefault(result['arm'],
+                              {})[result['seed']] = result['final'][key]
+
+    def group(names: Sequence[str]) -> Dict[int, float]:
+        seeds = set.intersection(*(set(values.get(n, {})) for n in names))
+        return {
+            s: sum(values[n][s] for n in names) / len(names)
+            for s in seeds
+        }
+
+    tested, base = group(arms), group(reference)
+    return {s: tested[s] - base[s] for s in sorted(set(tested) & set(base))}
+
+
 def contrast(results: List[dict], arms: Sequence[str],
              reference: Sequence[str], key: str) -> dict:
     """Paired difference between the mean of two groups of arms.
@@ -410,20 +579,155 @@ def contrast(results: List[dict], arms: Sequence[str],
     Returns:
         dict: ``mean``, ``low``, ``high``, ``n``.
     """
-    values: Dict[str, Dict[int, float]] = {}
-    for result in results:
-        if key in result['final']:
-            values.setdefault(result['arm'],
-                              {})[result['seed']] = result['final'][key]
+    diffs = contrast_differences(results, arms, reference, key)
+    return paired_difference(diffs, {s: 0.0 for s in diffs})
 
-    def group(names: Sequence[str]) -> Dict[int, float]:
-        seeds = set.intersection(*(set(values.get(n, {})) for n in names))
-        return {
-            s: sum(values[n][s] for n in names) / len(names)
-            for s in seeds
-        }
 
-    return paired_difference(group(arms), group(reference))
+# ------------------------------------------------------- pre-registration
+class PreregistrationError(ValueError):
+    """A pre-registration that is incomplete or names unknown things."""
+
+
+def check_preregistration(prereg: dict, contrasts: Sequence[dict],
+                          metric_keys: Sequence[str]) -> dict:
+    """Validate ``study_preregistration`` against the study.
+
+    Args:
+        prereg (dict): ``primary_endpoints`` (metric keys),
+            ``primary_contrasts`` (names in ``study_contrasts``),
+            ``equivalence_margin`` (endpoint -> margin > 0, every primary
+            endpoint), ``alpha``, ``num_seeds`` (>= 2) and optionally
+            ``exploratory_contrasts`` and free-text ``registered`` /
+            ``rationale``.
+        contrasts (Sequence[dict]): The study's ``study_contrasts``. A
+            contrast that says ``primary=True`` must be registered.
+        metric_keys (Sequence[str]): The study's metric keys.
+
+    Returns:
+        dict: The pre-registration with lists and floats normalised.
+    """
+    required = ('primary_endpoints', 'primary_contrasts',
+                'equivalence_margin', 'alpha', 'num_seeds')
+    absent = [k for k in required if k not in prereg]
+    if absent:
+        raise PreregistrationError(
+            f'study_preregistration lacks {absent}; it needs {required}')
+    known = {'exploratory_contrasts', 'registered', 'rationale', *required}
+    unknown = sorted(set(prereg) - known)
+    if unknown:
+        raise PreregistrationError(
+            f'study_preregistration has unknown keys {unknown}')
+    names = [c['name'] for c in contrasts]
+    endpoints = list(prereg['primary_endpoints'])
+    primary = list(prereg['primary_contrasts'])
+    exploratory = list(prereg.get('exploratory_contrasts', []))
+    if not endpoints or not primary:
+        raise PreregistrationError(
+            'study_preregistration needs at least one primary endpoint and '
+            'one primary contrast')
+    bad = [m for m in endpoints if m not in metric_keys]
+    if bad:
+        raise PreregistrationError(
+            f'primary endpoints {bad} are not metrics of the study '
+            f'({list(metric_keys)})')
+    for label, group in (('primary', primary), ('exploratory', exploratory)):
+        bad = [c for c in group if c not in names]
+        if bad:
+            raise PreregistrationError(
+                f'{label} contrasts {bad} are not in study_contrasts '
+                f'({names})')
+    both = sorted(set(primary) & set(exploratory))
+    if both:
+        raise PreregistrationError(
+            f'contrasts {both} are registered both primary and exploratory')
+    unregistered = [
+        c['name'] for c in contrasts
+        if c.get('primary') and c['name'] not in primary
+    ]
+    if unregistered:
+        raise PreregistrationError(
+            f'contrasts {unregistered} call themselves primary but '
+            'study_preregistration does not register them; only '
+            f'{primary} are primary')
+    margins = {k: float(v) for k, v in dict(prereg['equivalence_margin'])
+               .items()}
+    bad = [m for m in endpoints if not margins.get(m, 0.0) > 0]
+    if bad:
+        raise PreregistrationError(
+            f'equivalence_margin needs a margin > 0 for primary endpoints '
+            f'{bad}')
+    alpha = float(prereg['alpha'])
+    if not 0.0 < alpha < 0.5:
+        raise PreregistrationError(f'alpha must be in (0, 0.5), got {alpha}')
+    num_seeds = prereg['num_seeds']
+    if not isinstance(num_seeds, int) or num_seeds < 2:
+        raise PreregistrationError(
+            f'num_seeds must be an int >= 2, got {num_seeds!r}')
+    return dict(prereg, primary_endpoints=endpoints,
+                primary_contrasts=primary,
+                exploratory_contrasts=exploratory,
+                equivalence_margin=margins, alpha=alpha)
+
+
+def preregistered_analysis(results: List[dict], contrasts: Sequence[dict],
+                           prereg: dict,
+                           metric_keys: Sequence[str]) -> dict:
+    """The pre-registered tests and the labelled exploratory rest.
+
+    Primary cells are the registered contrasts x the registered endpoints:
+    each gets its paired t test (two-sided, the "better" claim) with a
+    Holm-adjusted p over all primary cells (the declared family), and TOST
+    at the registered margin (the "no difference" claim). Its verdict:
+    ``'better'`` / ``'worse'`` when the Holm p < alpha, ``'equivalent'``
+    when TOST's p < alpha, otherwise ``'undetermined'``; a cell with fewer
+    seeds than registered is ``'incomplete'`` whatever its p. Every other
+    (contrast, metric) cell is ``exploratory``: t interval and unadjusted p,
+    no verdict.
+
+    Args:
+        results (list[dict]): ``result.json`` contents.
+        contrasts (Sequence[dict]): The study's contrasts.
+        prereg (dict): From :func:`check_preregistration`.
+        metric_keys (Sequence[str]): The study's metrics.
+
+    Returns:
+        dict: ``primary`` and ``exploratory`` lists of cells (``contrast``,
+        ``metric``, ``seeds``, the t test fields, and for primary cells
+        ``p_holm``, ``tost``, ``verdict``), and ``prereg``.
+    """
+    by_name = {c['name']: c for c in contrasts}
+    alpha = prereg['alpha']
+    primary, exploratory = [], []
+    for spec in contrasts:
+        for key in metric_keys:
+            diffs = contrast_differences(results, spec['arms'],
+                                         spec['reference'], key)
+            cell = dict(contrast=spec['name'], metric=key,
+                        seeds=sorted(diffs),
+                        **paired_t_test(list(diffs.values())))
+            if (spec['name'] in prereg['primary_contrasts']
+                    and key in prereg['primary_endpoints']):
+                margin = prereg['equivalence_margin'][key]
+                cell['tost'] = (tost(list(diffs.values()), margin, alpha)
+                                if len(diffs) >= 2 else None)
+                primary.append(cell)
+            else:
+                exploratory.append(cell)
+    assert all(c['contrast'] in by_name for c in primary)
+    tested = [c for c in primary if not math.isnan(c['p'])]
+    for cell, p_holm in zip(tested, holm([c['p'] for c in tested])):
+        cell['p_holm'] = p_holm
+    for cell in primary:
+        cell.setdefault('p_holm', float('nan'))
+        if cell['n'] < prereg['num_seeds']:
+            cell['verdict'] = 'incomplete'
+        elif cell['p_holm'] < alpha:
+            cell['verdict'] = 'better' if cell['mean'] > 0 else 'worse'
+        elif cell['tost'] is not None and cell['tost']['equivalent']:
+            cell['verdict'] = 'equivalent'
+        else:
+            cell['verdict'] = 'undetermined'
+    return dict(prereg=prereg, primary=primary, exploratory=exploratory)
 
 
 def summarise(results: List[dict], baseline: str,
@@ -779,7 +1083,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if unknown:
         raise SystemExit(f'unknown arms {unknown}; the config has '
                          f'{list(arms)}')
-    seeds = [0] if args.quick else args.seeds
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3])
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f'--seeds repeats a seed: {seeds}')
     if baseline not in chosen:
