@@ -128,3 +128,22 @@ study_quick = dict(
         param_scheduler=[
             dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0)
         ]))
+study_metrics = [
+    ('knnbank/top1', 'k-NN top-1 (bank)'),
+    ('linear/top1', 'linear top-1'),
+    ('segprobe/mIoU', 'seg-probe mIoU'),
+    ('hierarchy/best_iou', 'hierarchy best-IoU'),
+]
+# Pre-registration (docs/en/masking_study.md, "v2 pre-registration"),
+# fixed from the pilot before any main run; the report reads it
+# (tools/analysis/masking_study.py: check_preregistration).
+study_preregistration = dict(
+    primary_endpoints=['segprobe/mIoU'],
+    primary_contrasts=['(a) attention tree vs random tree', 'EHM vs MAE'],
+    equivalence_margin={'segprobe/mIoU': 2.0},
+    alpha=0.05,
+    num_seeds=8,
+    exploratory_contrasts=["(a') attention tree vs pixel tree",
+                           'random tree vs MAE', 'block vs MAE'],
+    registered='PROVISIONAL: replaced from the pilot',
+)

@@ -26,6 +26,7 @@ Examples:
         configs/study/masking_study_scenes.py --out /tmp/q --quick
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -732,7 +733,8 @@ def preregistered_analysis(results: List[dict], contrasts: Sequence[dict],
 
 def summarise(results: List[dict], baseline: str,
               arm_order: Sequence[str],
-              contrasts: Sequence[dict] = ()) -> dict:
+              contrasts: Sequence[dict] = (),
+              metrics: Sequence[tuple] = METRICS) -> dict:
     """Aggregate the finished runs.
 
     Args:
@@ -742,24 +744,27 @@ def summarise(results: List[dict], baseline: str,
         contrasts (Sequence[dict]): Planned comparisons, each with
             ``name``, ``arms`` and ``reference`` (lists of arm names), see
             :func:`contrast`. Defaults to ().
+        metrics (Sequence[tuple]): ``(key, name)`` of the metrics to
+            report. Defaults to :data:`METRICS`.
 
     Returns:
         dict: Per arm: seeds, per-metric values / mean / sd / paired
         difference / first epoch reaching the baseline's final mean, mean
-        curves and attention distances; per contrast: the paired
-        difference of every metric.
+        curves, attention distances and the mean masked node size; per
+        contrast: the paired difference of every metric.
     """
     by_arm: Dict[str, List[dict]] = {}
     for result in results:
         by_arm.setdefault(result['arm'], []).append(result)
     base_runs = by_arm.get(baseline, [])
-    summary = dict(baseline=baseline, arms={})
+    summary = dict(baseline=baseline, arms={},
+                   metrics=[list(m) for m in metrics])
     for arm in arm_order:
         runs = sorted(by_arm.get(arm, []), key=lambda r: r['seed'])
         if not runs:
             continue
         entry = dict(seeds=[r['seed'] for r in runs], metrics={})
-        for key, _ in METRICS:
+        for key, _ in metrics:
             values = {r['seed']: r['final'][key] for r in runs
                       if key in r['final']}
             if not values:
@@ -784,6 +789,11 @@ def summarise(results: List[dict], baseline: str,
             sum(col) / len(col) for col in zip(*distances)
         ]
         entry['wall_s'] = mean_sd([r['wall_s'] for r in runs])[0]
+        sizes = [r['mask_node_size'] for r in runs if r.get('mask_node_size')]
+        entry['mask_node_size'] = None if not sizes else dict(
+            mean=mean_sd([z['mean'] for z in sizes])[0],
+            last_epoch=mean_sd([z['per_epoch'][-1] for z in sizes])[0],
+            runs=len(sizes))
         summary['arms'][arm] = entry
     summary['contrasts'] = []
     for spec in contrasts:
@@ -795,7 +805,7 @@ def summarise(results: List[dict], baseline: str,
         summary['contrasts'].append(
             dict(name=spec['name'], arms=arms, reference=reference,
                  metrics={key: contrast(results, arms, reference, key)
-                          for key, _ in METRICS}))
+                          for key, _ in metrics}))
     return summary
 
 
@@ -816,18 +826,19 @@ def markdown_table(summary: dict) -> str:
         str: Markdown.
     """
     baseline = summary['baseline']
+    metrics = [tuple(m) for m in summary.get('metrics', METRICS)]
     lines = [
         f'Mean +- sd over seeds; "vs {baseline}" is the mean paired '
         'difference with its 95% t interval.', ''
     ]
     head = ['arm', 'seeds']
-    for _, name in METRICS:
+    for _, name in metrics:
         head += [name, f'vs {baseline}']
     lines.append('| ' + ' | '.join(head) + ' |')
     lines.append('|' + '---|' * len(head))
     for arm, entry in summary['arms'].items():
         row = [arm, str(len(entry['seeds']))]
-        for key, _ in METRICS:
+        for key, _ in metrics:
             m = entry['metrics'].get(key)
             if m is None:
                 row += ['-', '-']
@@ -846,12 +857,12 @@ def markdown_table(summary: dict) -> str:
         '', f'First validated epoch at which the seed-mean reaches the '
         f'{baseline} arm\'s final mean ("-": never):', ''
     ]
-    head = ['arm'] + [name for _, name in METRICS]
+    head = ['arm'] + [name for _, name in metrics]
     lines.append('| ' + ' | '.join(head) + ' |')
     lines.append('|' + '---|' * len(head))
     for arm, entry in summary['arms'].items():
         row = [arm]
-        for key, _ in METRICS:
+        for key, _ in metrics:
             m = entry['metrics'].get(key)
             row.append(_fmt(m and m['first_epoch_reaching_baseline'], 0))
         lines.append('| ' + ' | '.join(row) + ' |')
@@ -862,14 +873,14 @@ def markdown_table(summary: dict) -> str:
             ''
         ]
         head = ['contrast', 'arms', 'reference'] + [
-            name for _, name in METRICS
+            name for _, name in metrics
         ]
         lines.append('| ' + ' | '.join(head) + ' |')
         lines.append('|' + '---|' * len(head))
         for spec in summary['contrasts']:
             row = [spec['name'], ', '.join(spec['arms']),
                    ', '.join(spec['reference'])]
-            for key, _ in METRICS:
+            for key, _ in metrics:
                 d = spec['metrics'][key]
                 if d['n'] == 0:
                     row.append('- (n=0)')
@@ -892,13 +903,21 @@ def markdown_table(summary: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def write_csv(results: List[dict], path: str) -> None:
-    """One row per run: arm, seed, final metrics, wall time."""
+def write_csv(results: List[dict], path: str,
+              metrics: Sequence[tuple] = METRICS) -> None:
+    """One row per run: arm, seed, final metrics, wall time.
+
+    Args:
+        results (list[dict]): ``result.json`` contents.
+        path (str): The file, written atomically.
+        metrics (Sequence[tuple]): ``(key, name)`` of the metric columns.
+            Defaults to :data:`METRICS`.
+    """
     import csv
-    keys = [key for key, _ in METRICS]
+    keys = [key for key, _ in metrics]
     num_layers = max((len(r['attention_distance']) for r in results),
                      default=0)
-    with open(path, 'w', newline='') as f:
+    with atomic_open(path, newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['arm', 'seed'] + keys +
                         [f'attn_dist_l{i}' for i in range(num_layers)] +
@@ -959,9 +978,10 @@ def plot(summary: dict, out: str) -> List[str]:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     arms = list(summary['arms'])
+    metrics = [tuple(m) for m in summary.get('metrics', METRICS)]
     files = []
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4))
-    for ax, (key, name) in zip(axes, METRICS):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4))
+    for ax, (key, name) in zip(axes, metrics):
         for x, arm in enumerate(arms):
             m = summary['arms'][arm]['metrics'].get(key)
             if not m:
@@ -985,8 +1005,8 @@ def plot(summary: dict, out: str) -> List[str]:
     plt.close(fig)
 
     styles = arm_styles(arms, summary['baseline'])
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4))
-    for ax, (key, name) in zip(axes, METRICS):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4))
+    for ax, (key, name) in zip(axes, metrics):
         for arm in arms:
             m = summary['arms'][arm]['metrics'].get(key)
             if m and m['curve']:
@@ -1014,12 +1034,204 @@ def plot(summary: dict, out: str) -> List[str]:
     return files
 
 
+@contextlib.contextmanager
+def atomic_open(path: str, newline: Optional[str] = None):
+    """Open ``path`` for writing text so that a kill never leaves it half.
+
+    Writes ``path.tmp`` and renames it over ``path`` on success (the rename
+    is atomic on POSIX); on an exception the temp file is removed and
+    ``path`` keeps its old content.
+
+    Args:
+        path (str): The file.
+        newline (str, optional): As :func:`open`. Defaults to None.
+
+    Yields:
+        TextIO: The open temp file.
+    """
+    tmp = path + '.tmp'
+    try:
+        with open(tmp, 'w', newline=newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+class StudyResultError(ValueError):
+    """A run's ``result.json`` that the report must not use."""
+
+
+def load_result(path: str, arm: str, seed: int,
+                digest: Optional[str],
+                required_metrics: Sequence[str]) -> dict:
+    """Read one ``result.json`` and check that it belongs where it lies.
+
+    Args:
+        path (str): The file, ``runs/<arm>/seed<seed>/result.json``.
+        arm (str): The arm its folder names.
+        seed (int): The seed its folder names.
+        digest (str, optional): The config digest of that run (see
+            :func:`run_digest`); None skips the digest check.
+        required_metrics (Sequence[str]): Final metrics it must hold, as
+            finite numbers.
+
+    Returns:
+        dict: The result.
+
+    Raises:
+        StudyResultError: Naming the file and what is wrong: unreadable or
+            not JSON, another arm or seed than its folder, no or another
+            config digest, a missing, non-numeric or non-finite metric.
+    """
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise StudyResultError(
+            f'{path}: unreadable result ({type(e).__name__}: {e})') from e
+    if not isinstance(result, dict):
+        raise StudyResultError(f'{path}: holds a {type(result).__name__}, '
+                               'not a result object')
+    if result.get('arm') != arm:
+        raise StudyResultError(
+            f"{path}: records arm {result.get('arm')!r} but lies in the "
+            f'folder of arm {arm!r} (copied or moved?)')
+    if result.get('seed') != seed:
+        raise StudyResultError(
+            f"{path}: records seed {result.get('seed')!r} but lies in the "
+            f'folder of seed {seed}')
+    if digest is not None:
+        recorded = result.get('config_digest')
+        if recorded is None:
+            raise StudyResultError(
+                f'{path}: records no config digest (written by a tool '
+                'before result integrity checks); rerun it')
+        if recorded != digest:
+            raise StudyResultError(
+                f'{path}: config digest {recorded[:12]}... does not match '
+                f'this study\'s config for {arm} seed {seed} '
+                f'({digest[:12]}...): the config, the arm or --cfg-options '
+                'differ from the run\'s (pass the same --cfg-options, or '
+                'rerun it)')
+    final = result.get('final')
+    if not isinstance(final, dict):
+        raise StudyResultError(f'{path}: has no final metrics')
+    for key in required_metrics:
+        if key not in final:
+            raise StudyResultError(
+                f'{path}: lacks the final metric {key!r} (declare it in '
+                'study_missing_metrics if the arm cannot produce it)')
+        value = final[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise StudyResultError(
+                f'{path}: final metric {key!r} is {value!r}, not a number')
+        if not math.isfinite(value):
+            raise StudyResultError(
+                f'{path}: final metric {key!r} is {value}, not finite')
+    for key in ('history', 'attention_distance'):
+        if not isinstance(result.get(key), list):
+            raise StudyResultError(f'{path}: {key!r} is missing or not a '
+                                   'list')
+    if not isinstance(result.get('wall_s'), (int, float)):
+        raise StudyResultError(f"{path}: 'wall_s' is missing")
+    return result
+
+
+def missing_validations(result: dict,
+                        expected_epochs: Sequence[int]) -> List[int]:
+    """Expected validation epochs that a result's history lacks.
+
+    Args:
+        result (dict): A ``result.json``.
+        expected_epochs (Sequence[int]): From
+            :func:`expected_validation_epochs`.
+
+    Returns:
+        list[int]: The epochs without a validation.
+    """
+    done = {round(entry['epoch']) for entry in result['history']}
+    return [e for e in expected_epochs if e not in done]
+
+
+def preregistration_table(analysis: dict) -> str:
+    """Markdown of :func:`preregistered_analysis`.
+
+    Args:
+        analysis (dict): Its output.
+
+    Returns:
+        str: The primary table (t test, Holm p over the primary cells, TOST
+        at the margin, verdict) and the exploratory table.
+    """
+    prereg = analysis['prereg']
+    alpha = prereg['alpha']
+    lines = [
+        '', f"Pre-registered primary analysis ({prereg['num_seeds']} seeds "
+        f'registered; alpha {alpha}; Holm over the '
+        f"{len(analysis['primary'])} primary cells; TOST at the margin):",
+        '', '| contrast | endpoint | seeds | mean [95% t] | p | Holm p | '
+        'TOST p (margin) | verdict |', '|---|---|---|---|---|---|---|---|'
+    ]
+    for c in analysis['primary']:
+        tost_cell = '-' if c['tost'] is None else (
+            f"{c['tost']['p']:.3g} (+-{c['tost']['margin']:g})")
+        lines.append(
+            f"| {c['contrast']} | {c['metric']} | {c['n']} | "
+            f"{_fmt_interval(c)} | {_fmt(c['p'], 3)} | "
+            f"{_fmt(c['p_holm'], 3)} | {tost_cell} | {c['verdict']} |")
+    lines += [
+        '', 'Exploratory (not registered as primary; unadjusted p, no '
+        'verdict):', '', '| contrast | metric | seeds | mean [95% t] | p |',
+        '|---|---|---|---|---|'
+    ]
+    for c in analysis['exploratory']:
+        lines.append(f"| {c['contrast']} | {c['metric']} | {c['n']} | "
+                     f'{_fmt_interval(c)} | {_fmt(c["p"], 3)} |')
+    return '\n'.join(lines) + '\n'
+
+
+def _fmt_interval(cell: dict) -> str:
+    if cell['n'] == 0:
+        return '-'
+    if cell['n'] == 1:
+        return f"{cell['mean']:+.2f} (1 seed)"
+    return f"{cell['mean']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}]"
+
+
+def node_size_table(summary: dict) -> str:
+    """Markdown of each arm's logged mean masked node size (patches)."""
+    lines = [
+        '', 'Mean masked node size (`mask_node_size`, patches; the split '
+        'node counted whole):', '', '| arm | over training | last epoch |',
+        '|---|---|---|'
+    ]
+    for arm, entry in summary['arms'].items():
+        size = entry.get('mask_node_size')
+        lines.append(f'| {arm} | ' + (
+            '- | - |' if size is None else
+            f"{size['mean']:.2f} | {size['last_epoch']:.2f} |"))
+    return '\n'.join(lines) + '\n'
+
+
 def report(out: str,
            baseline: str,
            arm_order: Sequence[str],
            seeds: Sequence[int],
-           contrasts: Sequence[dict] = ()) -> dict:
-    """Collect finished runs and write results.json/csv/md and plots.
+           contrasts: Sequence[dict] = (),
+           metrics: Sequence[tuple] = METRICS,
+           digest: Optional[Callable[[str, int], str]] = None,
+           missing_metrics: Optional[Dict[str, Sequence[str]]] = None,
+           expected_epochs: Optional[Sequence[int]] = None,
+           preregistration: Optional[dict] = None) -> dict:
+    """Check the finished runs and write results.json/csv/md and plots.
+
+    Every ``result.json`` goes through :func:`load_result`; a damaged one
+    stops the report with a :class:`StudyResultError` naming it. The text
+    files are written atomically (:func:`atomic_open`).
 
     Args:
         out (str): The study folder.
@@ -1030,17 +1242,34 @@ def report(out: str,
         contrasts (Sequence[dict]): Planned comparisons (see
             :func:`summarise`); those naming arms outside ``arm_order``
             are left out. Defaults to ().
+        metrics (Sequence[tuple]): ``(key, name)`` of the metrics; each run
+            must hold them all. Defaults to :data:`METRICS`.
+        digest (Callable, optional): ``(arm, seed) -> config digest`` that
+            each result must record; None skips that check.
+            Defaults to None.
+        missing_metrics (dict, optional): Arm -> metric keys it is declared
+            to lack (``study_missing_metrics``). Defaults to None.
+        expected_epochs (Sequence[int], optional): Validation epochs every
+            run should have; runs lacking some are listed. Defaults to None.
+        preregistration (dict, optional): From
+            :func:`check_preregistration`; adds the primary and exploratory
+            tables. Defaults to None.
 
     Returns:
         dict: The summary (also in ``results.json``).
     """
+    missing_metrics = dict(missing_metrics or {})
     results, missing = [], []
     for arm in arm_order:
+        lacks = set(missing_metrics.get(arm, ()))
+        required = [key for key, _ in metrics if key not in lacks]
         for seed in seeds:
             path = osp.join(run_dir(out, arm, seed), RESULT_FILE)
             if osp.exists(path):
-                with open(path) as f:
-                    results.append(json.load(f))
+                results.append(
+                    load_result(path, arm, seed,
+                                digest(arm, seed) if digest else None,
+                                required))
             else:
                 missing.append(dict(arm=arm, seed=seed))
     if not results:
@@ -1049,17 +1278,29 @@ def report(out: str,
         c for c in contrasts
         if all(a in arm_order for a in list(c['arms']) + list(c['reference']))
     ]
-    summary = summarise(results, baseline, arm_order, contrasts)
+    summary = summarise(results, baseline, arm_order, contrasts, metrics)
     summary['missing'] = missing
+    summary['missing_validations'] = [] if expected_epochs is None else [
+        dict(arm=r['arm'], seed=r['seed'], epochs=gaps) for r in results
+        for gaps in [missing_validations(r, expected_epochs)] if gaps
+    ]
+    table = markdown_table(summary) + node_size_table(summary)
+    if preregistration is not None:
+        summary['preregistered'] = preregistered_analysis(
+            results, contrasts, preregistration, [k for k, _ in metrics])
+        table += preregistration_table(summary['preregistered'])
     summary['runs'] = results
-    with open(osp.join(out, 'results.json'), 'w') as f:
+    with atomic_open(osp.join(out, 'results.json')) as f:
         json.dump(summary, f, indent=1)
-    write_csv(results, osp.join(out, 'results.csv'))
-    table = markdown_table(summary)
+    write_csv(results, osp.join(out, 'results.csv'), metrics)
     if missing:
         table += '\nMissing runs: ' + ', '.join(
             f"{m['arm']}/seed{m['seed']}" for m in missing) + '\n'
-    with open(osp.join(out, 'results.md'), 'w') as f:
+    if summary['missing_validations']:
+        table += '\nRuns missing validations (epochs): ' + ', '.join(
+            f"{m['arm']}/seed{m['seed']} {m['epochs']}"
+            for m in summary['missing_validations']) + '\n'
+    with atomic_open(osp.join(out, 'results.md')) as f:
         f.write(table)
     summary['plots'] = plot(summary, out)
     print(table)
@@ -1076,13 +1317,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.jobs < 1 or args.threads < 1:
         raise SystemExit('--jobs and --threads must be >= 1')
-    _, arms, baseline, quick_arms, contrasts = load_study(
+    cfg, arms, baseline, quick_arms, contrasts = load_study(
         args.config, args.quick)
-    chosen = quick_arms if args.quick else (args.arms or list(arms))
+    metrics = [tuple(m) for m in cfg.get('study_metrics', METRICS)]
+    prereg = cfg.get('study_preregistration')
+    if prereg is not None:  # refused before any training, not after
+        prereg = check_preregistration(prereg, contrasts,
+                                       [k for k, _ in metrics])
+    chosen = args.arms or (quick_arms if args.quick else list(arms))
     unknown = [a for a in chosen if a not in arms]
     if unknown:
         raise SystemExit(f'unknown arms {unknown}; the config has '
                          f'{list(arms)}')
+    if args.quick and args.seeds:
+        print(f'[study] --quick with --seeds {args.seeds}: running those '
+              'seeds', flush=True)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3])
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f'--seeds repeats a seed: {seeds}')
@@ -1104,7 +1353,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f'{len(chosen) * len(seeds) - len(todo)} already finished',
               flush=True)
         failed = launch_all(args, todo)
-    report(args.out, baseline, chosen, seeds, contrasts)
+    report(
+        args.out, baseline, chosen, seeds, contrasts, metrics,
+        digest=lambda arm, seed: run_digest(args.config, arm, seed,
+                                            args.quick, args.cfg_options),
+        missing_metrics=cfg.get('study_missing_metrics'),
+        expected_epochs=expected_validation_epochs(
+            build_run_config(args.config, chosen[0], seeds[0], '',
+                             args.quick, args.cfg_options)),
+        preregistration=prereg)
     if failed:
         print(f'[study] {len(failed)} runs failed: {failed}', flush=True)
         return 1
