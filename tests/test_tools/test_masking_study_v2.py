@@ -135,3 +135,40 @@ def test_v2_config_validation_set_and_bank():
     for arm in TREE_ARMS:
         arm_cfg = tool.build_run_config(CONFIG, arm, 0, '', quick=False)
         assert arm_cfg.model.masking.depth_unit == 'node_size', arm
+
+
+def test_baselines_are_measured_and_reported(tmp_path, monkeypatch):
+    """Untrained encoder, raw pixels, colour alone and the metric floors
+    (quick settings: 24 + 24 validation images)."""
+    monkeypatch.chdir(tmp_path)  # the config's data_root is relative
+    tool = _tool()
+    out = tmp_path / 'study'
+    out.mkdir()
+    baselines = tool.compute_baselines(CONFIG, str(out), 'mae', [0], True)
+    assert set(baselines['untrained']['0']) >= {
+        'knnbank/top1', 'linear/top1', 'segprobe/mIoU', 'hierarchy/best_iou'
+    }
+    raw = baselines['raw_pixels']
+    assert 0 <= raw['knnbank/top1'] <= 100 and 'segprobe/mIoU' in raw
+    assert 'segprobe/mIoU' not in baselines['colour_histogram']
+    floors = baselines['floors']
+    root = floors['hierarchy/best_iou (root only)']
+    noise = floors['hierarchy/best_iou (noise trees)']
+    # v2 objects cover ~24% of the image: the root's IoU.
+    assert 15 < root < 35 and root < noise < 100
+    assert 0 < floors['segprobe/mIoU (all background)'] < 100
+    cfg, _, _, _, _ = tool.load_study(CONFIG, True)
+    table = tool.baselines_table(baselines,
+                                 [tuple(m) for m in cfg.study_metrics])
+    assert '| untrained encoder (1 seeds) |' in table
+    assert '| floor: all background |' in table
+    # Kept on a second call: nothing is measured again.
+    stamp = (out / 'baselines.json').stat().st_mtime
+    again = tool.compute_baselines(CONFIG, str(out), 'mae', [0], True)
+    assert again == json_load(out / 'baselines.json')
+    assert (out / 'baselines.json').stat().st_mtime == stamp
+
+
+def json_load(path):
+    import json
+    return json.loads(path.read_text())

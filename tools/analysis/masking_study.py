@@ -105,6 +105,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--priority-arms', nargs='+', default=[],
         help='run these arms (all seeds) before the others')
     parser.add_argument(
+        '--baselines', action='store_true',
+        help='also measure the baselines (untrained encoder per seed, raw '
+        'pixels, colour alone, metric floors) into baselines.json')
+    parser.add_argument(
         '--report-only', action='store_true',
         help='write the report from the finished runs, train nothing')
     parser.add_argument(
@@ -1034,6 +1038,207 @@ def plot(summary: dict, out: str) -> List[str]:
     return files
 
 
+# --------------------------------------------------------------- baselines
+BASELINES_FILE = 'baselines.json'
+
+
+def _val_samples(cfg) -> tuple:
+    """The validation set of ``cfg`` as tensors, through its pipeline.
+
+    Returns:
+        tuple: ``images [M, 3, H, W]`` (0-255), ``masks [M, H, W]``, a list
+        of per-sample dicts (``gt_label``, ``gt_object_mask`` and the meta
+        fields such as ``knn_bank``).
+    """
+    import numpy as np
+    import torch
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import DATASETS
+    init_default_scope('mmpretrain')
+    dataset = DATASETS.build(cfg.val_dataloader.dataset)
+    images, masks, samples = [], [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        images.append(item['inputs'])
+        sample = item['data_samples'].to_dict()
+        masks.append(torch.as_tensor(np.asarray(sample['gt_object_mask'])))
+        samples.append(sample)
+    return torch.stack(images).float(), torch.stack(masks), samples
+
+
+def raw_pixel_figures(cfg, images, masks, samples) -> dict:
+    """The study's probes on features that need no learning.
+
+    Raw pixels (the mean-colour thumbnail on the model's patch grid for the
+    image probes, each patch's mean colour for the segmentation probe) and
+    colour alone (a joint RGB histogram, image probes only), through the
+    metrics of ``cfg.val_evaluator`` (HierarchyIoU excluded); then the
+    floors: best-IoU of the root alone and of noise trees, the mIoU of
+    predicting background everywhere on the segmentation probe's test
+    split.
+
+    Returns:
+        dict: ``raw_pixels``, ``colour_histogram`` and ``floors``, each a
+        metric dict keyed like the runs' results.
+    """
+    import torch
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import METRICS
+
+    from ehm_mm.evaluation.metrics import PatchSegProbe
+    from ehm_mm.evaluation.study_baselines import (
+        all_background_miou,
+        colour_histogram_features,
+        noise_tree_best_iou,
+        patch_colour_features,
+        root_only_best_iou,
+    )
+    init_default_scope('mmpretrain')
+    backbone = cfg.model.backbone
+    grid = (backbone.img_size // backbone.patch_size, ) * 2
+    patches = patch_colour_features(images, grid)
+    features = dict(raw_pixels=patches.flatten(1),
+                    colour_histogram=colour_histogram_features(images))
+    out, background = {}, None
+    for name, feats in features.items():
+        figures = {}
+        for metric_cfg in cfg.val_evaluator:
+            if metric_cfg['type'] == 'HierarchyIoU':
+                continue
+            metric = METRICS.build(dict(metric_cfg))
+            if isinstance(metric, PatchSegProbe) and (
+                    name == 'colour_histogram'):
+                continue
+            batch = [
+                dict(s, feature=feats[i], patch_features=patches[i])
+                for i, s in enumerate(samples)
+            ]
+            metric.process({}, batch)
+            for key, value in metric.compute_metrics(metric.results).items():
+                figures[f'{metric.prefix}/{key}'] = float(value)
+            if isinstance(metric, PatchSegProbe) and name == 'raw_pixels':
+                _, test = metric.probe.split(len(metric.results))
+                labels = torch.cat([metric.results[i][1]
+                                    for i in test.tolist()])
+                background = all_background_miou(labels, metric.num_classes)
+        out[name] = figures
+    generator = torch.Generator().manual_seed(0)
+    out['floors'] = {
+        'hierarchy/best_iou (root only)':
+        100.0 * float(root_only_best_iou(masks, grid).mean()),
+        'hierarchy/best_iou (noise trees)':
+        100.0 * float(noise_tree_best_iou(masks, grid, generator).mean()),
+    }
+    if background is not None:
+        out['floors']['segprobe/mIoU (all background)'] = background
+    return out
+
+
+def untrained_figures(config: str, arm: str, seed: int, work_dir: str,
+                      quick: bool, cfg_options: Sequence[str] = ()) -> dict:
+    """The validation metrics of ``arm``'s model at initialisation.
+
+    Args:
+        config (str): Study config.
+        arm (str): The arm whose model is built (the baseline arm).
+        seed (int): Seed of the initialisation.
+        work_dir (str): Scratch work dir of the runner.
+        quick (bool): ``--quick``.
+        cfg_options (Sequence[str]): ``--cfg-options``. Defaults to ().
+
+    Returns:
+        dict: Metric -> value.
+    """
+    import ehm_mm  # noqa: F401
+    from ehm_mm.utils.launch import build_runner
+    cfg = build_run_config(config, arm, seed, work_dir, quick, cfg_options)
+    cfg.resume = False
+    runner = build_runner(cfg, 'none')
+    return {k: float(v) for k, v in runner.val().items()}
+
+
+def compute_baselines(config: str, out: str, arm: str,
+                      seeds: Sequence[int], quick: bool,
+                      cfg_options: Sequence[str] = ()) -> dict:
+    """Write ``baselines.json``: raw pixels, colour, floors, untrained.
+
+    Finished parts are kept (the untrained encoder per seed, the
+    model-free figures once), so an interrupted call resumes.
+
+    Args:
+        config (str): Study config.
+        out (str): Study folder.
+        arm (str): Arm whose untrained model is measured (the baseline).
+        seeds (Sequence[int]): Seeds of the untrained encoder.
+        quick (bool): ``--quick``.
+        cfg_options (Sequence[str]): ``--cfg-options``. Defaults to ().
+
+    Returns:
+        dict: The baselines.
+    """
+    path = osp.join(out, BASELINES_FILE)
+    cfg = build_run_config(config, arm, seeds[0], '', quick, cfg_options)
+    digest = config_digest(cfg)
+    baselines = {}
+    if osp.exists(path):
+        with open(path) as f:
+            baselines = json.load(f)
+        if baselines.get('config_digest') != digest:
+            baselines = {}
+    baselines['config_digest'] = digest
+
+    def save() -> None:
+        with atomic_open(path) as f:
+            json.dump(baselines, f, indent=1)
+
+    if 'raw_pixels' not in baselines:
+        baselines.update(raw_pixel_figures(cfg, *_val_samples(cfg)))
+        save()
+    untrained = baselines.setdefault('untrained', {})
+    for seed in seeds:
+        if str(seed) not in untrained:
+            untrained[str(seed)] = untrained_figures(
+                config, arm, seed,
+                osp.join(out, 'baselines', f'untrained_seed{seed}'), quick,
+                cfg_options)
+            save()
+    return baselines
+
+
+def baselines_table(baselines: dict, metrics: Sequence[tuple]) -> str:
+    """Markdown of :func:`compute_baselines`'s figures beside the arms'.
+
+    Args:
+        baselines (dict): Its output.
+        metrics (Sequence[tuple]): ``(key, name)`` of the study's metrics.
+
+    Returns:
+        str: One row per baseline, the study's metric columns.
+    """
+    rows = []
+    untrained = list(baselines.get('untrained', {}).values())
+    if untrained:
+        cells = []
+        for key, _ in metrics:
+            mean, sd = mean_sd([u[key] for u in untrained if key in u])
+            cells.append(f'{_fmt(mean)} +- {_fmt(sd)}')
+        rows.append([f'untrained encoder ({len(untrained)} seeds)'] + cells)
+    for name, label in (('raw_pixels', 'raw pixels (patch mean colour)'),
+                        ('colour_histogram', 'colour histogram (no layout)')):
+        figures = baselines.get(name, {})
+        rows.append([label] + [_fmt(figures.get(key)) for key, _ in metrics])
+    for floor, value in baselines.get('floors', {}).items():
+        key = floor.split(' (')[0]
+        rows.append([f'floor: {floor.split(" (")[1][:-1]}'] + [
+            _fmt(value) if k == key else '' for k, _ in metrics
+        ])
+    lines = ['', 'Baselines (no pretraining):', '',
+             '| baseline | ' + ' | '.join(n for _, n in metrics) + ' |',
+             '|' + '---|' * (len(metrics) + 1)]
+    lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+    return '\n'.join(lines) + '\n'
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, newline: Optional[str] = None):
     """Open ``path`` for writing text so that a kill never leaves it half.
@@ -1285,6 +1490,10 @@ def report(out: str,
         for gaps in [missing_validations(r, expected_epochs)] if gaps
     ]
     table = markdown_table(summary) + node_size_table(summary)
+    if osp.exists(osp.join(out, BASELINES_FILE)):
+        with open(osp.join(out, BASELINES_FILE)) as f:
+            summary['baselines'] = json.load(f)
+        table += baselines_table(summary['baselines'], metrics)
     if preregistration is not None:
         summary['preregistered'] = preregistered_analysis(
             results, contrasts, preregistration, [k for k, _ in metrics])
@@ -1353,6 +1562,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f'{len(chosen) * len(seeds) - len(todo)} already finished',
               flush=True)
         failed = launch_all(args, todo)
+    if args.baselines:
+        compute_baselines(args.config, args.out, baseline, seeds, args.quick,
+                          args.cfg_options)
     report(
         args.out, baseline, chosen, seeds, contrasts, metrics,
         digest=lambda arm, seed: run_digest(args.config, arm, seed,
