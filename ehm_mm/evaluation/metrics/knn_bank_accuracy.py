@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from mmpretrain.registry import METRICS
 
-from .feature_label_metric import FeatureLabelMetric
+from .knn_accuracy import KNNAccuracy
 
 
 def knn_predict_bank(queries: torch.Tensor,
@@ -56,10 +56,11 @@ def knn_predict_bank(queries: torch.Tensor,
 
 
 @METRICS.register_module()
-class KNNBankAccuracy(FeatureLabelMetric):
+class KNNBankAccuracy(KNNAccuracy):
     """Weighted k-NN top-1 accuracy of queries against a separate bank.
 
-    The evaluated set holds two kinds of samples, told apart by a boolean
+    :class:`KNNAccuracy` with a memory bank apart from the queries. The
+    evaluated set holds two kinds of samples, told apart by a boolean
     field of each data sample (``knn_bank``, set by
     :class:`~ehm_mm.datasets.SyntheticShapes` with ``knn_bank=True`` and
     packed with ``PackInputs(meta_keys=[..., 'knn_bank'])``): the bank
@@ -91,16 +92,7 @@ class KNNBankAccuracy(FeatureLabelMetric):
                  feature_key: str = 'feature',
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f'k must be a positive int, got {k!r}')
-        if temperature <= 0:
-            raise ValueError(f'temperature must be > 0, got {temperature}')
-        super().__init__(
-            feature_key=feature_key,
-            collect_device=collect_device,
-            prefix=prefix)
-        self.k = k
-        self.temperature = temperature
+        super().__init__(k, temperature, feature_key, collect_device, prefix)
         self.bank_key = bank_key
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
