@@ -1479,6 +1479,7 @@ def report(out: str,
                 missing.append(dict(arm=arm, seed=seed))
     if not results:
         raise RuntimeError(f'no finished runs under {out}/runs')
+    registered = list(contrasts)  # all of them: unrun ones are incomplete
     contrasts = [
         c for c in contrasts
         if all(a in arm_order for a in list(c['arms']) + list(c['reference']))
@@ -1496,7 +1497,7 @@ def report(out: str,
         table += baselines_table(summary['baselines'], metrics)
     if preregistration is not None:
         summary['preregistered'] = preregistered_analysis(
-            results, contrasts, preregistration, [k for k, _ in metrics])
+            results, registered, preregistration, [k for k, _ in metrics])
         table += preregistration_table(summary['preregistered'])
     summary['runs'] = results
     with atomic_open(osp.join(out, 'results.json')) as f:
