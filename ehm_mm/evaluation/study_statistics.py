@@ -436,6 +436,77 @@ def p_from_interval(mean: float, low: float, high: float, n: int,
     return min(1.0, 2.0 * t_cdf(-abs(t), n - 1))
 
 
+def chi2_cdf(x: float, df: float) -> float:
+    """Cumulative distribution function of the chi-square distribution.
+
+    The regularised lower incomplete gamma ``P(df / 2, x / 2)`` by its
+    power series (fine for the small df of a pilot).
+
+    Args:
+        x (float): The point, >= 0.
+        df (float): Degrees of freedom, > 0.
+
+    Returns:
+        float: ``P(X <= x)``.
+    """
+    _check_df(df)
+    if x <= 0:
+        return 0.0
+    a, half = df / 2.0, x / 2.0
+    term = total = 1.0 / a
+    for n in range(1, 10000):
+        term *= half / (a + n)
+        total += term
+        if term < total * 1e-15:
+            break
+    return min(1.0, math.exp(a * math.log(half) - half - math.lgamma(a)) *
+               total)
+
+
+def chi2_ppf(q: float, df: float) -> float:
+    """Quantile of the chi-square distribution (by bisection).
+
+    Args:
+        q (float): Probability in (0, 1).
+        df (float): Degrees of freedom, > 0.
+
+    Returns:
+        float: ``x`` with ``P(X <= x) = q``.
+    """
+    if not 0.0 < q < 1.0:
+        raise ValueError(f'q must be in (0, 1), got {q}')
+    low, high = 0.0, max(1.0, 2.0 * df)
+    while chi2_cdf(high, df) < q:
+        high *= 2.0
+    for _ in range(200):
+        mid = (low + high) / 2.0
+        if chi2_cdf(mid, df) < q:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2.0
+
+
+def sd_upper_bound(sd: float, n: int, confidence: float = 0.8) -> float:
+    """One-sided upper confidence bound of a standard deviation.
+
+    ``sd * sqrt((n - 1) / chi2_{1 - confidence, n - 1})``: the planning
+    value of a pilot's sd that keeps the planned power with probability
+    ``confidence`` (Browne 1995), instead of the optimistic point estimate.
+
+    Args:
+        sd (float): The pilot's sample sd.
+        n (int): Its sample size, >= 2.
+        confidence (float): Level of the bound. Defaults to 0.8.
+
+    Returns:
+        float: The upper bound.
+    """
+    _check_n_sd(n, 1.0)
+    df = n - 1
+    return sd * math.sqrt(df / chi2_ppf(1.0 - confidence, df))
+
+
 def holm_family(pvalues: Dict[str, float]) -> Dict[str, float]:
     """:func:`holm` over a named family.
 

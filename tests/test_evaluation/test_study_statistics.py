@@ -97,3 +97,20 @@ def test_sd_and_p_from_a_published_interval():
     assert st.p_from_interval(0.6, -4.9, 6.0, 4) == pytest.approx(
         2 * st.t_cdf(-0.6 / (sd / 2), 3))
     assert st.paired_sample_size(2.0, sd) == 26
+
+
+@pytest.mark.parametrize('q, df, expected', [
+    (0.2, 3, 1.005174),  # chi-square tables
+    (0.05, 1, 0.00393214),
+    (0.2, 7, 3.822322),
+    (0.95, 10, 18.307038),
+])
+def test_chi2_quantiles_match_tables(q, df, expected):
+    assert st.chi2_ppf(q, df) == pytest.approx(expected, rel=1e-5)
+    assert st.chi2_cdf(expected, df) == pytest.approx(q, abs=1e-6)
+
+
+def test_sd_upper_bound_of_a_pilot():
+    # n = 4: sqrt(3 / 1.005174) = 1.7276.
+    assert st.sd_upper_bound(1.0, 4) == pytest.approx(1.72758, rel=1e-4)
+    assert st.sd_upper_bound(2.0, 30) < 2.0 * 1.2  # tightens with n
