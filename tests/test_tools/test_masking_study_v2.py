@@ -172,3 +172,17 @@ def test_baselines_are_measured_and_reported(tmp_path, monkeypatch):
 def json_load(path):
     import json
     return json.loads(path.read_text())
+
+
+def test_every_v2_arm_builds_its_model():
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+
+    import ehm_mm  # noqa: F401
+    init_default_scope('mmpretrain')
+    tool = _tool()
+    _, arms, _, _, _ = tool.load_study(CONFIG, quick=False)
+    assert set(arms) >= {'mae', 'block', *TREE_ARMS}
+    for arm in arms:
+        cfg = tool.build_run_config(CONFIG, arm, 0, '', quick=False)
+        assert hasattr(MODELS.build(cfg.model), 'masking'), arm
