@@ -3,7 +3,9 @@
 # size-matched tree arms. See docs/en/masking_study.md, section "v2".
 #
 #   python tools/analysis/masking_study.py configs/study/masking_study_v2.py \
-#       --out work_dirs/study_v2 --seeds 0 1 2 3 --jobs 1
+#       --out work_dirs/study_v2 --seeds $(seq 0 20) --jobs 1 --baselines
+#
+# (the main run: the registered 21 seeds; phase 2 runs it, see below)
 #
 # Data: SyntheticShapes with the class in the outline only. Object texture
 # family and colours are random (class_appearance=False), every class has
@@ -140,8 +142,9 @@ study_metrics = [
 # any main run; the report reads it (tools/analysis/masking_study.py:
 # check_preregistration). Endpoint: the segmentation probe, the endpoint
 # that learns at this budget (+5.0 mIoU over the untrained encoder) with
-# the lowest paired sd (0.23 / 0.40 for EHM-MAE / EHM-random tree; k-NN gains 1.2
-# points over the untrained encoder, nothing to compare). Margin: 0.5 mIoU,
+# the lowest paired sd (0.23 / 0.40 for EHM - MAE / EHM - random tree;
+# k-NN gains 1.3 points over the untrained encoder, too little to compare
+# arms on). Margin: 0.5 mIoU,
 # a tenth of what pretraining adds here. Seeds: 80% power at the margin
 # with the planning sd 0.689 (the larger 80% upper confidence bound of the
 # two contrasts' pilot sds), for the paired t test at Holm's first level
