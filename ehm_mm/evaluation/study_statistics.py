@@ -104,16 +104,31 @@ def t_ppf(q: float, df: float) -> float:
         float: ``t`` with ``P(T <= t) = q``.
     """
     _check_df(df)
+    return _invert(lambda t: t_cdf(t, df), q, -1.0, 1.0)
+
+
+def _invert(cdf, q: float, low: float, high: float) -> float:
+    """Solve ``cdf(x) = q`` by bisection, widening ``[low, high]`` first.
+
+    Args:
+        cdf (Callable[[float], float]): A non-decreasing function.
+        q (float): Probability in (0, 1).
+        low (float): Start of the bracket (doubled while ``cdf > q``; 0
+            stays 0 for a distribution on ``x >= 0``).
+        high (float): End of the bracket (doubled while ``cdf < q``).
+
+    Returns:
+        float: The quantile.
+    """
     if not 0.0 < q < 1.0:
         raise ValueError(f'q must be in (0, 1), got {q}')
-    low, high = -1.0, 1.0
-    while t_cdf(low, df) > q:
+    while cdf(low) > q:
         low *= 2.0
-    while t_cdf(high, df) < q:
+    while cdf(high) < q:
         high *= 2.0
     for _ in range(200):
         mid = (low + high) / 2.0
-        if t_cdf(mid, df) < q:
+        if cdf(mid) < q:
             low = mid
         else:
             high = mid
@@ -473,18 +488,8 @@ def chi2_ppf(q: float, df: float) -> float:
     Returns:
         float: ``x`` with ``P(X <= x) = q``.
     """
-    if not 0.0 < q < 1.0:
-        raise ValueError(f'q must be in (0, 1), got {q}')
-    low, high = 0.0, max(1.0, 2.0 * df)
-    while chi2_cdf(high, df) < q:
-        high *= 2.0
-    for _ in range(200):
-        mid = (low + high) / 2.0
-        if chi2_cdf(mid, df) < q:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2.0
+    _check_df(df)
+    return _invert(lambda x: chi2_cdf(x, df), q, 0.0, max(1.0, 2.0 * df))
 
 
 def sd_upper_bound(sd: float, n: int, confidence: float = 0.8) -> float:

@@ -569,20 +569,10 @@ def contrast_differences(results: List[dict], arms: Sequence[str],
 
 def contrast(results: List[dict], arms: Sequence[str],
              reference: Sequence[str], key: str) -> dict:
-    """Paired difference between the mean of two groups of arms.
+    """The per-seed :func:`contrast_differences` averaged, 95% t interval.
 
-    For every seed that finished all arms of both groups, the seed's value
-    of a group is the mean over its arms; the difference of the two is
-    averaged over seeds with a 95% t interval (:func:`paired_difference`).
-
-    Args:
-        results (list[dict]): ``result.json`` contents.
-        arms (Sequence[str]): The group tested.
-        reference (Sequence[str]): The group it is compared with.
-        key (str): The metric.
-
-    Returns:
-        dict: ``mean``, ``low``, ``high``, ``n``.
+    Arguments as :func:`contrast_differences`; returns ``mean``, ``low``,
+    ``high`` and ``n`` (:func:`paired_difference`).
     """
     diffs = contrast_differences(results, arms, reference, key)
     return paired_difference(diffs, {s: 0.0 for s in diffs})
