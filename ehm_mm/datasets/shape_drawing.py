@@ -6,7 +6,7 @@ function takes an explicit :class:`numpy.random.Generator`, so one sample is
 a pure function of its seed.
 """
 import colorsys
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -228,11 +228,57 @@ def draw_background(style: str, size: int,
     return canvas
 
 
+#: Range of the object radius, relative to the image side (the shipped
+#: datasets' default): objects cover about 18% of the image.
+DEFAULT_OBJECT_RADIUS: Tuple[float, float] = (0.22, 0.36)
+
+
+#: Area of each shape at unit radius (analytic): circle pi, square
+#: 1.6**2, equilateral triangle 3 sqrt(3) / 4, cross 2 * 0.64 * 1.9 -
+#: 0.64**2, ring 0.75 pi, star pi (0.55**2 + 0.45**2 / 2).
+SHAPE_UNIT_AREAS: Dict[str, float] = {
+    'circle': np.pi,
+    'square': 1.6**2,
+    'triangle': 3.0 * np.sqrt(3.0) / 4.0,
+    'cross': 2 * 0.64 * 1.9 - 0.64**2,
+    'ring': 0.75 * np.pi,
+    'star': np.pi * (0.55**2 + 0.45**2 / 2.0),
+}
+#: With ``equal_area``, every shape at radius ``r`` is scaled to this area
+#: times ``r**2``.
+EQUAL_AREA: float = 2.0
+
+
+def check_object_radius(object_radius: Sequence[float]) -> Tuple[float, float]:
+    """Validate an object radius range ``(low, high)``.
+
+    Args:
+        object_radius (Sequence[float]): Radius range relative to the image
+            side, ``0 < low <= high <= 0.5`` (the object's centre is drawn
+            in ``[high, 1 - high]`` of the image, so it stays inside).
+
+    Returns:
+        tuple[float, float]: ``(low, high)`` as floats.
+    """
+    try:
+        low, high = (float(v) for v in object_radius)
+    except (TypeError, ValueError):
+        raise ValueError('object_radius must be two numbers (low, high), '
+                         f'got {object_radius!r}') from None
+    if not 0.0 < low <= high <= 0.5:
+        raise ValueError('object_radius must satisfy 0 < low <= high <= '
+                         f'0.5, got {object_radius!r}')
+    return low, high
+
+
 def render_sample(
-        label: int,
-        size: int,
-        rng: np.random.Generator,
-        class_appearance: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+    label: int,
+    size: int,
+    rng: np.random.Generator,
+    class_appearance: bool = True,
+    object_radius: Sequence[float] = DEFAULT_OBJECT_RADIUS,
+    equal_area: bool = False,
+) -> Tuple[np.ndarray, np.ndarray]:
     """Render one image: a textured object of class ``label`` on a
     textured or cluttered background.
 
@@ -243,6 +289,14 @@ def render_sample(
         class_appearance (bool): Fill the object with its class's texture
             family and hue range (see :data:`OBJECT_TEXTURES`) instead of
             random ones. Defaults to True.
+        object_radius (Sequence[float]): Range ``(low, high)`` of the
+            object's radius relative to the image side (see
+            :func:`check_object_radius`). Defaults to
+            :data:`DEFAULT_OBJECT_RADIUS`.
+        equal_area (bool): Scale each shape's radius by
+            ``sqrt(EQUAL_AREA / SHAPE_UNIT_AREAS[shape])``, so that all
+            classes have the same expected area (size is then no cue of the
+            class); the scaled radius must stay <= 0.5. Defaults to False.
 
     Returns:
         tuple[numpy.ndarray, numpy.ndarray]: The RGB image ``[S, S, 3]``
@@ -251,9 +305,18 @@ def render_sample(
     if not 0 <= label < len(SHAPE_CLASSES):
         raise ValueError(f'label must be in [0, {len(SHAPE_CLASSES)}), '
                          f'got {label}')
+    low, high = check_object_radius(object_radius)
     style = BACKGROUND_STYLES[int(rng.integers(len(BACKGROUND_STYLES)))]
     image = draw_background(style, size, rng)
-    radius = float(rng.uniform(0.22, 0.36))
+    radius = float(rng.uniform(low, high))
+    if equal_area:
+        radius *= float(
+            np.sqrt(EQUAL_AREA / SHAPE_UNIT_AREAS[SHAPE_CLASSES[label]]))
+        if radius > 0.5:
+            raise ValueError(
+                f'object_radius {tuple(object_radius)} with equal_area gives '
+                f'a {SHAPE_CLASSES[label]} of radius {radius:.3f} > 0.5; '
+                'lower the range')
     center = tuple(rng.uniform(radius, 1.0 - radius, size=2))
     inside = draw_shape(SHAPE_CLASSES[label], size, center, radius,
                         float(rng.uniform(0.0, 2 * np.pi)))

@@ -242,6 +242,12 @@ class SyntheticScenes(SyntheticShapes):
             list[dict]: One dict per sample with ``img_path``, ``gt_label``,
             ``mask_path``, ``seg_path`` and ``part_path``.
         """
+        if self._geometry_suffix():
+            raise ValueError(
+                'SyntheticScenes draws its own object sizes; object_radius '
+                'and equal_area apply to SyntheticShapes only, got '
+                f'object_radius={self.object_radius}, '
+                f'equal_area={self.equal_area}')
         data_list = super().load_data_list()
         for i, info in enumerate(data_list):
             info['seg_path'] = osp.join(self.cache_dir, 'classes',

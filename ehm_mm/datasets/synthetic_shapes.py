@@ -12,7 +12,12 @@ from mmpretrain.datasets import BaseDataset
 from mmpretrain.registry import DATASETS
 from PIL import Image
 
-from .shape_drawing import SHAPE_CLASSES, render_sample
+from .shape_drawing import (
+    DEFAULT_OBJECT_RADIUS,
+    SHAPE_CLASSES,
+    check_object_radius,
+    render_sample,
+)
 
 #: Bump when the drawing code changes, so stale caches are never reused.
 GENERATOR_VERSION = 2
@@ -38,7 +43,9 @@ class SyntheticShapes(BaseDataset):
     Generation is deterministic: sample ``i`` of a split is a pure function
     of ``(seed, split, i)``. Images and masks are written once as PNG files
     to ``data_root/<split>-n<num_samples>-s<img_size>-seed<seed>-v<V>/``
-    (``-ra`` is added with random appearance; ``images/`` and ``masks/``)
+    (``-ra`` is added with random appearance, ``-r<low>-<high>`` with a
+    radius range other than the default, ``-ea`` with equal areas;
+    ``images/`` and ``masks/``)
     plus a ``meta.json``; later runs reuse that
     folder. The folder is written to a temporary name and renamed, so
     concurrent processes (distributed training) never see half a cache.
@@ -56,6 +63,17 @@ class SyntheticShapes(BaseDataset):
         seed (int): Base seed of the generator. Defaults to 0.
         class_appearance (bool): Give each class its own texture family and
             hue range; False draws both at random. Defaults to True.
+        object_radius (Sequence[float]): Range ``(low, high)`` of the
+            object radius relative to the image side. Defaults to
+            ``(0.22, 0.36)`` (objects of ~11.6 of 64 patches).
+        equal_area (bool): Scale each shape so that all classes have the
+            same expected area (see
+            :func:`~ehm_mm.datasets.shape_drawing.render_sample`).
+            Defaults to False.
+        knn_bank (bool): Mark every sample as part of a k-NN memory bank
+            (``knn_bank`` in the data info, for
+            :class:`~ehm_mm.evaluation.KNNBankAccuracy`); False marks them
+            as queries. Defaults to False.
         pipeline (Sequence): Processing pipeline. Defaults to ``()``.
         test_mode (bool): Whether the dataset is used for evaluation.
             Defaults to False.
@@ -73,6 +91,9 @@ class SyntheticShapes(BaseDataset):
                  split: str = 'train',
                  seed: int = 0,
                  class_appearance: bool = True,
+                 object_radius: Sequence[float] = DEFAULT_OBJECT_RADIUS,
+                 equal_area: bool = False,
+                 knn_bank: bool = False,
                  pipeline: Sequence = (),
                  test_mode: bool = False,
                  **kwargs) -> None:
@@ -97,6 +118,9 @@ class SyntheticShapes(BaseDataset):
         self.split = split
         self.seed = seed
         self.class_appearance = bool(class_appearance)
+        self.object_radius = check_object_radius(object_radius)
+        self.equal_area = bool(equal_area)
+        self.knn_bank = bool(knn_bank)
         super().__init__(
             ann_file='',
             data_root=data_root,
@@ -109,11 +133,24 @@ class SyntheticShapes(BaseDataset):
         """str: The folder holding this split's images, masks and meta."""
         name = (f'{self.split}-n{self.num_samples}-s{self.img_size}-'
                 f'seed{self.seed}' + ('' if self.class_appearance else '-ra') +
-                f'-v{GENERATOR_VERSION}')
+                self._geometry_suffix() + f'-v{GENERATOR_VERSION}')
         return osp.join(self.data_root, name)
 
+    def _geometry_suffix(self) -> str:
+        """Cache-name suffix of non-default object geometry ('' if none)."""
+        suffix = ''
+        if self.object_radius != tuple(DEFAULT_OBJECT_RADIUS):
+            suffix += '-r{:g}-{:g}'.format(*self.object_radius)
+        return suffix + ('-ea' if self.equal_area else '')
+
     def _meta(self) -> dict:
+        geometry = {}
+        if self._geometry_suffix():
+            # Only then: caches written before these options stay valid.
+            geometry = dict(object_radius=list(self.object_radius),
+                            equal_area=self.equal_area)
         return dict(
+            **geometry,
             generator_version=GENERATOR_VERSION,
             split=self.split,
             num_samples=self.num_samples,
@@ -132,7 +169,8 @@ class SyntheticShapes(BaseDataset):
             rng = np.random.default_rng(
                 [self.seed, _SPLIT_IDS[self.split], idx])
             image, mask = render_sample(label, self.img_size, rng,
-                                        self.class_appearance)
+                                        self.class_appearance,
+                                        self.object_radius, self.equal_area)
             Image.fromarray(image).save(
                 osp.join(folder, 'images', f'{idx:06d}.png'))
             Image.fromarray(mask * 255).save(
@@ -180,15 +218,16 @@ class SyntheticShapes(BaseDataset):
         """Generate the cache if needed and list its samples.
 
         Returns:
-            list[dict]: One dict per sample with ``img_path``, ``gt_label``
-            and ``mask_path``.
+            list[dict]: One dict per sample with ``img_path``, ``gt_label``,
+            ``mask_path`` and ``knn_bank``.
         """
         labels = self._ensure_cache()
         return [
             dict(
                 img_path=osp.join(self.cache_dir, 'images', f'{i:06d}.png'),
                 mask_path=osp.join(self.cache_dir, 'masks', f'{i:06d}.png'),
-                gt_label=int(label)) for i, label in enumerate(labels)
+                gt_label=int(label),
+                knn_bank=self.knn_bank) for i, label in enumerate(labels)
         ]
 
     def extra_repr(self) -> List[str]:

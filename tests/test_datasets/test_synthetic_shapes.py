@@ -178,3 +178,53 @@ def test_load_object_mask_checks_alignment(tmp_path):
 def test_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         SyntheticShapes(str(tmp_path), **kwargs)
+
+
+def test_equal_area_gives_every_class_the_same_size():
+    sizes = {c: [] for c in range(len(SHAPE_CLASSES))}
+    for i in range(360):
+        rng = np.random.default_rng([0, 1, i])
+        _, mask = render_sample(i % 6, 64, rng, False, (0.3, 0.39), True)
+        sizes[i % 6].append(mask.sum())
+    means = [np.mean(v) for v in sizes.values()]
+    assert max(means) / min(means) < 1.1, means
+    plain = {c: [] for c in range(len(SHAPE_CLASSES))}
+    for i in range(360):
+        rng = np.random.default_rng([0, 1, i])
+        plain[i % 6].append(render_sample(i % 6, 64, rng, False)[1].sum())
+    means = [np.mean(v) for v in plain.values()]
+    assert max(means) / min(means) > 2.0  # circle vs star without it
+
+
+def test_object_radius_options_are_checked():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match='0 < low <= high <= 0.5'):
+        render_sample(0, 32, rng, object_radius=(0.4, 0.3))
+    with pytest.raises(ValueError, match='two numbers'):
+        render_sample(0, 32, rng, object_radius=0.3)
+    with pytest.raises(ValueError, match='star of radius .* > 0.5'):
+        render_sample(5, 32, rng, object_radius=(0.4, 0.4), equal_area=True)
+
+
+def test_geometry_and_bank_options_in_cache_and_data_info(tmp_path):
+    default = SyntheticShapes(str(tmp_path), num_samples=6, img_size=32)
+    large = SyntheticShapes(str(tmp_path), num_samples=6, img_size=32,
+                            class_appearance=False, object_radius=(0.3, 0.39),
+                            equal_area=True, knn_bank=True)
+    assert osp.basename(default.cache_dir) == 'train-n6-s32-seed0-v2'
+    assert osp.basename(large.cache_dir) == (
+        'train-n6-s32-seed0-ra-r0.3-0.39-ea-v2')
+    assert default.get_data_info(0)['knn_bank'] is False
+    assert large.get_data_info(0)['knn_bank'] is True
+    big = [_read(large.get_data_info(i)['mask_path']).astype(bool).sum()
+           for i in range(6)]
+    small = [_read(default.get_data_info(i)['mask_path']).astype(bool).sum()
+             for i in range(6)]
+    assert np.mean(big) > np.mean(small)
+
+
+def test_scenes_refuse_the_shapes_geometry_options(tmp_path):
+    from ehm_mm.datasets import SyntheticScenes
+    with pytest.raises(ValueError, match='SyntheticScenes draws its own'):
+        SyntheticScenes(str(tmp_path), num_samples=2, img_size=32,
+                        equal_area=True)

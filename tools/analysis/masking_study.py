@@ -26,6 +26,8 @@ Examples:
         configs/study/masking_study_scenes.py --out /tmp/q --quick
 """
 import argparse
+import contextlib
+import hashlib
 import json
 import math
 import os
@@ -33,7 +35,16 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
+
+from mmengine.hooks import Hook
+
+from ehm_mm.evaluation.study_statistics import (
+    holm,
+    mean_sd,
+    paired_t_test,
+    tost,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -72,8 +83,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--arms', nargs='+', help='arms to run (default: all in the config)')
     parser.add_argument(
-        '--seeds', nargs='+', type=int, default=[0, 1, 2, 3],
-        help='seeds (paired across arms); default 0 1 2 3')
+        '--seeds', nargs='+', type=int, default=None,
+        help='seeds (paired across arms); default 0 1 2 3 (0 with --quick)')
     parser.add_argument(
         '--jobs', type=int, default=1, help='runs in parallel')
     parser.add_argument(
@@ -85,7 +96,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--quick', action='store_true',
         help='smoke test: the config\'s study_quick arms and overrides, '
-        'seed 0 only')
+        'seed 0 unless --seeds is given')
     parser.add_argument(
         '--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
         help='config overrides applied to every run after the arm\'s '
@@ -93,6 +104,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--priority-arms', nargs='+', default=[],
         help='run these arms (all seeds) before the others')
+    parser.add_argument(
+        '--baselines', action='store_true',
+        help='also measure the baselines (untrained encoder per seed, raw '
+        'pixels, colour alone, metric floors) into baselines.json')
     parser.add_argument(
         '--report-only', action='store_true',
         help='write the report from the finished runs, train nothing')
@@ -190,9 +205,8 @@ def build_run_config(config: str,
     if quick:
         cfg.merge_from_dict(dict(cfg.study_quick.get('overrides', {})))
     cfg.merge_from_dict(parse_cfg_options(cfg_options))
-    for key in ('study_arms', 'study_baseline', 'study_quick',
-                'study_contrasts'):
-        cfg.pop(key, None)
+    for key in [k for k in cfg.keys() if k.startswith('study_')]:
+        cfg.pop(key)
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=seed, diff_rank_seed=True, deterministic=False)
     cfg.resume = True  # continue an interrupted run; fresh when none
@@ -201,6 +215,133 @@ def build_run_config(config: str,
     fall_back_from_amp(cfg)
     drop_collate_fn_scope(cfg)
     return cfg
+
+
+def config_digest(cfg) -> str:
+    """sha256 of a run's config, its work dir left out.
+
+    Args:
+        cfg (Config): From :func:`build_run_config`.
+
+    Returns:
+        str: Hex digest of the JSON of the config (sorted keys), so a study
+        folder can move without invalidating its results.
+    """
+    content = cfg.to_dict()
+    content.pop('work_dir', None)
+    text = json.dumps(content, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_digest(config: str, arm: str, seed: int, quick: bool,
+               cfg_options: Sequence[str] = ()) -> str:
+    """The :func:`config_digest` of run ``(arm, seed)`` of a study.
+
+    Args:
+        config (str): Path of the study config.
+        arm (str): Arm name.
+        seed (int): Seed.
+        quick (bool): ``--quick``.
+        cfg_options (Sequence[str]): ``--cfg-options``. Defaults to ().
+
+    Returns:
+        str: The digest a valid ``result.json`` of that run records.
+    """
+    return config_digest(
+        build_run_config(config, arm, seed, '', quick, cfg_options))
+
+
+def expected_validation_epochs(cfg) -> List[int]:
+    """The epochs at which an epoch-based run of ``cfg`` validates.
+
+    As mmengine's ``EpochBasedTrainLoop``: every ``val_interval`` epochs
+    from ``val_begin`` on, and the last epoch.
+
+    Args:
+        cfg (Config): A run config with ``train_cfg.max_epochs``.
+
+    Returns:
+        list[int]: Sorted epochs.
+    """
+    train_cfg = cfg.train_cfg
+    max_epochs = int(train_cfg['max_epochs'])
+    interval = int(train_cfg.get('val_interval', 1))
+    begin = int(train_cfg.get('val_begin', 1))
+    return [
+        e for e in range(1, max_epochs + 1)
+        if e >= begin and (e % interval == 0 or e == max_epochs)
+    ]
+
+
+class RevalidateSkippedHook(Hook):
+    """Validate, at the start of a resumed run, an epoch a kill skipped.
+
+    mmengine saves the epoch's checkpoint (``after_train_epoch``) before it
+    validates, so a run killed between the two resumes past that epoch and
+    never validates it. Registered after ``EvaluationSummaryHook`` (which
+    loads the history of the run in ``before_train``), this hook validates
+    the resumed epoch when it is a validation epoch that the history lacks.
+    The resumed weights are exactly that epoch's, so the figures are the
+    ones the killed run would have written.
+
+    Args:
+        summary_file (str): The summary hook's file in the work dir.
+            Defaults to ``'evaluation_summary.json'``.
+    """
+
+    priority = 'LOWEST'
+
+    def __init__(self, summary_file: str = 'evaluation_summary.json') -> None:
+        self.summary_file = summary_file
+        self.revalidated: Optional[int] = None
+
+    def before_train(self, runner) -> None:
+        """Validate the resumed epoch if its validation is missing.
+
+        Args:
+            runner (Runner): The runner, after ``load_or_resume``.
+        """
+        if runner.iter == 0 or runner.val_loop is None:
+            return
+        if runner.epoch not in expected_validation_epochs(runner.cfg):
+            return
+        path = osp.join(runner.work_dir, self.summary_file)
+        history = []
+        if osp.exists(path):
+            with open(path) as f:
+                history = json.load(f).get('history', [])
+        if any(entry['iter'] == runner.iter for entry in history):
+            return
+        print(f'[study] epoch {runner.epoch} was not validated before the '
+              'run stopped; validating it now', flush=True)
+        runner.val_loop.run()
+        self.revalidated = runner.epoch
+
+
+def node_size_log(runner, iters_per_epoch: int) -> Optional[dict]:
+    """The logged ``mask_node_size`` of a run: mean overall and per epoch.
+
+    Args:
+        runner (Runner): The trained runner.
+        iters_per_epoch (int): Iterations per epoch.
+
+    Returns:
+        dict or None: ``mean`` and ``per_epoch`` (list of means); None when
+        the model logged no node size.
+    """
+    buffer = runner.message_hub.log_scalars.get('train/mask_node_size')
+    if buffer is None:
+        return None
+    values = [float(v) for v in buffer.data[0]]
+    if not values:
+        return None
+    per_epoch = [
+        sum(chunk) / len(chunk) for chunk in (
+            values[i:i + iters_per_epoch]
+            for i in range(0, len(values), iters_per_epoch))
+    ]
+    return dict(mean=sum(values) / len(values), per_epoch=per_epoch,
+                num_logged=len(values))
 
 
 def _val_images(runner, device):
@@ -246,11 +387,21 @@ def run_one(config: str,
     with open(osp.join(work_dir, RUNNING_FILE), 'w') as f:
         f.write(str(os.getpid()))
     cfg = build_run_config(config, arm, seed, work_dir, quick, cfg_options)
+    digest = config_digest(cfg)
     runner = build_runner(cfg, 'none')
+    revalidate = RevalidateSkippedHook()
+    runner.register_hook(revalidate, priority='LOWEST')
     runner.train()
     train_s = time.time() - start
     with open(osp.join(work_dir, 'evaluation_summary.json')) as f:
         summary = json.load(f)
+    if not summary['history'] or summary['history'][-1]['iter'] != (
+            runner.iter):
+        raise RuntimeError(
+            f'{work_dir}: the run ended at iteration {runner.iter} but its '
+            'last validation is at '
+            f"{summary['history'][-1]['iter'] if summary['history'] else None}"
+            '; the final metrics would be stale')
     model = runner.model
     device = next(model.parameters()).device
     model.eval()
@@ -265,8 +416,11 @@ def run_one(config: str,
     result = dict(
         arm=arm,
         seed=seed,
+        config_digest=digest,
         final=summary['end'],
         history=history,
+        revalidated_epoch=revalidate.revalidated,
+        mask_node_size=node_size_log(runner, iters_per_epoch),
         attention_distance=[float(v) for v in distance],
         wall_s=time.time() - start,
         train_s=train_s,
@@ -351,18 +505,6 @@ def t_quantile(df: int) -> float:
     return _T975[df - 1] if df <= len(_T975) else 1.96
 
 
-def mean_sd(values: Sequence[float]) -> tuple:
-    """Mean and sample standard deviation (NaN sd for one value)."""
-    n = len(values)
-    if n == 0:
-        return float('nan'), float('nan')
-    mean = sum(values) / n
-    if n == 1:
-        return mean, float('nan')
-    var = sum((v - mean)**2 for v in values) / (n - 1)
-    return mean, math.sqrt(var)
-
-
 def paired_difference(arm: Dict[int, float],
                       base: Dict[int, float]) -> dict:
     """Mean paired difference ``arm - base`` over shared seeds, 95% t CI.
@@ -393,13 +535,10 @@ def mean_curve(results: List[dict], key: str) -> List[tuple]:
             if len(v) == len(results)]
 
 
-def contrast(results: List[dict], arms: Sequence[str],
-             reference: Sequence[str], key: str) -> dict:
-    """Paired difference between the mean of two groups of arms.
-
-    For every seed that finished all arms of both groups, the seed's value
-    of a group is the mean over its arms; the difference of the two is
-    averaged over seeds with a 95% t interval (:func:`paired_difference`).
+def contrast_differences(results: List[dict], arms: Sequence[str],
+                         reference: Sequence[str],
+                         key: str) -> Dict[int, float]:
+    """Per-seed difference between the means of two groups of arms.
 
     Args:
         results (list[dict]): ``result.json`` contents.
@@ -408,7 +547,8 @@ def contrast(results: List[dict], arms: Sequence[str],
         key (str): The metric.
 
     Returns:
-        dict: ``mean``, ``low``, ``high``, ``n``.
+        dict[int, float]: Seed -> group mean of ``arms`` minus group mean of
+        ``reference``, for every seed that finished all arms of both.
     """
     values: Dict[str, Dict[int, float]] = {}
     for result in results:
@@ -423,12 +563,172 @@ def contrast(results: List[dict], arms: Sequence[str],
             for s in seeds
         }
 
-    return paired_difference(group(arms), group(reference))
+    tested, base = group(arms), group(reference)
+    return {s: tested[s] - base[s] for s in sorted(set(tested) & set(base))}
+
+
+def contrast(results: List[dict], arms: Sequence[str],
+             reference: Sequence[str], key: str) -> dict:
+    """The per-seed :func:`contrast_differences` averaged, 95% t interval.
+
+    Arguments as :func:`contrast_differences`; returns ``mean``, ``low``,
+    ``high`` and ``n`` (:func:`paired_difference`).
+    """
+    diffs = contrast_differences(results, arms, reference, key)
+    return paired_difference(diffs, {s: 0.0 for s in diffs})
+
+
+# ------------------------------------------------------- pre-registration
+class PreregistrationError(ValueError):
+    """A pre-registration that is incomplete or names unknown things."""
+
+
+def check_preregistration(prereg: dict, contrasts: Sequence[dict],
+                          metric_keys: Sequence[str]) -> dict:
+    """Validate ``study_preregistration`` against the study.
+
+    Args:
+        prereg (dict): ``primary_endpoints`` (metric keys),
+            ``primary_contrasts`` (names in ``study_contrasts``),
+            ``equivalence_margin`` (endpoint -> margin > 0, every primary
+            endpoint), ``alpha``, ``num_seeds`` (>= 2) and optionally
+            ``exploratory_contrasts`` and free-text ``registered`` /
+            ``rationale``.
+        contrasts (Sequence[dict]): The study's ``study_contrasts``. A
+            contrast that says ``primary=True`` must be registered.
+        metric_keys (Sequence[str]): The study's metric keys.
+
+    Returns:
+        dict: The pre-registration with lists and floats normalised.
+    """
+    required = ('primary_endpoints', 'primary_contrasts',
+                'equivalence_margin', 'alpha', 'num_seeds')
+    absent = [k for k in required if k not in prereg]
+    if absent:
+        raise PreregistrationError(
+            f'study_preregistration lacks {absent}; it needs {required}')
+    known = {'exploratory_contrasts', 'registered', 'rationale', *required}
+    unknown = sorted(set(prereg) - known)
+    if unknown:
+        raise PreregistrationError(
+            f'study_preregistration has unknown keys {unknown}')
+    names = [c['name'] for c in contrasts]
+    endpoints = list(prereg['primary_endpoints'])
+    primary = list(prereg['primary_contrasts'])
+    exploratory = list(prereg.get('exploratory_contrasts', []))
+    if not endpoints or not primary:
+        raise PreregistrationError(
+            'study_preregistration needs at least one primary endpoint and '
+            'one primary contrast')
+    bad = [m for m in endpoints if m not in metric_keys]
+    if bad:
+        raise PreregistrationError(
+            f'primary endpoints {bad} are not metrics of the study '
+            f'({list(metric_keys)})')
+    for label, group in (('primary', primary), ('exploratory', exploratory)):
+        bad = [c for c in group if c not in names]
+        if bad:
+            raise PreregistrationError(
+                f'{label} contrasts {bad} are not in study_contrasts '
+                f'({names})')
+    both = sorted(set(primary) & set(exploratory))
+    if both:
+        raise PreregistrationError(
+            f'contrasts {both} are registered both primary and exploratory')
+    unregistered = [
+        c['name'] for c in contrasts
+        if c.get('primary') and c['name'] not in primary
+    ]
+    if unregistered:
+        raise PreregistrationError(
+            f'contrasts {unregistered} call themselves primary but '
+            'study_preregistration does not register them; only '
+            f'{primary} are primary')
+    margins = {k: float(v) for k, v in dict(prereg['equivalence_margin'])
+               .items()}
+    bad = [m for m in endpoints if not margins.get(m, 0.0) > 0]
+    if bad:
+        raise PreregistrationError(
+            f'equivalence_margin needs a margin > 0 for primary endpoints '
+            f'{bad}')
+    alpha = float(prereg['alpha'])
+    if not 0.0 < alpha < 0.5:
+        raise PreregistrationError(f'alpha must be in (0, 0.5), got {alpha}')
+    num_seeds = prereg['num_seeds']
+    if not isinstance(num_seeds, int) or num_seeds < 2:
+        raise PreregistrationError(
+            f'num_seeds must be an int >= 2, got {num_seeds!r}')
+    return dict(prereg, primary_endpoints=endpoints,
+                primary_contrasts=primary,
+                exploratory_contrasts=exploratory,
+                equivalence_margin=margins, alpha=alpha)
+
+
+def preregistered_analysis(results: List[dict], contrasts: Sequence[dict],
+                           prereg: dict,
+                           metric_keys: Sequence[str]) -> dict:
+    """The pre-registered tests and the labelled exploratory rest.
+
+    Primary cells are the registered contrasts x the registered endpoints:
+    each gets its paired t test (two-sided, the "better" claim) with a
+    Holm-adjusted p over all primary cells (the declared family), and TOST
+    at the registered margin (the "no difference" claim). Its verdict:
+    ``'better'`` / ``'worse'`` when the Holm p < alpha, ``'equivalent'``
+    when TOST's p < alpha, otherwise ``'undetermined'``; a cell with fewer
+    seeds than registered is ``'incomplete'`` whatever its p. Every other
+    (contrast, metric) cell is ``exploratory``: t interval and unadjusted p,
+    no verdict.
+
+    Args:
+        results (list[dict]): ``result.json`` contents.
+        contrasts (Sequence[dict]): The study's contrasts.
+        prereg (dict): From :func:`check_preregistration`.
+        metric_keys (Sequence[str]): The study's metrics.
+
+    Returns:
+        dict: ``primary`` and ``exploratory`` lists of cells (``contrast``,
+        ``metric``, ``seeds``, the t test fields, and for primary cells
+        ``p_holm``, ``tost``, ``verdict``), and ``prereg``.
+    """
+    by_name = {c['name']: c for c in contrasts}
+    alpha = prereg['alpha']
+    primary, exploratory = [], []
+    for spec in contrasts:
+        for key in metric_keys:
+            diffs = contrast_differences(results, spec['arms'],
+                                         spec['reference'], key)
+            cell = dict(contrast=spec['name'], metric=key,
+                        seeds=sorted(diffs),
+                        **paired_t_test(list(diffs.values())))
+            if (spec['name'] in prereg['primary_contrasts']
+                    and key in prereg['primary_endpoints']):
+                margin = prereg['equivalence_margin'][key]
+                cell['tost'] = (tost(list(diffs.values()), margin, alpha)
+                                if len(diffs) >= 2 else None)
+                primary.append(cell)
+            else:
+                exploratory.append(cell)
+    assert all(c['contrast'] in by_name for c in primary)
+    tested = [c for c in primary if not math.isnan(c['p'])]
+    for cell, p_holm in zip(tested, holm([c['p'] for c in tested])):
+        cell['p_holm'] = p_holm
+    for cell in primary:
+        cell.setdefault('p_holm', float('nan'))
+        if cell['n'] < prereg['num_seeds']:
+            cell['verdict'] = 'incomplete'
+        elif cell['p_holm'] < alpha:
+            cell['verdict'] = 'better' if cell['mean'] > 0 else 'worse'
+        elif cell['tost'] is not None and cell['tost']['equivalent']:
+            cell['verdict'] = 'equivalent'
+        else:
+            cell['verdict'] = 'undetermined'
+    return dict(prereg=prereg, primary=primary, exploratory=exploratory)
 
 
 def summarise(results: List[dict], baseline: str,
               arm_order: Sequence[str],
-              contrasts: Sequence[dict] = ()) -> dict:
+              contrasts: Sequence[dict] = (),
+              metrics: Sequence[tuple] = METRICS) -> dict:
     """Aggregate the finished runs.
 
     Args:
@@ -438,24 +738,27 @@ def summarise(results: List[dict], baseline: str,
         contrasts (Sequence[dict]): Planned comparisons, each with
             ``name``, ``arms`` and ``reference`` (lists of arm names), see
             :func:`contrast`. Defaults to ().
+        metrics (Sequence[tuple]): ``(key, name)`` of the metrics to
+            report. Defaults to :data:`METRICS`.
 
     Returns:
         dict: Per arm: seeds, per-metric values / mean / sd / paired
         difference / first epoch reaching the baseline's final mean, mean
-        curves and attention distances; per contrast: the paired
-        difference of every metric.
+        curves, attention distances and the mean masked node size; per
+        contrast: the paired difference of every metric.
     """
     by_arm: Dict[str, List[dict]] = {}
     for result in results:
         by_arm.setdefault(result['arm'], []).append(result)
     base_runs = by_arm.get(baseline, [])
-    summary = dict(baseline=baseline, arms={})
+    summary = dict(baseline=baseline, arms={},
+                   metrics=[list(m) for m in metrics])
     for arm in arm_order:
         runs = sorted(by_arm.get(arm, []), key=lambda r: r['seed'])
         if not runs:
             continue
         entry = dict(seeds=[r['seed'] for r in runs], metrics={})
-        for key, _ in METRICS:
+        for key, _ in metrics:
             values = {r['seed']: r['final'][key] for r in runs
                       if key in r['final']}
             if not values:
@@ -480,6 +783,11 @@ def summarise(results: List[dict], baseline: str,
             sum(col) / len(col) for col in zip(*distances)
         ]
         entry['wall_s'] = mean_sd([r['wall_s'] for r in runs])[0]
+        sizes = [r['mask_node_size'] for r in runs if r.get('mask_node_size')]
+        entry['mask_node_size'] = None if not sizes else dict(
+            mean=mean_sd([z['mean'] for z in sizes])[0],
+            last_epoch=mean_sd([z['per_epoch'][-1] for z in sizes])[0],
+            runs=len(sizes))
         summary['arms'][arm] = entry
     summary['contrasts'] = []
     for spec in contrasts:
@@ -491,7 +799,7 @@ def summarise(results: List[dict], baseline: str,
         summary['contrasts'].append(
             dict(name=spec['name'], arms=arms, reference=reference,
                  metrics={key: contrast(results, arms, reference, key)
-                          for key, _ in METRICS}))
+                          for key, _ in metrics}))
     return summary
 
 
@@ -512,18 +820,19 @@ def markdown_table(summary: dict) -> str:
         str: Markdown.
     """
     baseline = summary['baseline']
+    metrics = [tuple(m) for m in summary.get('metrics', METRICS)]
     lines = [
         f'Mean +- sd over seeds; "vs {baseline}" is the mean paired '
         'difference with its 95% t interval.', ''
     ]
     head = ['arm', 'seeds']
-    for _, name in METRICS:
+    for _, name in metrics:
         head += [name, f'vs {baseline}']
     lines.append('| ' + ' | '.join(head) + ' |')
     lines.append('|' + '---|' * len(head))
     for arm, entry in summary['arms'].items():
         row = [arm, str(len(entry['seeds']))]
-        for key, _ in METRICS:
+        for key, _ in metrics:
             m = entry['metrics'].get(key)
             if m is None:
                 row += ['-', '-']
@@ -542,12 +851,12 @@ def markdown_table(summary: dict) -> str:
         '', f'First validated epoch at which the seed-mean reaches the '
         f'{baseline} arm\'s final mean ("-": never):', ''
     ]
-    head = ['arm'] + [name for _, name in METRICS]
+    head = ['arm'] + [name for _, name in metrics]
     lines.append('| ' + ' | '.join(head) + ' |')
     lines.append('|' + '---|' * len(head))
     for arm, entry in summary['arms'].items():
         row = [arm]
-        for key, _ in METRICS:
+        for key, _ in metrics:
             m = entry['metrics'].get(key)
             row.append(_fmt(m and m['first_epoch_reaching_baseline'], 0))
         lines.append('| ' + ' | '.join(row) + ' |')
@@ -558,14 +867,14 @@ def markdown_table(summary: dict) -> str:
             ''
         ]
         head = ['contrast', 'arms', 'reference'] + [
-            name for _, name in METRICS
+            name for _, name in metrics
         ]
         lines.append('| ' + ' | '.join(head) + ' |')
         lines.append('|' + '---|' * len(head))
         for spec in summary['contrasts']:
             row = [spec['name'], ', '.join(spec['arms']),
                    ', '.join(spec['reference'])]
-            for key, _ in METRICS:
+            for key, _ in metrics:
                 d = spec['metrics'][key]
                 if d['n'] == 0:
                     row.append('- (n=0)')
@@ -588,13 +897,21 @@ def markdown_table(summary: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def write_csv(results: List[dict], path: str) -> None:
-    """One row per run: arm, seed, final metrics, wall time."""
+def write_csv(results: List[dict], path: str,
+              metrics: Sequence[tuple] = METRICS) -> None:
+    """One row per run: arm, seed, final metrics, wall time.
+
+    Args:
+        results (list[dict]): ``result.json`` contents.
+        path (str): The file, written atomically.
+        metrics (Sequence[tuple]): ``(key, name)`` of the metric columns.
+            Defaults to :data:`METRICS`.
+    """
     import csv
-    keys = [key for key, _ in METRICS]
+    keys = [key for key, _ in metrics]
     num_layers = max((len(r['attention_distance']) for r in results),
                      default=0)
-    with open(path, 'w', newline='') as f:
+    with atomic_open(path, newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['arm', 'seed'] + keys +
                         [f'attn_dist_l{i}' for i in range(num_layers)] +
@@ -655,9 +972,10 @@ def plot(summary: dict, out: str) -> List[str]:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     arms = list(summary['arms'])
+    metrics = [tuple(m) for m in summary.get('metrics', METRICS)]
     files = []
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4))
-    for ax, (key, name) in zip(axes, METRICS):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4))
+    for ax, (key, name) in zip(axes, metrics):
         for x, arm in enumerate(arms):
             m = summary['arms'][arm]['metrics'].get(key)
             if not m:
@@ -681,8 +999,8 @@ def plot(summary: dict, out: str) -> List[str]:
     plt.close(fig)
 
     styles = arm_styles(arms, summary['baseline'])
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4))
-    for ax, (key, name) in zip(axes, METRICS):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4))
+    for ax, (key, name) in zip(axes, metrics):
         for arm in arms:
             m = summary['arms'][arm]['metrics'].get(key)
             if m and m['curve']:
@@ -710,12 +1028,405 @@ def plot(summary: dict, out: str) -> List[str]:
     return files
 
 
+# --------------------------------------------------------------- baselines
+BASELINES_FILE = 'baselines.json'
+
+
+def _val_samples(cfg) -> tuple:
+    """The validation set of ``cfg`` as tensors, through its pipeline.
+
+    Returns:
+        tuple: ``images [M, 3, H, W]`` (0-255), ``masks [M, H, W]``, a list
+        of per-sample dicts (``gt_label``, ``gt_object_mask`` and the meta
+        fields such as ``knn_bank``).
+    """
+    import numpy as np
+    import torch
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import DATASETS
+    init_default_scope('mmpretrain')
+    dataset = DATASETS.build(cfg.val_dataloader.dataset)
+    images, masks, samples = [], [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        images.append(item['inputs'])
+        sample = item['data_samples'].to_dict()
+        masks.append(torch.as_tensor(np.asarray(sample['gt_object_mask'])))
+        samples.append(sample)
+    return torch.stack(images).float(), torch.stack(masks), samples
+
+
+def raw_pixel_figures(cfg, images, masks, samples) -> dict:
+    """The study's probes on features that need no learning.
+
+    Raw pixels (the mean-colour thumbnail on the model's patch grid for the
+    image probes, each patch's mean colour for the segmentation probe) and
+    colour alone (a joint RGB histogram, image probes only), through the
+    metrics of ``cfg.val_evaluator`` (HierarchyIoU excluded); then the
+    floors: best-IoU of the root alone and of noise trees, the mIoU of
+    predicting background everywhere on the segmentation probe's test
+    split.
+
+    Returns:
+        dict: ``raw_pixels``, ``colour_histogram`` and ``floors``, each a
+        metric dict keyed like the runs' results.
+    """
+    import torch
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import METRICS
+
+    from ehm_mm.evaluation.metrics import PatchSegProbe
+    from ehm_mm.evaluation.study_baselines import (
+        all_background_miou,
+        colour_histogram_features,
+        noise_tree_best_iou,
+        patch_colour_features,
+        root_only_best_iou,
+    )
+    init_default_scope('mmpretrain')
+    backbone = cfg.model.backbone
+    grid = (backbone.img_size // backbone.patch_size, ) * 2
+    patches = patch_colour_features(images, grid)
+    features = dict(raw_pixels=patches.flatten(1),
+                    colour_histogram=colour_histogram_features(images))
+    out, background = {}, None
+    for name, feats in features.items():
+        figures = {}
+        for metric_cfg in cfg.val_evaluator:
+            if metric_cfg['type'] == 'HierarchyIoU':
+                continue
+            metric = METRICS.build(dict(metric_cfg))
+            if isinstance(metric, PatchSegProbe) and (
+                    name == 'colour_histogram'):
+                continue
+            batch = [
+                dict(s, feature=feats[i], patch_features=patches[i])
+                for i, s in enumerate(samples)
+            ]
+            metric.process({}, batch)
+            for key, value in metric.compute_metrics(metric.results).items():
+                figures[f'{metric.prefix}/{key}'] = float(value)
+            if isinstance(metric, PatchSegProbe) and name == 'raw_pixels':
+                _, test = metric.probe.split(len(metric.results))
+                labels = torch.cat([metric.results[i][1]
+                                    for i in test.tolist()])
+                background = all_background_miou(labels, metric.num_classes)
+        out[name] = figures
+    generator = torch.Generator().manual_seed(0)
+    out['floors'] = {
+        'hierarchy/best_iou (root only)':
+        100.0 * float(root_only_best_iou(masks, grid).mean()),
+        'hierarchy/best_iou (noise trees)':
+        100.0 * float(noise_tree_best_iou(masks, grid, generator).mean()),
+    }
+    if background is not None:
+        out['floors']['segprobe/mIoU (all background)'] = background
+    return out
+
+
+def untrained_figures(config: str, arm: str, seed: int, work_dir: str,
+                      quick: bool, cfg_options: Sequence[str] = ()) -> dict:
+    """The validation metrics of ``arm``'s model at initialisation.
+
+    Args:
+        config (str): Study config.
+        arm (str): The arm whose model is built (the baseline arm).
+        seed (int): Seed of the initialisation.
+        work_dir (str): Scratch work dir of the runner.
+        quick (bool): ``--quick``.
+        cfg_options (Sequence[str]): ``--cfg-options``. Defaults to ().
+
+    Returns:
+        dict: Metric -> value.
+    """
+    import ehm_mm  # noqa: F401
+    from ehm_mm.utils.launch import build_runner
+    cfg = build_run_config(config, arm, seed, work_dir, quick, cfg_options)
+    cfg.resume = False
+    runner = build_runner(cfg, 'none')
+    return {k: float(v) for k, v in runner.val().items()}
+
+
+def compute_baselines(config: str, out: str, arm: str,
+                      seeds: Sequence[int], quick: bool,
+                      cfg_options: Sequence[str] = ()) -> dict:
+    """Write ``baselines.json``: raw pixels, colour, floors, untrained.
+
+    Finished parts are kept (the untrained encoder per seed, the
+    model-free figures once), so an interrupted call resumes.
+
+    Args:
+        config (str): Study config.
+        out (str): Study folder.
+        arm (str): Arm whose untrained model is measured (the baseline).
+        seeds (Sequence[int]): Seeds of the untrained encoder.
+        quick (bool): ``--quick``.
+        cfg_options (Sequence[str]): ``--cfg-options``. Defaults to ().
+
+    Returns:
+        dict: The baselines.
+    """
+    path = osp.join(out, BASELINES_FILE)
+    cfg = build_run_config(config, arm, seeds[0], '', quick, cfg_options)
+    digest = config_digest(cfg)
+    baselines = {}
+    if osp.exists(path):
+        with open(path) as f:
+            baselines = json.load(f)
+        if baselines.get('config_digest') != digest:
+            baselines = {}
+    baselines['config_digest'] = digest
+
+    def save() -> None:
+        with atomic_open(path) as f:
+            json.dump(baselines, f, indent=1)
+
+    if 'raw_pixels' not in baselines:
+        baselines.update(raw_pixel_figures(cfg, *_val_samples(cfg)))
+        save()
+    untrained = baselines.setdefault('untrained', {})
+    for seed in seeds:
+        if str(seed) not in untrained:
+            untrained[str(seed)] = untrained_figures(
+                config, arm, seed,
+                osp.join(out, 'baselines', f'untrained_seed{seed}'), quick,
+                cfg_options)
+            save()
+    return baselines
+
+
+def baselines_table(baselines: dict, metrics: Sequence[tuple]) -> str:
+    """Markdown of :func:`compute_baselines`'s figures beside the arms'.
+
+    Args:
+        baselines (dict): Its output.
+        metrics (Sequence[tuple]): ``(key, name)`` of the study's metrics.
+
+    Returns:
+        str: One row per baseline, the study's metric columns.
+    """
+    rows = []
+    untrained = list(baselines.get('untrained', {}).values())
+    if untrained:
+        cells = []
+        for key, _ in metrics:
+            mean, sd = mean_sd([u[key] for u in untrained if key in u])
+            cells.append(f'{_fmt(mean)} +- {_fmt(sd)}')
+        rows.append([f'untrained encoder ({len(untrained)} seeds)'] + cells)
+    for name, label in (('raw_pixels', 'raw pixels (patch mean colour)'),
+                        ('colour_histogram', 'colour histogram (no layout)')):
+        figures = baselines.get(name, {})
+        rows.append([label] + [_fmt(figures.get(key)) for key, _ in metrics])
+    for floor, value in baselines.get('floors', {}).items():
+        key = floor.split(' (')[0]
+        rows.append([f'floor: {floor.split(" (")[1][:-1]}'] + [
+            _fmt(value) if k == key else '' for k, _ in metrics
+        ])
+    lines = ['', 'Baselines (no pretraining):', '',
+             '| baseline | ' + ' | '.join(n for _, n in metrics) + ' |',
+             '|' + '---|' * (len(metrics) + 1)]
+    lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+    return '\n'.join(lines) + '\n'
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, newline: Optional[str] = None):
+    """Open ``path`` for writing text so that a kill never leaves it half.
+
+    Writes ``path.tmp`` and renames it over ``path`` on success (the rename
+    is atomic on POSIX); on an exception the temp file is removed and
+    ``path`` keeps its old content.
+
+    Args:
+        path (str): The file.
+        newline (str, optional): As :func:`open`. Defaults to None.
+
+    Yields:
+        TextIO: The open temp file.
+    """
+    tmp = path + '.tmp'
+    try:
+        with open(tmp, 'w', newline=newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+class StudyResultError(ValueError):
+    """A run's ``result.json`` that the report must not use."""
+
+
+def load_result(path: str, arm: str, seed: int,
+                digest: Optional[str],
+                required_metrics: Sequence[str]) -> dict:
+    """Read one ``result.json`` and check that it belongs where it lies.
+
+    Args:
+        path (str): The file, ``runs/<arm>/seed<seed>/result.json``.
+        arm (str): The arm its folder names.
+        seed (int): The seed its folder names.
+        digest (str, optional): The config digest of that run (see
+            :func:`run_digest`); None skips the digest check.
+        required_metrics (Sequence[str]): Final metrics it must hold, as
+            finite numbers.
+
+    Returns:
+        dict: The result.
+
+    Raises:
+        StudyResultError: Naming the file and what is wrong: unreadable or
+            not JSON, another arm or seed than its folder, no or another
+            config digest, a missing, non-numeric or non-finite metric.
+    """
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise StudyResultError(
+            f'{path}: unreadable result ({type(e).__name__}: {e})') from e
+    if not isinstance(result, dict):
+        raise StudyResultError(f'{path}: holds a {type(result).__name__}, '
+                               'not a result object')
+    if result.get('arm') != arm:
+        raise StudyResultError(
+            f"{path}: records arm {result.get('arm')!r} but lies in the "
+            f'folder of arm {arm!r} (copied or moved?)')
+    if result.get('seed') != seed:
+        raise StudyResultError(
+            f"{path}: records seed {result.get('seed')!r} but lies in the "
+            f'folder of seed {seed}')
+    if digest is not None:
+        recorded = result.get('config_digest')
+        if recorded is None:
+            raise StudyResultError(
+                f'{path}: records no config digest (written by a tool '
+                'before result integrity checks); rerun it')
+        if recorded != digest:
+            raise StudyResultError(
+                f'{path}: config digest {recorded[:12]}... does not match '
+                f'this study\'s config for {arm} seed {seed} '
+                f'({digest[:12]}...): the config, the arm or --cfg-options '
+                'differ from the run\'s (pass the same --cfg-options, or '
+                'rerun it)')
+    final = result.get('final')
+    if not isinstance(final, dict):
+        raise StudyResultError(f'{path}: has no final metrics')
+    for key in required_metrics:
+        if key not in final:
+            raise StudyResultError(
+                f'{path}: lacks the final metric {key!r} (declare it in '
+                'study_missing_metrics if the arm cannot produce it)')
+        value = final[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise StudyResultError(
+                f'{path}: final metric {key!r} is {value!r}, not a number')
+        if not math.isfinite(value):
+            raise StudyResultError(
+                f'{path}: final metric {key!r} is {value}, not finite')
+    for key in ('history', 'attention_distance'):
+        if not isinstance(result.get(key), list):
+            raise StudyResultError(f'{path}: {key!r} is missing or not a '
+                                   'list')
+    if not isinstance(result.get('wall_s'), (int, float)):
+        raise StudyResultError(f"{path}: 'wall_s' is missing")
+    return result
+
+
+def missing_validations(result: dict,
+                        expected_epochs: Sequence[int]) -> List[int]:
+    """Expected validation epochs that a result's history lacks.
+
+    Args:
+        result (dict): A ``result.json``.
+        expected_epochs (Sequence[int]): From
+            :func:`expected_validation_epochs`.
+
+    Returns:
+        list[int]: The epochs without a validation.
+    """
+    done = {round(entry['epoch']) for entry in result['history']}
+    return [e for e in expected_epochs if e not in done]
+
+
+def preregistration_table(analysis: dict) -> str:
+    """Markdown of :func:`preregistered_analysis`.
+
+    Args:
+        analysis (dict): Its output.
+
+    Returns:
+        str: The primary table (t test, Holm p over the primary cells, TOST
+        at the margin, verdict) and the exploratory table.
+    """
+    prereg = analysis['prereg']
+    alpha = prereg['alpha']
+    lines = [
+        '', f"Pre-registered primary analysis ({prereg['num_seeds']} seeds "
+        f'registered; alpha {alpha}; Holm over the '
+        f"{len(analysis['primary'])} primary cells; TOST at the margin):",
+        '', '| contrast | endpoint | seeds | mean [95% t] | p | Holm p | '
+        'TOST p (margin) | verdict |', '|---|---|---|---|---|---|---|---|'
+    ]
+    for c in analysis['primary']:
+        tost_cell = '-' if c['tost'] is None else (
+            f"{c['tost']['p']:.3g} (+-{c['tost']['margin']:g})")
+        lines.append(
+            f"| {c['contrast']} | {c['metric']} | {c['n']} | "
+            f"{_fmt_interval(c)} | {_fmt(c['p'], 3)} | "
+            f"{_fmt(c['p_holm'], 3)} | {tost_cell} | {c['verdict']} |")
+    lines += [
+        '', 'Exploratory (not registered as primary; unadjusted p, no '
+        'verdict):', '', '| contrast | metric | seeds | mean [95% t] | p |',
+        '|---|---|---|---|---|'
+    ]
+    for c in analysis['exploratory']:
+        lines.append(f"| {c['contrast']} | {c['metric']} | {c['n']} | "
+                     f'{_fmt_interval(c)} | {_fmt(c["p"], 3)} |')
+    return '\n'.join(lines) + '\n'
+
+
+def _fmt_interval(cell: dict) -> str:
+    if cell['n'] == 0:
+        return '-'
+    if cell['n'] == 1:
+        return f"{cell['mean']:+.2f} (1 seed)"
+    return f"{cell['mean']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}]"
+
+
+def node_size_table(summary: dict) -> str:
+    """Markdown of each arm's logged mean masked node size (patches)."""
+    lines = [
+        '', 'Mean masked node size (`mask_node_size`, patches; the split '
+        'node counted whole):', '', '| arm | over training | last epoch |',
+        '|---|---|---|'
+    ]
+    for arm, entry in summary['arms'].items():
+        size = entry.get('mask_node_size')
+        lines.append(f'| {arm} | ' + (
+            '- | - |' if size is None else
+            f"{size['mean']:.2f} | {size['last_epoch']:.2f} |"))
+    return '\n'.join(lines) + '\n'
+
+
 def report(out: str,
            baseline: str,
            arm_order: Sequence[str],
            seeds: Sequence[int],
-           contrasts: Sequence[dict] = ()) -> dict:
-    """Collect finished runs and write results.json/csv/md and plots.
+           contrasts: Sequence[dict] = (),
+           metrics: Sequence[tuple] = METRICS,
+           digest: Optional[Callable[[str, int], str]] = None,
+           missing_metrics: Optional[Dict[str, Sequence[str]]] = None,
+           expected_epochs: Optional[Sequence[int]] = None,
+           preregistration: Optional[dict] = None) -> dict:
+    """Check the finished runs and write results.json/csv/md and plots.
+
+    Every ``result.json`` goes through :func:`load_result`; a damaged one
+    stops the report with a :class:`StudyResultError` naming it. The text
+    files are written atomically (:func:`atomic_open`).
 
     Args:
         out (str): The study folder.
@@ -726,36 +1437,70 @@ def report(out: str,
         contrasts (Sequence[dict]): Planned comparisons (see
             :func:`summarise`); those naming arms outside ``arm_order``
             are left out. Defaults to ().
+        metrics (Sequence[tuple]): ``(key, name)`` of the metrics; each run
+            must hold them all. Defaults to :data:`METRICS`.
+        digest (Callable, optional): ``(arm, seed) -> config digest`` that
+            each result must record; None skips that check.
+            Defaults to None.
+        missing_metrics (dict, optional): Arm -> metric keys it is declared
+            to lack (``study_missing_metrics``). Defaults to None.
+        expected_epochs (Sequence[int], optional): Validation epochs every
+            run should have; runs lacking some are listed. Defaults to None.
+        preregistration (dict, optional): From
+            :func:`check_preregistration`; adds the primary and exploratory
+            tables. Defaults to None.
 
     Returns:
         dict: The summary (also in ``results.json``).
     """
+    missing_metrics = dict(missing_metrics or {})
     results, missing = [], []
     for arm in arm_order:
+        lacks = set(missing_metrics.get(arm, ()))
+        required = [key for key, _ in metrics if key not in lacks]
         for seed in seeds:
             path = osp.join(run_dir(out, arm, seed), RESULT_FILE)
             if osp.exists(path):
-                with open(path) as f:
-                    results.append(json.load(f))
+                results.append(
+                    load_result(path, arm, seed,
+                                digest(arm, seed) if digest else None,
+                                required))
             else:
                 missing.append(dict(arm=arm, seed=seed))
     if not results:
         raise RuntimeError(f'no finished runs under {out}/runs')
+    registered = list(contrasts)  # all of them: unrun ones are incomplete
     contrasts = [
         c for c in contrasts
         if all(a in arm_order for a in list(c['arms']) + list(c['reference']))
     ]
-    summary = summarise(results, baseline, arm_order, contrasts)
+    summary = summarise(results, baseline, arm_order, contrasts, metrics)
     summary['missing'] = missing
+    summary['missing_validations'] = [] if expected_epochs is None else [
+        dict(arm=r['arm'], seed=r['seed'], epochs=gaps) for r in results
+        for gaps in [missing_validations(r, expected_epochs)] if gaps
+    ]
+    table = markdown_table(summary) + node_size_table(summary)
+    if osp.exists(osp.join(out, BASELINES_FILE)):
+        with open(osp.join(out, BASELINES_FILE)) as f:
+            summary['baselines'] = json.load(f)
+        table += baselines_table(summary['baselines'], metrics)
+    if preregistration is not None:
+        summary['preregistered'] = preregistered_analysis(
+            results, registered, preregistration, [k for k, _ in metrics])
+        table += preregistration_table(summary['preregistered'])
     summary['runs'] = results
-    with open(osp.join(out, 'results.json'), 'w') as f:
+    with atomic_open(osp.join(out, 'results.json')) as f:
         json.dump(summary, f, indent=1)
-    write_csv(results, osp.join(out, 'results.csv'))
-    table = markdown_table(summary)
+    write_csv(results, osp.join(out, 'results.csv'), metrics)
     if missing:
         table += '\nMissing runs: ' + ', '.join(
             f"{m['arm']}/seed{m['seed']}" for m in missing) + '\n'
-    with open(osp.join(out, 'results.md'), 'w') as f:
+    if summary['missing_validations']:
+        table += '\nRuns missing validations (epochs): ' + ', '.join(
+            f"{m['arm']}/seed{m['seed']} {m['epochs']}"
+            for m in summary['missing_validations']) + '\n'
+    with atomic_open(osp.join(out, 'results.md')) as f:
         f.write(table)
     summary['plots'] = plot(summary, out)
     print(table)
@@ -772,14 +1517,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.jobs < 1 or args.threads < 1:
         raise SystemExit('--jobs and --threads must be >= 1')
-    _, arms, baseline, quick_arms, contrasts = load_study(
+    cfg, arms, baseline, quick_arms, contrasts = load_study(
         args.config, args.quick)
-    chosen = quick_arms if args.quick else (args.arms or list(arms))
+    metrics = [tuple(m) for m in cfg.get('study_metrics', METRICS)]
+    prereg = cfg.get('study_preregistration')
+    if prereg is not None:  # refused before any training, not after
+        prereg = check_preregistration(prereg, contrasts,
+                                       [k for k, _ in metrics])
+    chosen = args.arms or (quick_arms if args.quick else list(arms))
     unknown = [a for a in chosen if a not in arms]
     if unknown:
         raise SystemExit(f'unknown arms {unknown}; the config has '
                          f'{list(arms)}')
-    seeds = [0] if args.quick else args.seeds
+    if args.quick and args.seeds:
+        print(f'[study] --quick with --seeds {args.seeds}: running those '
+              'seeds', flush=True)
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3])
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f'--seeds repeats a seed: {seeds}')
     if baseline not in chosen:
@@ -800,7 +1553,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f'{len(chosen) * len(seeds) - len(todo)} already finished',
               flush=True)
         failed = launch_all(args, todo)
-    report(args.out, baseline, chosen, seeds, contrasts)
+    if args.baselines:
+        compute_baselines(args.config, args.out, baseline, seeds, args.quick,
+                          args.cfg_options)
+    report(
+        args.out, baseline, chosen, seeds, contrasts, metrics,
+        digest=lambda arm, seed: run_digest(args.config, arm, seed,
+                                            args.quick, args.cfg_options),
+        missing_metrics=cfg.get('study_missing_metrics'),
+        expected_epochs=expected_validation_epochs(
+            build_run_config(args.config, chosen[0], seeds[0], '',
+                             args.quick, args.cfg_options)),
+        preregistration=prereg)
     if failed:
         print(f'[study] {len(failed)} runs failed: {failed}', flush=True)
         return 1

@@ -2,6 +2,7 @@
 from .feature_label_metric import FeatureLabelMetric  # noqa: F401
 from .hierarchy_iou import HierarchyIoU  # noqa: F401
 from .knn_accuracy import KNNAccuracy  # noqa: F401
+from .knn_bank_accuracy import KNNBankAccuracy  # noqa: F401
 from .linear_probe import (  # noqa: F401
     LinearProbe,
     LinearProbeAccuracy,
