@@ -324,8 +324,8 @@ class RandomHierarchyMasking(EvolvedHierarchicalMasking):
     depth schedule and the node masking are exactly
     :class:`EvolvedHierarchicalMasking`'s. The result: masks of whole
     contiguous random regions at the same exact ratio, of the noise tree's
-    node sizes (size-matched to EHM's with ``depth_unit='node_size'``). All arguments are those of
-    :class:`EvolvedHierarchicalMasking`.
+    node sizes (size-matched to EHM's with ``depth_unit='node_size'``).
+    All arguments are those of :class:`EvolvedHierarchicalMasking`.
 
     Random draws from ``generator``, in order: ``torch.rand(B, N, N)`` (the
     noise affinity), then those of :class:`EvolvedHierarchicalMasking`.
