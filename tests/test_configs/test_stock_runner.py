@@ -26,8 +26,11 @@ from ehm_mm.utils import ScopeTolerantCollate
 CONFIG_DIR = osp.abspath(osp.join(osp.dirname(__file__), '..', '..',
                                   'configs'))
 #: The EHM-MAE configs (ViT-B/L schedules, the demo, the masking study).
+#: The FSDP2 configs (``*_fsdp.py``) need a distributed launch and their
+#: own runner: tests/test_models/test_wrappers and test_fsdp_configs.
 EHM_MAE_CONFIGS = sorted(
-    [osp.basename(p) for p in glob.glob(osp.join(CONFIG_DIR, 'ehm_mae_*.py'))]
+    [osp.basename(p) for p in glob.glob(osp.join(CONFIG_DIR, 'ehm_mae_*.py'))
+     if not p.endswith('_fsdp.py')]
     + [osp.join('study', osp.basename(p))
        for p in glob.glob(osp.join(CONFIG_DIR, 'study', '*.py'))])
 TINY_EHM_MAE = dict(
@@ -47,7 +50,7 @@ TINY.update({PIPELINE_CONFIGS[name][0]: PIPELINE_TINY[name]
 
 
 def test_every_pretraining_config_is_listed():
-    assert len(EHM_MAE_CONFIGS) == 12  # 8 ViT-B/L + demo + 3 study
+    assert len(EHM_MAE_CONFIGS) == 14  # 8 ViT-B/L + demo + 5 study
     assert len(TINY) == len(EHM_MAE_CONFIGS) + 5
 
 
