@@ -106,7 +106,7 @@ def mask_object_alignment(nodes: Tensor, mask: Tensor,
     return dict(
         node_in_object=in_object.double(),
         node_in_background=in_background.double(),
-        node_mixed=(1.0 - in_object - in_background).double(),
+        node_mixed=((masked & ~pure).sum(1) / count).double(),
         object_coverage=coverage.double(),
         masked_on_object=masked_on_object.double())
 
