@@ -6,13 +6,16 @@ those nodes follow the objects of the image is what separates a
 content-aware mask source from a content-free one of the same node sizes.
 :func:`mask_object_alignment` measures it per image from three tensors on
 the patch grid; :func:`patch_object_ids` turns a per-pixel object mask into
-the per-patch labels it needs.
+the per-patch labels it needs; :func:`masking_result_alignment` applies it
+to a mask source's :class:`~ehm_mm.models.masking.MaskingResult`.
 """
 from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ehm_mm.models.masking import MaskingResult
 
 
 def patch_object_ids(object_mask: Tensor, grid_size: Sequence[int]) -> Tensor:
@@ -103,6 +106,56 @@ def mask_object_alignment(nodes: Tensor, mask: Tensor,
     return dict(
         node_in_object=in_object.double(),
         node_in_background=in_background.double(),
-        node_mixed=(1.0 - in_object - in_background).double(),
+        node_mixed=((masked & ~pure).sum(1) / count).double(),
         object_coverage=coverage.double(),
         masked_on_object=masked_on_object.double())
+
+
+def mask_level_nodes(result: MaskingResult) -> Tensor:
+    """Each patch's node at the tree level each image's mask is cut from.
+
+    Args:
+        result (MaskingResult): Masks with ``depth`` (the level) and
+            ``hierarchy``; a result without a tree (MAE's random masks)
+            counts every patch as its own node.
+
+    Returns:
+        Tensor: LongTensor ``[B, N]``, node ids in ``[0, N)``.
+    """
+    batch, num = result.mask.shape
+    tree = result.hierarchy
+    if tree is None:
+        return torch.arange(num, device=result.mask.device).expand(batch, num)
+    if tree.ancestors.shape[::2] != (batch, num):
+        raise ValueError(
+            f'the masks are [{batch}, {num}] but the tree is '
+            f'{list(tree.ancestors.shape)} ([B, L, N])')
+    if int(result.depth.max()) >= tree.num_levels:
+        raise ValueError(
+            f'a mask is cut from level {int(result.depth.max())} but the '
+            f'tree has {tree.num_levels} levels')
+    index = result.depth.long()[:, None, None].expand(batch, 1, num)
+    return tree.ancestors.gather(1, index).squeeze(1)
+
+
+def masking_result_alignment(result: MaskingResult,
+                             object_ids: Tensor) -> Dict[str, Tensor]:
+    """:func:`mask_object_alignment` of a mask source's masks.
+
+    The nodes are those of the tree that made the masks, at the level each
+    mask is cut from (:func:`mask_level_nodes`): for shuffled attention the
+    other image's tree, so its nodes are scored against the objects of the
+    image they mask.
+
+    Args:
+        result (MaskingResult): The masks (``mask`` 1 = masked).
+        object_ids (Tensor): ``[B, N]`` object id per patch, 0 = background
+            (:func:`patch_object_ids`).
+
+    Returns:
+        dict[str, Tensor]: As :func:`mask_object_alignment`, float64 ``[B]``
+        each, on the CPU.
+    """
+    nodes = mask_level_nodes(result).cpu()
+    return mask_object_alignment(nodes, result.mask.cpu() > 0.5,
+                                 object_ids.cpu())

@@ -87,3 +87,46 @@ def test_random_trees_score_below_planted_tree():
         [index, torch.as_tensor(rng.permutation(64)).view(8, 8) // 4])
     assert float(best_node_iou(planted, obj)) == 1.0
     assert float(best_node_iou(shuffled, obj)) < 0.5
+
+
+def _teacher_metric():
+    return METRICS.build(
+        dict(type='HierarchyIoU', ancestors_key='teacher_hierarchy_ancestors',
+             fallback_key='hierarchy_ancestors', prefix='teacher_hierarchy'))
+
+
+def test_teacher_tree_metric_scores_its_own_field():
+    """With both trees written, the teacher-tree metric scores the teacher
+    tree, not the one that made the masks."""
+    metric = _teacher_metric()
+    metric.process({}, [
+        dict(hierarchy_ancestors=ROWS, teacher_hierarchy_ancestors=COLUMNS,
+             gt_object_mask=_left_half())
+    ])
+    assert metric.evaluate(1) == {
+        'teacher_hierarchy/best_iou': pytest.approx(100.0)
+    }
+
+
+def test_fallback_scores_the_only_tree():
+    """A model whose masks come from the image's own tree writes one tree:
+    the fallback scores it (both trees are the same)."""
+    metric = _teacher_metric()
+    metric.process({}, [
+        dict(hierarchy_ancestors=ROWS, gt_object_mask=_left_half())
+    ])
+    assert metric.evaluate(1) == {
+        'teacher_hierarchy/best_iou': pytest.approx(50.0)
+    }
+
+
+def test_fallback_refuses_a_mix_and_no_fallback_names_the_field():
+    metric = _teacher_metric()
+    both = dict(hierarchy_ancestors=ROWS, teacher_hierarchy_ancestors=COLUMNS,
+                gt_object_mask=_left_half())
+    one = dict(hierarchy_ancestors=ROWS, gt_object_mask=_left_half())
+    with pytest.raises(ValueError, match='one run must score one tree'):
+        metric.process({}, [both, one])
+    strict = HierarchyIoU(ancestors_key='teacher_hierarchy_ancestors')
+    with pytest.raises(KeyError, match='teacher_hierarchy_ancestors'):
+        strict.process({}, [one])

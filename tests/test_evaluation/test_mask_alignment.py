@@ -5,8 +5,16 @@ import pytest
 import torch
 
 from ehm_mm.evaluation.mask_alignment import (
+    mask_level_nodes,
     mask_object_alignment,
+    masking_result_alignment,
     patch_object_ids,
+)
+from ehm_mm.models.masking import (
+    BlockwiseMasking,
+    ColorNoiseMasking,
+    Hierarchy,
+    MaskingResult,
 )
 
 
@@ -68,3 +76,55 @@ def test_patch_object_ids_majority():
     assert patch_object_ids(mask, (2, 2)).tolist() == [[1, 0, 2, 0]]
     with pytest.raises(ValueError, match='whole number'):
         patch_object_ids(mask, (3, 3))
+
+
+def _result(mask, depth, ancestors=None):
+    """A MaskingResult with only what the alignment reads."""
+    mask = torch.tensor(mask, dtype=torch.float)
+    tree = None
+    if ancestors is not None:
+        ancestors = torch.tensor(ancestors)
+        tree = Hierarchy(ancestors, torch.ones(ancestors.shape[:2],
+                                               dtype=torch.long), (2, 2))
+    ids = torch.zeros_like(mask, dtype=torch.long)
+    return MaskingResult(mask, ids, ids[:, :1], torch.tensor(depth), tree)
+
+
+def test_nodes_are_the_level_each_mask_is_cut_from():
+    # Image 0 cut from level 1 (columns), image 1 from level 0 (patches).
+    levels = [[0, 1, 2, 3], [0, 1, 0, 1], [0, 0, 0, 0]]
+    result = _result([[1, 0, 1, 0], [1, 0, 0, 0]], [1, 0], [levels, levels])
+    assert mask_level_nodes(result).tolist() == [[0, 1, 0, 1], [0, 1, 2, 3]]
+    # Object 1 on the left column (patches 0 and 2).
+    objects = torch.tensor([[1, 0, 1, 0], [1, 0, 1, 0]])
+    out = masking_result_alignment(result, objects)
+    assert out['node_in_object'].tolist() == [1.0, 1.0]
+    assert out['object_coverage'].tolist() == [1.0, 0.5]
+    # Without a tree (MAE's random masks) every patch is its own node.
+    plain = _result([[1, 1, 0, 0]], [0])
+    assert mask_level_nodes(plain).tolist() == [[0, 1, 2, 3]]
+    assert masking_result_alignment(
+        plain, objects[:1])['node_mixed'].tolist() == [0.0]
+    with pytest.raises(ValueError, match='has 3 levels'):
+        mask_level_nodes(_result([[1, 0, 0, 0]], [3], [levels]))
+
+
+def test_alignment_of_content_free_sources():
+    """Noise masks: patches are nodes; block masks: the block pieces."""
+    objects = torch.zeros(4, 64, dtype=torch.long)
+    objects[:, :16] = 1  # the top two rows of the 8 x 8 grid
+    generator = torch.Generator().manual_seed(0)
+    noise = ColorNoiseMasking((8, 8))(batch_size=4, generator=generator)
+    out = masking_result_alignment(noise, objects)
+    assert out['node_mixed'].tolist() == [0.0] * 4  # one patch, one label
+    masked_top = noise.mask[:, :16].sum(1) / noise.mask.sum(1)
+    assert out['masked_on_object'].tolist() == pytest.approx(
+        masked_top.double().tolist())
+    blocks = BlockwiseMasking((8, 8), size_range='beit')(
+        batch_size=4, generator=generator)
+    nodes = mask_level_nodes(blocks)
+    assert torch.equal(nodes, blocks.hierarchy.ancestors[:, 1])
+    shares = masking_result_alignment(blocks, objects)
+    total = (shares['node_in_object'] + shares['node_in_background'] +
+             shares['node_mixed'])
+    assert total.tolist() == pytest.approx([1.0] * 4)

@@ -14,7 +14,8 @@ import pytest
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'analysis', 'masking_study.py')
 CONFIG = osp.join(ROOT, 'configs', 'study', 'masking_study_v2.py')
-KEYS = ('knnbank/top1', 'linear/top1', 'segprobe/mIoU', 'hierarchy/best_iou')
+KEYS = ('knnbank/top1', 'linear/top1', 'segprobe/mIoU', 'hierarchy/best_iou',
+        'teacher_hierarchy/best_iou')
 
 
 @pytest.fixture(scope='module')

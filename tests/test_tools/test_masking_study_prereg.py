@@ -108,3 +108,45 @@ def test_v2_config_preregistration_is_read_and_valid(tool):
         prereg, contrasts, [k for k, _ in cfg.study_metrics])
     assert checked['primary_contrasts']
     assert checked['num_seeds'] >= 2
+
+
+def test_v2_amendment_three_primary_contrasts_and_seed_count(tool):
+    """The amended registration (before the main run): shuffled attention,
+    the size-matched random tree and MAE against EHM, Holm over three; the
+    seed count is what the power functions give at Holm's first level."""
+    from ehm_mm.evaluation.study_statistics import paired_sample_size
+    cfg, arms, _, _, contrasts = tool.load_study(CONFIG, False)
+    prereg = tool.check_preregistration(
+        cfg.study_preregistration, contrasts,
+        [k for k, _ in cfg.study_metrics])
+    by_name = {c['name']: c for c in contrasts}
+    pairs = {(tuple(by_name[n]['arms']), tuple(by_name[n]['reference']))
+             for n in prereg['primary_contrasts']}
+    assert pairs == {(('ehm_node_size', ), ('shuffled_attention', )),
+                     (('ehm_node_size', ), ('random_tree_node_size', )),
+                     (('ehm_node_size', ), ('mae', ))}
+    assert prereg['primary_endpoints'] == ['segprobe/mIoU']
+    assert prereg['equivalence_margin'] == {'segprobe/mIoU': 0.5}
+    assert prereg['alpha'] == 0.05
+    assert '2026-12-08' in prereg['amended']
+    level = prereg['alpha'] / len(prereg['primary_contrasts'])
+    needed = max(
+        paired_sample_size(0.5, 0.689, alpha=level),
+        paired_sample_size(0.5, 0.689, alpha=level, test='equivalence'),
+        paired_sample_size(0.5, 0.689, alpha=0.05, test='equivalence'))
+    assert prereg['num_seeds'] == needed
+    # Every arm of a registered contrast exists; the rest are exploratory.
+    named = {a for c in contrasts for a in c['arms'] + c['reference']}
+    assert named <= set(arms)
+    assert set(prereg['exploratory_contrasts']) == (
+        set(by_name) - set(prereg['primary_contrasts']))
+    values = dict(mae=[1.0, 2.0], ehm_node_size=[1.5, 2.5],
+                  shuffled_attention=[1.0, 2.1],
+                  random_tree_node_size=[1.2, 2.0])
+    results = [dict(arm=arm, seed=seed, final={'segprobe/mIoU': v})
+               for arm, per_seed in values.items()
+               for seed, v in enumerate(per_seed)]
+    table = tool.preregistration_table(tool.preregistered_analysis(
+        results, contrasts, prereg, ['segprobe/mIoU']))
+    assert 'Amended: 2026-12-08' in table and 'Holm over the 3 primary' in (
+        table)

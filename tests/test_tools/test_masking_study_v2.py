@@ -10,7 +10,10 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'analysis', 'masking_study.py')
 CONFIG = osp.join(ROOT, 'configs', 'study', 'masking_study_v2.py')
-TREE_ARMS = ('ehm_node_size', 'random_tree_node_size', 'pixel_tree_node_size')
+TREE_ARMS = ('ehm_node_size', 'shuffled_attention', 'random_tree_node_size',
+             'pixel_tree_node_size')
+#: The content-free arms that replace the whole mask source.
+FREE_ARMS = ('colormae_green', 'block_beit', 'block')
 #: Largest ratio allowed between two tree arms' mean masked node sizes at
 #: one training progress, and between each and the target 2**(4 t): half
 #: an octave, the resolution of the node-size unit (it picks the level
@@ -182,7 +185,189 @@ def test_every_v2_arm_builds_its_model():
     init_default_scope('mmpretrain')
     tool = _tool()
     _, arms, _, _, _ = tool.load_study(CONFIG, quick=False)
-    assert set(arms) >= {'mae', 'block', *TREE_ARMS}
+    assert set(arms) >= {'mae', *FREE_ARMS, *TREE_ARMS}
     for arm in arms:
         cfg = tool.build_run_config(CONFIG, arm, 0, '', quick=False)
         assert hasattr(MODELS.build(cfg.model), 'masking'), arm
+
+
+def _flat(tree, prefix=''):
+    """A nested config dict as ``{'a.b.c': value}``."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f'{prefix}{key}.'))
+        else:
+            flat[f'{prefix}{key}'] = value
+    return flat
+
+
+def _changed(tool, arm, reference):
+    """The dotted keys whose values differ between two arms' run configs."""
+    a, b = (_flat(tool.build_run_config(CONFIG, name, 0, '',
+                                        quick=False).to_dict())
+            for name in (arm, reference))
+    return {k for k in set(a) | set(b) if a.get(k, a) != b.get(k, b)}
+
+
+def test_each_arm_changes_one_thing_of_the_ehm_arm():
+    """Controls differ from ehm_node_size in the one thing they control."""
+    tool = _tool()
+    one_key = {
+        'mae': 'model.masking.d_max',
+        'shuffled_attention': 'model.masking.type',
+        'random_tree_node_size': 'model.masking.type',
+        'pixel_tree_node_size': 'model.affinity_source',
+    }
+    for arm, key in one_key.items():
+        assert _changed(tool, arm, 'ehm_node_size') == {key}, arm
+    for arm in FREE_ARMS:  # the whole mask source, nothing else
+        changed = _changed(tool, arm, 'ehm_node_size')
+        assert changed and all(k.startswith('model.masking.')
+                               for k in changed), (arm, changed)
+    assert _changed(tool, 'block_beit', 'block') == {
+        'model.masking.size_range'
+    }
+    cfg = tool.build_run_config(CONFIG, 'colormae_green', 0, '', False)
+    assert cfg.model.masking.color == 'green'
+
+
+def test_every_arm_masks_the_same_ratio(v2_models):
+    from mmpretrain.registry import MODELS
+    tool = _tool()
+    _, arms, _, _, _ = tool.load_study(CONFIG, quick=False)
+    for arm in arms:
+        cfg = tool.build_run_config(CONFIG, arm, 0, '', quick=False)
+        masking = MODELS.build(dict(cfg.model.masking, grid_size=(8, 8)))
+        assert masking.num_masked == 48, arm
+
+
+@pytest.mark.parametrize('quick', [False, True])
+def test_loaders_never_give_shuffled_attention_a_batch_of_one(quick):
+    """Shuffled attention needs 2 images per batch: every loader of the arm
+    divides its dataset (or drops the last batch)."""
+    tool = _tool()
+    cfg = tool.build_run_config(CONFIG, 'shuffled_attention', 0, '', quick)
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg[name]
+        dataset = loader.dataset
+        size = (sum(d.num_samples for d in dataset.datasets)
+                if dataset.type == 'ConcatDataset' else dataset.num_samples)
+        assert loader.batch_size >= 2, name
+        assert size % loader.batch_size == 0 or loader.get(
+            'drop_last', False), (name, size, loader.batch_size)
+
+
+def test_shuffled_attention_has_ehm_tree_statistics(v2_models):
+    """Same trees as EHM on the batch, rolled by one image: the same level
+    node sizes per image, each at the level EHM chooses for its donor."""
+    from ehm_mm.models.masking.mask_statistics import level_node_size
+    cfg, models = v2_models
+    inputs, _ = _task_images(cfg, 24, models['ehm_node_size'])
+    with torch.no_grad():
+        attention = models['ehm_node_size'].encoder_affinity(inputs)
+    ehm = models['ehm_node_size'].masking
+    shuffled = models['shuffled_attention'].masking
+    own, other = ehm.hierarchy(attention), shuffled.hierarchy(attention)
+    assert torch.equal(other.ancestors, torch.roll(own.ancestors, -1, 0))
+    assert torch.equal(other.num_nodes, torch.roll(own.num_nodes, -1, 0))
+    for depth in (1, 2, 3, 4):
+        results = [
+            source(attention, depth=[depth] * 24,
+                   generator=torch.Generator().manual_seed(1))
+            for source in (ehm, shuffled)
+        ]
+        assert torch.equal(results[1].depth, torch.roll(results[0].depth,
+                                                        -1, 0))
+        assert torch.equal(level_node_size(results[1]),
+                           torch.roll(level_node_size(results[0]), -1, 0))
+
+
+def _predicted(model, inputs, masks):
+    samples = model.predict(inputs)
+    for sample, mask in zip(samples, masks):
+        sample.set_field(torch.from_numpy(mask), 'gt_object_mask')
+    return [s.to_dict() for s in samples]
+
+
+def _best_iou(cfg, samples):
+    from mmpretrain.registry import METRICS
+    figures = {}
+    for metric_cfg in cfg.val_evaluator:
+        if metric_cfg['type'] == 'HierarchyIoU':
+            metric = METRICS.build(dict(metric_cfg))
+            metric.process({}, samples)
+            figures[metric.prefix] = metric.compute_metrics(
+                metric.results)['best_iou']
+    return figures
+
+
+def test_both_trees_are_scored_and_labelled(v2_models):
+    """The tree that made the masks and the image's own model tree: the
+    same for EHM (written once, the fallback scores it), different for
+    shuffled attention (another image's tree) and for block masks."""
+    from mmpretrain.registry import MODELS
+    cfg, models = v2_models
+    inputs, masks = _task_images(cfg, 16, models['ehm_node_size'])
+    ehm = models['ehm_node_size']
+    samples = _predicted(ehm, inputs, masks)
+    assert 'teacher_hierarchy_ancestors' not in samples[0]
+    assert torch.equal(ehm.predict_teacher_hierarchy(inputs),
+                       ehm.predict_hierarchy(inputs))  # the same tree
+    figures = _best_iou(cfg, samples)
+    assert set(figures) == {'hierarchy', 'teacher_hierarchy'}
+    assert figures['hierarchy'] == figures['teacher_hierarchy']
+
+    tool = _tool()
+    for arm in ('shuffled_attention', 'block_beit'):
+        run_cfg = tool.build_run_config(CONFIG, arm, 0, '', quick=False)
+        torch.manual_seed(0)  # the initialisation of ehm's model
+        model = MODELS.build(
+            dict(run_cfg.model,
+                 data_preprocessor=run_cfg.data_preprocessor)).eval()
+        samples = _predicted(model, inputs, masks)
+        made = torch.stack([s['hierarchy_ancestors'] for s in samples])
+        own = torch.stack([s['teacher_hierarchy_ancestors'] for s in samples])
+        if arm == 'shuffled_attention':  # image i's masks: image i+1's tree
+            assert torch.equal(made, torch.roll(own, -1, 0))
+            assert torch.equal(own, ehm.predict_hierarchy(inputs))
+        figures = _best_iou(cfg, samples)
+        assert figures['hierarchy'] != figures['teacher_hierarchy'], arm
+    names = dict(tool.load_study(CONFIG, False)[0].study_metrics)
+    assert names['hierarchy/best_iou'] == 'best-IoU, tree that made the masks'
+    assert names['teacher_hierarchy/best_iou'] == (
+        "best-IoU, image's own model tree")
+
+
+def test_tiny_run_records_mask_alignment_and_both_trees(tmp_path,
+                                                        monkeypatch):
+    """A quick-settings run of shuffled attention: the result holds both
+    best-IoUs and the mask-object alignment, and the report prints them."""
+    monkeypatch.chdir(tmp_path)  # the config's data_root is relative
+    tool = _tool()
+    folder = tmp_path / 'runs' / 'shuffled_attention' / 'seed0'
+    folder.mkdir(parents=True)
+    result = tool.run_one(CONFIG, 'shuffled_attention', 0, str(folder), True,
+                          1)
+    assert 0 <= result['final']['teacher_hierarchy/best_iou'] <= 100
+    assert 0 <= result['final']['hierarchy/best_iou'] <= 100
+    log = result['mask_alignment']
+    assert log['num_images'] == 48 and log['seed'] == 0
+    assert 0.5 < log['progress'] <= 1.0
+    shares = [log[k] for k in ('node_in_object', 'node_in_background',
+                               'node_mixed')]
+    assert all(0 <= s <= 100 for s in shares)
+    assert sum(shares) == pytest.approx(100.0)
+    assert 0 < log['object_coverage'] <= 100
+    cfg = tool.load_study(CONFIG, True)[0]
+    metrics = [tuple(m) for m in cfg.study_metrics]
+    summary = tool.report(str(tmp_path), 'mae', ['shuffled_attention'], [0],
+                          metrics=metrics)
+    entry = summary['arms']['shuffled_attention']['mask_alignment']
+    assert entry['runs'] == 1
+    assert entry['node_mixed']['mean'] == pytest.approx(log['node_mixed'])
+    table = (tmp_path / 'results.md').read_text()
+    assert "best-IoU, image's own model tree" in table
+    assert 'best-IoU, tree that made the masks' in table
+    assert 'Mask-object alignment' in table
+    assert '| shuffled_attention | ' in table.split('Mask-object')[1]

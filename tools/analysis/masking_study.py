@@ -7,8 +7,11 @@ arms start from the same initialisation and see the same data order and
 augmentations (the masks draw from their own generator). Every run trains
 in its own process, validates at the config's ``val_interval`` (the metrics
 of the config's ``val_evaluator``: k-NN, linear probe, patch segmentation
-probe, hierarchy IoU), then measures the mean attention distance per layer
-of the final encoder on the validation images, and writes
+probe, hierarchy IoU of the tree that made the masks and, where the
+config asks, of the image's own teacher tree), then measures the mean
+attention distance per layer of the final encoder on the validation images
+and the mask-object alignment of the masks the trained arm draws
+(:func:`mask_alignment_log`), and writes
 ``runs/<arm>/seed<k>/result.json``. Finished runs are never redone; an
 unfinished run resumes from its last checkpoint.
 
@@ -16,7 +19,8 @@ When all runs are done (or with ``--report-only``) the tool writes
 ``results.json`` (everything), ``results.csv`` (one row per run),
 ``results.md`` (mean, sd and the paired difference to the baseline arm with
 a 95% t interval, the epoch each arm first reaches the baseline's final
-value, attention distances) and PNG plots into ``--out``.
+value, attention distances, masked node sizes, mask-object alignment) and PNG
+plots into ``--out``.
 
 Examples:
     python tools/analysis/masking_study.py \\
@@ -197,7 +201,7 @@ def build_run_config(config: str,
     Returns:
         Config: Ready for ``build_runner``.
     """
-    from ehm_mm.utils.launch import drop_collate_fn_scope, fall_back_from_amp
+    from ehm_mm.utils.launch import fall_back_from_amp
     cfg, arms, _, _, _ = load_study(config, quick)
     if arm not in arms:
         raise ValueError(f'unknown arm {arm!r}; arms: {list(arms)}')
@@ -213,7 +217,6 @@ def build_run_config(config: str,
     cfg.load_from = None
     cfg.launcher = 'none'
     fall_back_from_amp(cfg)
-    drop_collate_fn_scope(cfg)
     return cfg
 
 
@@ -344,14 +347,104 @@ def node_size_log(runner, iters_per_epoch: int) -> Optional[dict]:
                 num_logged=len(values))
 
 
-def _val_images(runner, device):
-    """All validation images, normalised by the model's preprocessor."""
-    import torch
+def _val_batches(runner, device) -> List[tuple]:
+    """The validation batches, normalised by the model's preprocessor.
+
+    Returns:
+        list[tuple]: ``(inputs [B, C, H, W] on device, data_samples)`` per
+        batch of the validation dataloader.
+    """
     batches = []
     for data in runner.val_dataloader:
         data = runner.model.data_preprocessor(data, False)
-        batches.append(data['inputs'].to(device))
-    return torch.cat(batches)
+        batches.append((data['inputs'].to(device), data['data_samples']))
+    return batches
+
+
+#: Keys of :func:`~ehm_mm.evaluation.mask_alignment.mask_object_alignment`,
+#: with their names in the report.
+ALIGNMENT = (('node_in_object', 'masked nodes inside one object'),
+             ('node_in_background', 'masked nodes all background'),
+             ('node_mixed', 'masked nodes mixed'),
+             ('object_coverage', 'object patches masked'),
+             ('masked_on_object', 'masked patches on an object'))
+#: Validation images the mask-object alignment is measured on (the first
+#: ones of the validation set, whole batches).
+ALIGNMENT_IMAGES = 1000
+#: Seed of the masks drawn for the alignment (depths and generator).
+ALIGNMENT_SEED = 0
+
+
+def mask_alignment_log(model, batches: Sequence[tuple],
+                       max_images: int = ALIGNMENT_IMAGES,
+                       seed: int = ALIGNMENT_SEED) -> dict:
+    """How the masks a trained arm draws relate to the objects.
+
+    At the model's current training progress (the end of training after
+    ``runner.train()``), the masks the arm's mask source draws for the
+    first validation batches (whole batches, until ``max_images``), with
+    the depths drawn from ``random.Random(seed)`` and the masks from a
+    generator seeded with ``seed``: the model's own ``generate_masks``
+    (affinity, then masks), outside the training step, which it does not
+    change. Scored by
+    :func:`~ehm_mm.evaluation.mask_alignment.masking_result_alignment`
+    against the ``gt_object_mask`` of the samples, in percent.
+
+    Args:
+        model: The trained EHM model (``masking``, ``generate_masks``,
+            ``current_progress``).
+        batches (Sequence[tuple]): From :func:`_val_batches`.
+        max_images (int): Images to use at least, whole batches.
+            Defaults to :data:`ALIGNMENT_IMAGES`.
+        seed (int): Seed of the draws. Defaults to :data:`ALIGNMENT_SEED`.
+
+    Returns:
+        dict: The mean over images of each :data:`ALIGNMENT` key (NaN
+        images left out of their key's mean), ``progress``, ``seed`` and
+        ``num_images``.
+
+    Raises:
+        KeyError: A validation sample has no ``gt_object_mask``.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    from ehm_mm.evaluation.mask_alignment import (
+        masking_result_alignment,
+        patch_object_ids,
+    )
+    progress = float(model.current_progress())
+    values: Dict[str, list] = {key: [] for key, _ in ALIGNMENT}
+    num_images = 0
+    for inputs, samples in batches:
+        if num_images >= max_images:
+            break
+        if any('gt_object_mask' not in s for s in samples):
+            raise KeyError('the mask-object alignment needs gt_object_mask '
+                           'in every validation sample (LoadObjectMask and '
+                           "PackInputs(algorithm_keys=['gt_object_mask']))")
+        batch = inputs.shape[0]
+        depth = model.masking.draw_depths(progress, batch,
+                                          random.Random(seed))
+        generator = torch.Generator(device=inputs.device).manual_seed(seed)
+        with torch.no_grad():
+            result = model.generate_masks(inputs, progress,
+                                          generator=generator, depth=depth)
+        objects = torch.stack([
+            torch.as_tensor(np.asarray(s.gt_object_mask)) for s in samples
+        ])
+        ids = patch_object_ids(objects, model.masking.grid_size)
+        for key, value in masking_result_alignment(result, ids).items():
+            values[key] += value.tolist()
+        num_images += batch
+    log = {}
+    for key, _ in ALIGNMENT:
+        finite = [v for v in values[key] if not math.isnan(v)]
+        log[key] = (100.0 * sum(finite) / len(finite) if finite
+                    else float('nan'))
+    return dict(log, progress=progress, seed=seed, num_images=num_images)
 
 
 def run_one(config: str,
@@ -405,9 +498,11 @@ def run_one(config: str,
     model = runner.model
     device = next(model.parameters()).device
     model.eval()
+    batches = _val_batches(runner, device)
     with torch.no_grad():
-        images = _val_images(runner, device)
-        distance = mean_attention_distance(model.backbone, images)
+        distance = mean_attention_distance(
+            model.backbone, torch.cat([inputs for inputs, _ in batches]))
+    alignment = mask_alignment_log(model, batches)
     iters_per_epoch = len(runner.train_dataloader)
     history = []
     for entry in summary['history']:
@@ -421,6 +516,7 @@ def run_one(config: str,
         history=history,
         revalidated_epoch=revalidate.revalidated,
         mask_node_size=node_size_log(runner, iters_per_epoch),
+        mask_alignment=alignment,
         attention_distance=[float(v) for v in distance],
         wall_s=time.time() - start,
         train_s=train_s,
@@ -592,8 +688,9 @@ def check_preregistration(prereg: dict, contrasts: Sequence[dict],
             ``primary_contrasts`` (names in ``study_contrasts``),
             ``equivalence_margin`` (endpoint -> margin > 0, every primary
             endpoint), ``alpha``, ``num_seeds`` (>= 2) and optionally
-            ``exploratory_contrasts`` and free-text ``registered`` /
-            ``rationale``.
+            ``exploratory_contrasts`` and free-text ``registered``,
+            ``amended`` (when and why it was changed, before the main run)
+            and ``rationale``.
         contrasts (Sequence[dict]): The study's ``study_contrasts``. A
             contrast that says ``primary=True`` must be registered.
         metric_keys (Sequence[str]): The study's metric keys.
@@ -607,7 +704,8 @@ def check_preregistration(prereg: dict, contrasts: Sequence[dict],
     if absent:
         raise PreregistrationError(
             f'study_preregistration lacks {absent}; it needs {required}')
-    known = {'exploratory_contrasts', 'registered', 'rationale', *required}
+    known = {'exploratory_contrasts', 'registered', 'amended', 'rationale',
+             *required}
     unknown = sorted(set(prereg) - known)
     if unknown:
         raise PreregistrationError(
@@ -725,6 +823,27 @@ def preregistered_analysis(results: List[dict], contrasts: Sequence[dict],
     return dict(prereg=prereg, primary=primary, exploratory=exploratory)
 
 
+def alignment_summary(runs: Sequence[dict]) -> Optional[dict]:
+    """Seed means of the runs' ``mask_alignment`` (:func:`mask_alignment_log`).
+
+    Args:
+        runs (Sequence[dict]): One arm's ``result.json`` contents.
+
+    Returns:
+        dict or None: Mean and sd over the runs of each :data:`ALIGNMENT`
+        key (NaN runs left out), ``runs``; None when no run measured it.
+    """
+    logs = [r['mask_alignment'] for r in runs if r.get('mask_alignment')]
+    if not logs:
+        return None
+    out = dict(runs=len(logs))
+    for key, _ in ALIGNMENT:
+        values = [log[key] for log in logs if not math.isnan(log[key])]
+        mean, sd = mean_sd(values)  # NaN, NaN when empty
+        out[key] = dict(mean=mean, sd=sd)
+    return out
+
+
 def summarise(results: List[dict], baseline: str,
               arm_order: Sequence[str],
               contrasts: Sequence[dict] = (),
@@ -744,7 +863,8 @@ def summarise(results: List[dict], baseline: str,
     Returns:
         dict: Per arm: seeds, per-metric values / mean / sd / paired
         difference / first epoch reaching the baseline's final mean, mean
-        curves, attention distances and the mean masked node size; per
+        curves, attention distances, the mean masked node size and the
+        mask-object alignment (:func:`alignment_summary`); per
         contrast: the paired difference of every metric.
     """
     by_arm: Dict[str, List[dict]] = {}
@@ -788,6 +908,7 @@ def summarise(results: List[dict], baseline: str,
             mean=mean_sd([z['mean'] for z in sizes])[0],
             last_epoch=mean_sd([z['per_epoch'][-1] for z in sizes])[0],
             runs=len(sizes))
+        entry['mask_alignment'] = alignment_summary(runs)
         summary['arms'][arm] = entry
     summary['contrasts'] = []
     for spec in contrasts:
@@ -1364,10 +1485,15 @@ def preregistration_table(analysis: dict) -> str:
     """
     prereg = analysis['prereg']
     alpha = prereg['alpha']
+    dates = [
+        f'{label.capitalize()}: {prereg[label]}.'
+        for label in ('registered', 'amended') if prereg.get(label)
+    ]
     lines = [
         '', f"Pre-registered primary analysis ({prereg['num_seeds']} seeds "
         f'registered; alpha {alpha}; Holm over the '
         f"{len(analysis['primary'])} primary cells; TOST at the margin):",
+        *([''] + dates if dates else []),
         '', '| contrast | endpoint | seeds | mean [95% t] | p | Holm p | '
         'TOST p (margin) | verdict |', '|---|---|---|---|---|---|---|---|'
     ]
@@ -1409,6 +1535,27 @@ def node_size_table(summary: dict) -> str:
         lines.append(f'| {arm} | ' + (
             '- | - |' if size is None else
             f"{size['mean']:.2f} | {size['last_epoch']:.2f} |"))
+    return '\n'.join(lines) + '\n'
+
+
+def alignment_table(summary: dict) -> str:
+    """Markdown of each arm's mask-object alignment (:func:`summarise`)."""
+    lines = [
+        '', 'Mask-object alignment (%, mean +- sd over seeds) of the masks '
+        'each trained arm draws at the end of training (first '
+        f'{ALIGNMENT_IMAGES} validation images, seed {ALIGNMENT_SEED}; '
+        'nodes of the tree that made the masks, at the level they are cut '
+        'from; a patch is a node for MAE and noise masks):', '',
+        '| arm | ' + ' | '.join(name for _, name in ALIGNMENT) + ' |',
+        '|' + '---|' * (len(ALIGNMENT) + 1)
+    ]
+    for arm, entry in summary['arms'].items():
+        log = entry.get('mask_alignment')
+        cells = ['-'] * len(ALIGNMENT) if log is None else [
+            f"{_fmt(log[key]['mean'])} +- {_fmt(log[key]['sd'])}"
+            for key, _ in ALIGNMENT
+        ]
+        lines.append(f'| {arm} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 
@@ -1480,7 +1627,8 @@ def report(out: str,
         dict(arm=r['arm'], seed=r['seed'], epochs=gaps) for r in results
         for gaps in [missing_validations(r, expected_epochs)] if gaps
     ]
-    table = markdown_table(summary) + node_size_table(summary)
+    table = (markdown_table(summary) + node_size_table(summary) +
+             alignment_table(summary))
     if osp.exists(osp.join(out, BASELINES_FILE)):
         with open(osp.join(out, BASELINES_FILE)) as f:
             summary['baselines'] = json.load(f)

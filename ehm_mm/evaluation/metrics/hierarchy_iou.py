@@ -86,11 +86,23 @@ class HierarchyIoU(BaseMetric):
     (``LoadObjectMask`` plus
     ``PackInputs(algorithm_keys=['gt_object_mask'])``).
 
+    Two trees can be scored: ``hierarchy_ancestors``, the tree that made
+    the masks, and ``teacher_hierarchy_ancestors``, the image's own tree
+    from the model's affinity, which the model writes only when the two
+    differ (block, noise or random-tree masks, shuffled attention). For the
+    second, ``fallback_key='hierarchy_ancestors'`` scores the tree that made
+    the masks when a model writes only that one (its masks are cut from the
+    image's own tree, so both trees are the same); every sample of a run
+    must then lack the field, a mix is refused.
+
     Args:
         ancestors_key (str): Field of the ancestors. Defaults to
             ``'hierarchy_ancestors'``.
         mask_key (str): Field of the object mask. Defaults to
             ``'gt_object_mask'``.
+        fallback_key (str, optional): Field scored instead when a sample
+            lacks ``ancestors_key``. Defaults to None (a missing field is
+            an error).
         collect_device (str): Device to gather results across ranks.
             Defaults to ``'cpu'``.
         prefix (str, optional): Metric name prefix. Defaults to None, which
@@ -102,11 +114,16 @@ class HierarchyIoU(BaseMetric):
     def __init__(self,
                  ancestors_key: str = 'hierarchy_ancestors',
                  mask_key: str = 'gt_object_mask',
+                 fallback_key: Optional[str] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.ancestors_key = ancestors_key
         self.mask_key = mask_key
+        self.fallback_key = fallback_key
+        # Whether the samples seen so far carried ancestors_key (None: none
+        # seen yet); a run must not mix the two trees.
+        self._own_key_seen: Optional[bool] = None
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Score the hierarchy of each image of a batch.
@@ -117,14 +134,28 @@ class HierarchyIoU(BaseMetric):
                 the object mask.
         """
         for sample in data_samples:
-            for key in (self.ancestors_key, self.mask_key):
-                if key not in sample:
+            key = self.ancestors_key
+            if key not in sample and self.fallback_key is not None:
+                key = self.fallback_key
+            self._check_same_tree(key == self.ancestors_key)
+            for name in (key, self.mask_key):
+                if name not in sample:
                     raise KeyError(
-                        f'HierarchyIoU needs `{key}` in each data sample, '
+                        f'HierarchyIoU needs `{name}` in each data sample, '
                         f'found {sorted(sample)}')
-            ancestors = _as_tensor(sample[self.ancestors_key])
+            ancestors = _as_tensor(sample[key])
             mask = _as_tensor(sample[self.mask_key])
             self.results.append(float(best_node_iou(ancestors, mask)))
+
+    def _check_same_tree(self, own_key: bool) -> None:
+        """Refuse samples of one run that score different trees."""
+        if self._own_key_seen is None:
+            self._own_key_seen = own_key
+        elif self._own_key_seen != own_key:
+            raise ValueError(
+                f'HierarchyIoU: some data samples carry '
+                f'`{self.ancestors_key}` and others only '
+                f'`{self.fallback_key}`; one run must score one tree')
 
     def compute_metrics(self, results: List[float]) -> dict:
         """Average the per-image scores.
@@ -137,4 +168,5 @@ class HierarchyIoU(BaseMetric):
         """
         if not results:
             raise ValueError('HierarchyIoU received no samples')
+        self._own_key_seen = None  # the next evaluation starts afresh
         return dict(best_iou=100.0 * float(np.mean(results)))
