@@ -208,10 +208,10 @@ def drop_collate_fn_scope(cfg: Config) -> None:
     """Remove the ``_scope_`` key mmengine adds to inherited ``collate_fn``.
 
     Not needed since ``import ehm_mm`` registers collate functions that
-    accept the tag (``ehm_mm/utils/scope_tolerant_collate.py``); the tools
-    no longer call it. Kept for ``tools/analysis/masking_study.py``, which
-    still does, and for a collate function registered after ``import
-    ehm_mm`` (not wrapped) in a config inherited through ``pkg::``.
+    accept the tag (``ehm_mm/utils/scope_tolerant_collate.py``); no tool of
+    the project calls it. Kept for a collate function registered after
+    ``import ehm_mm`` (not wrapped) in a config inherited through
+    ``pkg::``.
 
     Args:
         cfg (Config): The config, changed in place.

@@ -60,7 +60,6 @@ def build_config(args: argparse.Namespace) -> Config:
     elif args.load_from:
         cfg.load_from = args.load_from
     launch.use_gloo_without_cuda(cfg, 'pytorch')
-    launch.drop_collate_fn_scope(cfg)
     return cfg
 
 
