@@ -39,10 +39,7 @@ from ehm_mm.models.masking import (
     EvolvedHierarchicalMasking,
     attention_affinity,
 )
-from ehm_mm.visualization import hierarchy_figure
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
+from ehm_mm.visualization import hierarchy_figure, load_images, to_inputs
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -121,35 +118,6 @@ def find_masking(model: nn.Module, mask_ratio: Optional[float],
     # The depths are given explicitly here: the schedule is unused.
     return EvolvedHierarchicalMasking(
         grid, mask_ratio=mask_ratio or 0.75, d_max=0.0)
-
-
-def load_images(paths: Sequence[str],
-                size: Tuple[int, int]) -> List[np.ndarray]:
-    """Read images as RGB uint8 arrays resized to ``size`` (h, w)."""
-    images = []
-    for path in paths:
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'image {path} does not exist')
-        with Image.open(path) as img:
-            img = img.convert('RGB').resize((size[1], size[0]),
-                                            Image.BICUBIC)
-            images.append(np.asarray(img))
-    return images
-
-
-def to_inputs(model: nn.Module, images: List[np.ndarray],
-              device: str) -> torch.Tensor:
-    """Normalise images the way the model's data preprocessor does."""
-    rgb = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
-    preprocessor = getattr(model, 'data_preprocessor', None)
-    mean = getattr(preprocessor, 'mean', None)
-    std = getattr(preprocessor, 'std', None)
-    if mean is None or std is None:
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    mean = mean.view(1, -1, 1, 1).cpu()
-    std = std.view(1, -1, 1, 1).cpu()
-    return ((rgb - mean) / std).to(device)
 
 
 def affinity_fn(model: nn.Module, encoder: nn.Module,
