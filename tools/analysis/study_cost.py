@@ -220,9 +220,9 @@ def arm_configs(cfg: Config) -> Dict[str, Config]:
     if not arms:
         raise ValueError(f'{cfg.filename} defines no study_arms')
     out = {}
-    for name, override in arms.items():
-        run = copy.deepcopy(cfg)
-        run.merge_from_dict(dict(override))
+    for name in arms:
+        run = copy.deepcopy(cfg)  # merging consumes the _delete_ flags
+        run.merge_from_dict(copy.deepcopy(run.study_arms[name].to_dict()))
         out[name] = run
     return out
 

@@ -14,7 +14,8 @@ _base_ = [
     '../../../_base_/datasets/imagenet100.py',
 ]
 
-custom_imports = dict(imports=['ehm_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['ehm_mm', 'ehm_mm.retrieval'], allow_failed_imports=False)
 model = dict(pooling='cls')
 
 knn_resize = [
