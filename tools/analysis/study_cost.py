@@ -60,7 +60,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+sys.path.insert(0, REPO)
 
 #: MAE's published pretraining time (facebookresearch/mae, PRETRAIN.md):
 #: ViT-L/16, 800 epochs of ImageNet-1K, ~42 h on 64 V100 GPUs.
@@ -269,7 +270,7 @@ def stage_macs(stage: dict, images: Dict[str, int],
     Returns:
         tuple[float, str]: The MACs and how they were counted.
     """
-    cfg = Config.fromfile(stage['config'])
+    cfg = Config.fromfile(osp.join(REPO, stage['config']))  # repo-relative
     dims = vit_dims(cfg.model.backbone)
     fwd = encoder_macs(dims)
     if stage['tool'] == 'test':
