@@ -67,6 +67,30 @@ def test_measured_rate_from_bench_json(tmp_path):
         TOOL['measured_rate'](str(path))
 
 
+def test_measured_rate_reads_a_real_bench_json(tmp_path):
+    """bench_train_step.py --smoke --json (a tiny custom ViT, CPU)."""
+    bench = runpy.run_path(
+        osp.join(REPO, 'tools', 'benchmarks', 'bench_train_step.py'))
+    path = str(tmp_path / 'smoke.json')
+    bench['main'](['--smoke', '--no-memory', '--steps', '2', '--json',
+                   path])
+    with open(path) as f:
+        res = json.load(f)
+    rate, ratio, label = TOOL['measured_rate'](path)
+    arch = res['arch']
+    dims = dict(width=arch['embed_dims'], layers=arch['num_layers'],
+                hidden=arch['feedforward_channels'],
+                patch=res['img_size'] // res['grid'][0],
+                patches=res['grid'][0] * res['grid'][1])
+    assert TOOL['vit_dims'](dict(
+        arch=arch, img_size=res['img_size'],
+        patch_size=dims['patch'])) == dims
+    per_gpu = res['batch_size'] / res['step_time']['mae']
+    assert rate == pytest.approx(
+        per_gpu * 3 * TOOL['mae_forward_macs'](dims, 0.75))
+    assert ratio == res['ratio']['all'] and 'cpu' in label
+
+
 def _tiny_study(tmp_path):
     """The ViT-S study with 10 epochs of 1000 images, 2 stages and one
     stage whose package is missing."""
@@ -143,3 +167,41 @@ def test_command_line_labels_its_inputs(tmp_path, capsys):
     assert 'stage seg left out' in text
     saved = json.loads(out.read_text())
     assert saved['totals']['all'] > saved['totals']['primary'] > 0
+
+
+@pytest.mark.parametrize('config, column', [
+    ('configs/study/imagenet/masking_study_vit-s_in100.py', 0),
+    ('configs/study/imagenet/masking_study_vit-b_in100.py', 1),
+])
+def test_docs_table_is_the_tools_output(config, column):
+    """docs/en/cluster_study.md's cost table, from published throughput."""
+    rate, _ = TOOL['published_rate']()
+    cost = TOOL['study_cost'](osp.join(REPO, config), rate,
+                              TOOL['MEASURED_CPU_EHM_RATIO'])
+    with open(osp.join(REPO, 'docs', 'en', 'cluster_study.md')) as f:
+        rows = {line.split(' | ')[0].lstrip('| '):
+                line.rstrip().rstrip(' |').split(' | ')[1:]
+                for line in f if line.startswith('| ')}
+    arms, totals = cost['arms'], cost['totals']
+
+    def cell(label):
+        return rows[label][column].strip('*')
+
+    assert cell('one MAE-cost run: pretraining') == \
+        f"{arms['mae']['pretrain']:.1f}"
+    assert cell('one EHM run: pretraining (x 1.50)') == \
+        f"{arms['ehm_node_size']['pretrain']:.1f}"
+    stages = arms['mae']['stages']
+    assert cell('per run: k-NN / linear / fine-tune / ADE20K (lower bound)'
+                ) == ' / '.join(f'{stages[k]:.1f}' for k in (
+                    'knn', 'linear', 'finetune', 'ade20k'))
+    for label, key in [
+        ('question (a): EHM, shuffled attention, random tree x 15 seeds, '
+         'pretraining + fine-tune (the endpoint)', 'question_a_endpoint'),
+        ('question (a), every stage', 'question_a'),
+        ('the four arms of the primary contrasts x 15 seeds, every stage',
+         'primary'),
+        ('all seven arms (three exploratory at 4 seeds), every stage',
+         'all'),
+    ]:
+        assert cell(label) == f'{totals[key]:,.0f}', label

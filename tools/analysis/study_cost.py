@@ -98,8 +98,10 @@ def vit_dims(backbone: dict) -> Dict[str, int]:
 
     Args:
         backbone (dict): An mmpretrain ``VisionTransformer`` / ``MAEViT``
-            config (``arch``, ``patch_size``, ``img_size``) or an mmseg
-            ``MAE`` config (``embed_dims``, ``num_layers``, ``mlp_ratio``).
+            config (``arch``: a name or a dict with ``embed_dims``,
+            ``num_layers``, ``feedforward_channels``; ``patch_size``,
+            ``img_size``) or an mmseg ``MAE`` config (``embed_dims``,
+            ``num_layers``, ``mlp_ratio``).
 
     Returns:
         dict: ``width``, ``hidden``, ``layers``, ``patch``, ``patches``.
@@ -112,6 +114,11 @@ def vit_dims(backbone: dict) -> Dict[str, int]:
         width = int(backbone['embed_dims'])
         dims = dict(width=width, layers=int(backbone['num_layers']),
                     hidden=int(backbone.get('mlp_ratio', 4) * width))
+    elif isinstance(backbone.get('arch'), dict):  # a custom arch
+        arch = backbone['arch']
+        dims = dict(width=int(arch['embed_dims']),
+                    layers=int(arch['num_layers']),
+                    hidden=int(arch['feedforward_channels']))
     else:
         arch = backbone.get('arch', 'base')
         if arch not in VisionTransformer.arch_zoo:
@@ -206,7 +213,9 @@ def measured_rate(path: str, config_attn_layers=None
             f"study model's); it timed {sorted(res['ratio'])}: run "
             f'bench_train_step.py --attn-layers {setting}')
     per_gpu = res['batch_size'] / res['step_time']['mae']
-    dims = vit_dims(dict(arch=res['arch'], img_size=res['img_size']))
+    grid = res.get('grid') or [res['img_size'] // 16] * 2
+    dims = vit_dims(dict(arch=res['arch'], img_size=res['img_size'],
+                         patch_size=res['img_size'] // grid[0]))
     rate = per_gpu * 3 * mae_forward_macs(dims, 0.75)
     label = (f"measured: bench_train_step.py on {res.get('device_name')} "
              f"({res.get('precision')}), MAE ViT-{res['arch']} "
