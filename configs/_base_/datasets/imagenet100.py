@@ -23,9 +23,5 @@ imagenet100_train = dict(
     ann_file='meta/train.txt',
     classes=imagenet100_data_root + 'classes.txt')
 imagenet100_val = dict(
-    type='ImageNet',
-    data_root=imagenet100_data_root,
-    split='val',
-    data_prefix='val',
-    ann_file='meta/val.txt',
-    classes=imagenet100_data_root + 'classes.txt')
+    imagenet100_train, split='val', data_prefix='val',
+    ann_file='meta/val.txt')

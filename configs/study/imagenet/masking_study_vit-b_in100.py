@@ -25,24 +25,15 @@ train_dataloader = dict(
     batch_size=_base_.study_batch_size // 8,  # per GPU, 8 GPUs
     sampler=_base_.ehm_train_sampler)
 
-# The evaluation chain of every (arm, seed) run, in order, each stage from
-# the run's pretraining checkpoint (docs/en/cluster_study.md, "Study
-# config schema").
+# The evaluation chain (./_base_/imagenet_study.py) with the ViT-B /
+# ImageNet-100 configs.
 study_evaluation = [
-    dict(name='knn', tool='test', checkpoint='argument',
-         config='configs/study/imagenet/eval/vit-base-p16_knn_in100.py',
-         metric='knnbank/top1', report_as='knn/top1'),
-    dict(name='linear', tool='train',
-         checkpoint='model.backbone.init_cfg.checkpoint',
-         config='configs/study/imagenet/eval/vit-base-p16_linear_in100.py',
-         metric='accuracy/top1', report_as='linear/top1'),
-    dict(name='finetune', tool='train',
-         checkpoint='model.backbone.init_cfg.checkpoint',
-         config='configs/study/imagenet/eval/vit-base-p16_ft_in100.py',
-         metric='accuracy/top1', report_as='finetune/top1'),
-    dict(name='ade20k', tool='train', requires=['mmseg'],
-         checkpoint='model.backbone.init_cfg.checkpoint',
-         config='configs/benchmarks/mmseg/'
-         'ehm-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
-         metric='mIoU', report_as='ade20k/mIoU'),
+    dict(stage, config=path) for stage, path in zip(
+        _base_.evaluation_stages, [
+            'configs/study/imagenet/eval/vit-base-p16_knn_in100.py',
+            'configs/study/imagenet/eval/vit-base-p16_linear_in100.py',
+            'configs/study/imagenet/eval/vit-base-p16_ft_in100.py',
+            'configs/benchmarks/mmseg/'
+            'ehm-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
+        ])
 ]

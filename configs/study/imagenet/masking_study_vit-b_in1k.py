@@ -18,24 +18,16 @@ train_dataloader = dict(
     sampler=_base_.ehm_train_sampler)
 
 study_evaluation = [
-    dict(name='knn', tool='test', checkpoint='argument',
-         config='configs/study/imagenet/eval/vit-base-p16_knn_in1k.py',
-         metric='knnbank/top1', report_as='knn/top1'),
-    dict(name='linear', tool='train',
-         checkpoint='model.backbone.init_cfg.checkpoint',
-         config='configs/benchmarks/mmpretrain/'
-         'vit-base-p16_ehm-pre_8xb2048-linear-coslr-90e_in1k.py',
-         metric='accuracy/top1', report_as='linear/top1'),
-    dict(name='finetune', tool='train',
-         checkpoint='model.backbone.init_cfg.checkpoint',
-         config='configs/benchmarks/mmpretrain/'
-         'vit-base-p16_ehm-pre_8xb128-coslr-100e_in1k.py',
-         metric='accuracy/top1', report_as='finetune/top1'),
-    dict(name='ade20k', tool='train', requires=['mmseg'],
-         checkpoint='model.backbone.init_cfg.checkpoint',
-         config='configs/benchmarks/mmseg/'
-         'ehm-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
-         metric='mIoU', report_as='ade20k/mIoU'),
+    dict(stage, config=path) for stage, path in zip(
+        _base_.evaluation_stages, [
+            'configs/study/imagenet/eval/vit-base-p16_knn_in1k.py',
+            'configs/benchmarks/mmpretrain/'
+            'vit-base-p16_ehm-pre_8xb2048-linear-coslr-90e_in1k.py',
+            'configs/benchmarks/mmpretrain/'
+            'vit-base-p16_ehm-pre_8xb128-coslr-100e_in1k.py',
+            'configs/benchmarks/mmseg/'
+            'ehm-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
+        ])
 ]
 # ImageNet-1K: 1,281,167 training and 50,000 validation images.
 study_images = dict(train=1_281_167, val=50_000)

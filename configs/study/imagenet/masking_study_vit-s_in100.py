@@ -10,20 +10,11 @@ _base_ = './masking_study_vit-b_in100.py'
 model = dict(backbone=dict(arch='deit-small'), neck=dict(embed_dim=384))
 
 study_evaluation = [
-    dict(name='knn', tool='test', checkpoint='argument',
-         config='configs/study/imagenet/eval/vit-small-p16_knn_in100.py',
-         metric='knnbank/top1', report_as='knn/top1'),
-    dict(name='linear', tool='train',
-         checkpoint='model.backbone.init_cfg.checkpoint',
-         config='configs/study/imagenet/eval/vit-small-p16_linear_in100.py',
-         metric='accuracy/top1', report_as='linear/top1'),
-    dict(name='finetune', tool='train',
-         checkpoint='model.backbone.init_cfg.checkpoint',
-         config='configs/study/imagenet/eval/vit-small-p16_ft_in100.py',
-         metric='accuracy/top1', report_as='finetune/top1'),
-    dict(name='ade20k', tool='train', requires=['mmseg'],
-         checkpoint='model.backbone.init_cfg.checkpoint',
-         config='configs/study/imagenet/eval/'
-         'vit-small-p16_upernet_ade20k.py',
-         metric='mIoU', report_as='ade20k/mIoU'),
+    dict(stage, config=path) for stage, path in zip(
+        _base_.evaluation_stages, [
+            'configs/study/imagenet/eval/vit-small-p16_knn_in100.py',
+            'configs/study/imagenet/eval/vit-small-p16_linear_in100.py',
+            'configs/study/imagenet/eval/vit-small-p16_ft_in100.py',
+            'configs/study/imagenet/eval/vit-small-p16_upernet_ade20k.py',
+        ])
 ]

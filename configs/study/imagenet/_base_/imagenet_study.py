@@ -48,6 +48,25 @@ study_arms = dict(
         model=dict(masking=dict(
             _delete_=True, type='BlockwiseMasking', size_range='beit'))),
 )
+# The evaluation chain of every (arm, seed) run, in order, each stage from
+# the run's pretraining checkpoint (docs/en/cluster_study.md, "Study
+# config schema"), less the stage configs, which depend on the model and
+# the data: a study config sets
+#   study_evaluation = [dict(stage, config=path) for stage, path in zip(
+#       _base_.evaluation_stages, [KNN, LINEAR, FINETUNE, ADE20K])]
+evaluation_stages = [
+    dict(name='knn', tool='test', checkpoint='argument',
+         metric='knnbank/top1', report_as='knn/top1'),
+    dict(name='linear', tool='train',
+         checkpoint='model.backbone.init_cfg.checkpoint',
+         metric='accuracy/top1', report_as='linear/top1'),
+    dict(name='finetune', tool='train',
+         checkpoint='model.backbone.init_cfg.checkpoint',
+         metric='accuracy/top1', report_as='finetune/top1'),
+    dict(name='ade20k', tool='train', requires=['mmseg'],
+         checkpoint='model.backbone.init_cfg.checkpoint',
+         metric='mIoU', report_as='ade20k/mIoU'),
+]
 # Arms that cannot produce a metric, with why. The ADE20K stage needs
 # mmseg (study_evaluation, requires); where it is not installed a config
 # lists its metric here for every arm.
