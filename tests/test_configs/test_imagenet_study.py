@@ -326,6 +326,7 @@ def test_vit_s_ade20k_config_has_vit_s_widths():
     from mmseg.registry import MODELS
 
     import ehm_mm.downstream.mmseg  # noqa: F401
-    init_default_scope('mmseg')
-    built = MODELS.build(cfg.model)
+    with restoring_mmengine_globals():  # leaves no 'mmseg' default scope
+        init_default_scope('mmseg')
+        built = MODELS.build(cfg.model)
     assert built.backbone.embed_dims == 384
