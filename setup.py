@@ -24,6 +24,8 @@ MIM_PACKAGE_DATA = [
     '.mim/tools/**/*.py',
     '.mim/tools/**/*.sh',
 ]
+#: Data files of the package itself (the ImageNet-100 class list).
+DATA_PACKAGE_DATA = ['datasets/data/*.txt']
 
 
 def read_version() -> str:
@@ -60,7 +62,7 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
     include_package_data=True,
-    package_data={'ehm_mm': MIM_PACKAGE_DATA},
+    package_data={'ehm_mm': MIM_PACKAGE_DATA + DATA_PACKAGE_DATA},
     python_requires='>=3.8',
     install_requires=read_requirements('pretrain.txt'),
     extras_require=dict(

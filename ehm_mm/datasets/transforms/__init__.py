@@ -5,10 +5,11 @@ from .evolved_hierarchical_mask_generator import (
     cue_affinity,
     patch_cues,
 )
+from .knn_bank_flag import SetKNNBankFlag
 from .load_label_map import LoadLabelMap
 from .load_object_mask import LoadObjectMask
 
 __all__ = [
     'LoadObjectMask', 'LoadLabelMap', 'EvolvedHierarchicalMaskGenerator',
-    'SharedProgress', 'cue_affinity', 'patch_cues'
+    'SharedProgress', 'cue_affinity', 'patch_cues', 'SetKNNBankFlag'
 ]
