@@ -1757,7 +1757,8 @@ def run_chain_command(args: argparse.Namespace, *run: object) -> List[str]:
     ``--run-chain`` (the slurm script appends them)."""
     return [
         sys.executable,
-        osp.abspath(__file__), args.config, '--out',
+        osp.abspath(__file__),
+        osp.abspath(args.config), '--out',
         osp.abspath(args.out), '--threads',
         str(args.threads), '--launcher', args.launcher, '--gpus-per-run',
         str(args.gpus_per_run), '--nnodes',
