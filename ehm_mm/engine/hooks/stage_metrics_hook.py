@@ -32,6 +32,12 @@ class StageMetricsHook(Hook):
     metrics are stored as floats; any other value (a confusion matrix) is
     named under ``non_scalar`` and left out.
 
+    A training resumed from its last checkpoint (a job killed after it
+    saved the final epoch, before its validation ended) has nothing left to
+    train and would never validate: the hook then validates the resumed
+    final weights before the (empty) loop, so every finished training has
+    its final record.
+
     Args:
         out_file (str): File name, relative to the work dir.
             Defaults to ``'stage_metrics.json'``.
@@ -45,6 +51,16 @@ class StageMetricsHook(Hook):
                              f'got {out_file!r}')
         self.out_file = out_file
         self.records = []
+
+    def before_train(self, runner) -> None:
+        """Validate a training resumed at its end (see the class doc).
+
+        Args:
+            runner (Runner): The runner, after ``load_or_resume``.
+        """
+        resumed_at_end = runner.iter > 0 and runner.iter >= runner.max_iters
+        if resumed_at_end and runner.val_loop is not None:
+            runner.val_loop.run()
 
     def after_val_epoch(self,
                         runner,
