@@ -3,7 +3,8 @@
 
 Imported by tests/data/configs/cluster_study/tiny_study.py (with tests/ on
 PYTHONPATH). It does nothing unless ``EHM_TEST_KILL_AT_ITER`` and
-``EHM_TEST_KILL_GROUP_FILE`` are set.
+``EHM_TEST_KILL_GROUP_FILE`` are set, and only in a run whose work dir
+contains ``EHM_TEST_KILL_RUN`` (when set).
 """
 import os
 import signal
@@ -31,6 +32,8 @@ class KillAtIterHook(Hook):
         at = os.environ.get('EHM_TEST_KILL_AT_ITER')
         group_file = os.environ.get('EHM_TEST_KILL_GROUP_FILE')
         if not at or not group_file or runner.iter + 1 != int(at):
+            return
+        if os.environ.get('EHM_TEST_KILL_RUN', '') not in runner.work_dir:
             return
         with open(group_file) as f:
             group = int(f.read().strip())
