@@ -4,10 +4,11 @@
 A :class:`StageLauncher` turns "run ``tools/<tool>.py`` with these
 arguments" into the command line of a distributed job: ``torchrun`` with
 ``N`` processes on this machine (:class:`TorchrunLauncher`; gloo on CPU,
-nccl on GPUs, chosen by the tools), or ``srun`` inside a slurm allocation
-(:class:`SlurmLauncher`). :func:`device_slots` partitions the visible GPUs
-among runs trained side by side, and :func:`slurm_array_script` writes the
-array job that runs one (arm, seed) per task.
+nccl on GPUs, chosen by the tools), or ``srun`` of one such torchrun per
+node inside a slurm allocation (:class:`SlurmLauncher`).
+:func:`device_slots` partitions the visible GPUs among runs trained side by
+side, and :func:`slurm_array_script` writes the array job that runs one
+(arm, seed) per task.
 """
 import os
 import re
@@ -26,9 +27,6 @@ class StageLauncher:
         python (str, optional): The interpreter. Defaults to None, which
             means ``sys.executable``.
     """
-
-    #: The ``--launcher`` value the tools get.
-    tool_launcher = 'none'
 
     def __init__(self, gpus_per_run: int,
                  python: Optional[str] = None) -> None:
@@ -54,36 +52,41 @@ class TorchrunLauncher(StageLauncher):
     """``torchrun --standalone --nproc_per_node N`` on this machine.
 
     ``--standalone`` picks a free rendezvous port, so runs trained side by
-    side (``--jobs``) never collide.
+    side (``--jobs``) never collide. The tools get ``--launcher pytorch``
+    (nccl on GPUs, gloo without CUDA).
     """
 
-    tool_launcher = 'pytorch'
+    def rendezvous(self) -> List[str]:
+        """torchrun's node and rendezvous arguments."""
+        return ['--standalone', '--nnodes=1']
 
     def command(self, tool: str, args: Sequence[str]) -> List[str]:
         """See :meth:`StageLauncher.command`."""
         return [
-            self.python, '-m', 'torch.distributed.run', '--standalone',
-            '--nnodes=1', f'--nproc_per_node={self.gpus_per_run}', tool,
-            *args, '--launcher', self.tool_launcher
+            self.python, '-m', 'torch.distributed.run', *self.rendezvous(),
+            f'--nproc_per_node={self.gpus_per_run}', tool, *args,
+            '--launcher', 'pytorch'
         ]
 
 
-class SlurmLauncher(StageLauncher):
-    """``srun`` with one task per GPU inside the array task's allocation.
+class SlurmLauncher(TorchrunLauncher):
+    """``srun`` one torchrun per node inside the array task's allocation.
 
-    mmengine's slurm launcher reads the rank from slurm and the master
-    port from ``MASTER_PORT`` (the array script sets one per job).
+    Each node of the run gets one slurm task, a torchrun with one process
+    per GPU; several nodes meet at a c10d rendezvous on the first node of
+    the allocation (``MASTER_ADDR``, ``MASTER_PORT``, which the array
+    script exports, and the job id). The tools get ``--launcher pytorch``,
+    so a job runs the same way under slurm as under torchrun, on GPUs or
+    (gloo) on CPUs.
 
     Args:
-        gpus_per_run (int): GPUs (tasks) per node.
+        gpus_per_run (int): GPUs (processes) per node.
         nnodes (int): Nodes per run. Defaults to 1.
         python (str, optional): The interpreter. Defaults to None
             (``sys.executable``).
         srun_args (Sequence[str]): Extra ``srun`` arguments.
             Defaults to ().
     """
-
-    tool_launcher = 'slurm'
 
     def __init__(self, gpus_per_run: int, nnodes: int = 1,
                  python: Optional[str] = None,
@@ -94,15 +97,30 @@ class SlurmLauncher(StageLauncher):
         self.nnodes = nnodes
         self.srun_args = list(srun_args)
 
+    def rendezvous(self) -> List[str]:
+        """One node: standalone; several: c10d on the allocation's first.
+
+        The address, port and job id are read from the environment of the
+        array task (written as ``$NAME`` where unset, for display).
+        """
+        if self.nnodes == 1:
+            return super().rendezvous()
+
+        def env(name: str) -> str:
+            return os.environ.get(name, f'${name}')
+
+        return [
+            f'--nnodes={self.nnodes}', '--rdzv_backend=c10d',
+            f"--rdzv_endpoint={env('MASTER_ADDR')}:{env('MASTER_PORT')}",
+            f"--rdzv_id={env('SLURM_JOB_ID')}"
+        ]
+
     def command(self, tool: str, args: Sequence[str]) -> List[str]:
         """See :meth:`StageLauncher.command`."""
         return [
-            'srun', f'--nodes={self.nnodes}',
-            f'--ntasks={self.nnodes * self.gpus_per_run}',
-            f'--ntasks-per-node={self.gpus_per_run}', '--kill-on-bad-exit=1',
-            *self.srun_args, self.python, '-u', tool, *args, '--launcher',
-            self.tool_launcher
-        ]
+            'srun', f'--nodes={self.nnodes}', f'--ntasks={self.nnodes}',
+            '--ntasks-per-node=1', '--kill-on-bad-exit=1', *self.srun_args
+        ] + super().command(tool, args)
 
 
 def visible_gpus() -> List[str]:
@@ -167,6 +185,7 @@ def slurm_array_script(runs: Sequence[Tuple[str, int]],
                        job_name: str = 'ehm-study',
                        partition: Optional[str] = None,
                        cpus_per_gpu: int = 5,
+                       use_gpus: bool = True,
                        sbatch_args: Sequence[str] = (),
                        stage_commands: Sequence[str] = ()) -> str:
     """A slurm array job with one task per (arm, seed) run.
@@ -183,13 +202,16 @@ def slurm_array_script(runs: Sequence[Tuple[str, int]],
             arm and seed.
         repo_root (str): The checkout the tasks run from.
         log_dir (str): Folder of the tasks' logs.
-        gpus_per_run (int): GPUs (tasks) per node of each run.
+        gpus_per_run (int): GPUs (processes) per node of each run.
         nnodes (int): Nodes per run. Defaults to 1.
         max_parallel (int, optional): Tasks at a time (``%N``).
             Defaults to None (slurm decides).
         job_name (str): Defaults to ``'ehm-study'``.
         partition (str, optional): Defaults to None (the cluster default).
-        cpus_per_gpu (int): CPUs of each task. Defaults to 5.
+        cpus_per_gpu (int): CPUs per process. Defaults to 5.
+        use_gpus (bool): Ask for ``gpus_per_run`` GPUs a node (``--gres``);
+            False runs the processes on CPUs (gloo) with no GPU visible.
+            Defaults to True.
         sbatch_args (Sequence[str]): More ``#SBATCH`` options, e.g.
             ``['--time=48:00:00']``. Defaults to ().
         stage_commands (Sequence[str]): The jobs each task runs, shown as
@@ -208,8 +230,9 @@ def slurm_array_script(runs: Sequence[Tuple[str, int]],
                                     else '')
     options = [
         f'--job-name={job_name}', f'--array={array}', f'--nodes={nnodes}',
-        f'--ntasks-per-node={gpus_per_run}', f'--gres=gpu:{gpus_per_run}',
-        f'--cpus-per-task={cpus_per_gpu}',
+        '--ntasks-per-node=1',
+        f'--cpus-per-task={gpus_per_run * cpus_per_gpu}'
+    ] + ([f'--gres=gpu:{gpus_per_run}'] if use_gpus else []) + [
         f'--output={os.path.join(log_dir, "%A_%a.log")}',
         '--open-mode=append', '--requeue'
     ] + ([f'--partition={partition}'] if partition else []) + list(
@@ -219,9 +242,10 @@ def slurm_array_script(runs: Sequence[Tuple[str, int]],
         '# Generated by tools/analysis/masking_study.py --launcher slurm.',
         f'# One array task per (arm, seed) run ({len(runs)} runs); each task',
         '# runs its pretraining, then its evaluation stages, each an srun',
-        '# job; finished stages are skipped, a killed pretraining resumes',
-        '# from its last checkpoint (--resume), so resubmit this script',
-        '# (or let slurm requeue a task) after any failure. Jobs per task:',
+        '# job (a torchrun per node); finished stages are skipped, a killed',
+        '# pretraining resumes from its last checkpoint (--resume), so',
+        '# resubmit this script (or let slurm requeue a task) after any',
+        '# failure. Jobs of each task:',
     ] + [f'#   {c}' for c in stage_commands] + [
         f'#SBATCH {option}' for option in options
     ] + [
@@ -230,8 +254,12 @@ def slurm_array_script(runs: Sequence[Tuple[str, int]],
     ] + [f"  '{arm} {seed}'" for arm, seed in runs] + [
         ')',
         'read -r ARM SEED <<< "${RUNS[$SLURM_ARRAY_TASK_ID]}"',
-        '# mmengine\'s slurm launcher: one rendezvous port per job.',
+        '# The rendezvous of a run on several nodes: its first node, one',
+        '# port per job.',
+        'export MASTER_ADDR="$(scontrol show hostnames '
+        '"$SLURM_JOB_NODELIST" | head -n 1)"',
         'export MASTER_PORT=$((20000 + SLURM_JOB_ID % 40000))',
+    ] + ([] if use_gpus else ['export CUDA_VISIBLE_DEVICES=']) + [
         f'cd {shlex.quote(repo_root)}',
         f'export PYTHONPATH={shlex.quote(repo_root)}:${{PYTHONPATH:-}}',
         ' '.join(shlex.quote(part) for part in chain_command) +

@@ -276,8 +276,23 @@ def test_launcher_commands():
         'py', '-m', 'torch.distributed.run', '--standalone', '--nnodes=1',
         '--nproc_per_node=4', 't.py', 'c.py', '--launcher', 'pytorch'
     ]
-    assert SlurmLauncher(8, 2, python='py').command('t.py', ['c.py']) == [
-        'srun', '--nodes=2', '--ntasks=16', '--ntasks-per-node=8',
-        '--kill-on-bad-exit=1', 'py', '-u', 't.py', 'c.py', '--launcher',
-        'slurm'
+    one_node = SlurmLauncher(8, python='py').command('t.py', ['c.py'])
+    assert one_node == [
+        'srun', '--nodes=1', '--ntasks=1', '--ntasks-per-node=1',
+        '--kill-on-bad-exit=1', 'py', '-m', 'torch.distributed.run',
+        '--standalone', '--nnodes=1', '--nproc_per_node=8', 't.py', 'c.py',
+        '--launcher', 'pytorch'
+    ]
+
+
+def test_slurm_launcher_meets_on_the_first_node(monkeypatch):
+    monkeypatch.setenv('MASTER_ADDR', 'node7')
+    monkeypatch.setenv('MASTER_PORT', '23456')
+    monkeypatch.setenv('SLURM_JOB_ID', '991')
+    command = SlurmLauncher(8, 2, python='py').command('t.py', ['c.py'])
+    assert command[:5] == ['srun', '--nodes=2', '--ntasks=2',
+                           '--ntasks-per-node=1', '--kill-on-bad-exit=1']
+    assert command[8:13] == [
+        '--nnodes=2', '--rdzv_backend=c10d', '--rdzv_endpoint=node7:23456',
+        '--rdzv_id=991', '--nproc_per_node=8'
     ]

@@ -1,17 +1,34 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """The study tool's cluster launchers (issue 26): torchrun end to end on CPU
 (2 gloo processes per job) through a fake ImageNet-style folder, a run
-killed mid-pretraining and resumed (finished runs not redone), and the
-slurm array script checked as text. The stage-level bookkeeping (a killed
-stage rerun alone, refusals) is tested with fake jobs in
-tests/test_study/test_run_chain.py."""
+killed mid-pretraining and resumed (finished runs not redone), the slurm
+array script checked as text, and run for real where a slurm runs. The
+stage-level bookkeeping (a killed stage rerun alone, refusals) is tested
+with fake jobs in tests/test_study/test_run_chain.py.
+
+A local slurm for the real slurm test (Debian 12, as root; about 15 s to
+install, a few to start)::
+
+    apt-get install -y --no-install-recommends slurmctld slurmd \\
+        slurm-client munge
+    munged --force
+    # /etc/slurm/slurm.conf: ClusterName=local, SlurmctldHost=$(hostname),
+    # SlurmUser=root, ProctrackType=proctrack/linuxproc,
+    # TaskPlugin=task/none, SelectType=select/cons_tres,
+    # NodeName=$(hostname) CPUs=$(nproc) State=UNKNOWN,
+    # PartitionName=debug Nodes=$(hostname) Default=YES State=UP
+    slurmctld && slurmd
+"""
 import importlib.util
 import json
 import os
 import os.path as osp
+import re
 import shlex
+import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -193,9 +210,11 @@ def test_slurm_array_script(tool, tmp_path, capsys):
     assert lines[start + 1:start + 6] == [
         "  'mae 0'", "  'ehm 0'", "  'mae 1'", "  'ehm 1'", ')'
     ]
-    for option in ('--nodes=2', '--ntasks-per-node=4', '--gres=gpu:4',
-                   '--partition=gpu', '--time=48:00:00', '--requeue'):
+    for option in ('--nodes=2', '--ntasks-per-node=1', '--gres=gpu:4',
+                   '--cpus-per-task=20', '--partition=gpu',
+                   '--time=48:00:00', '--requeue'):
         assert f'#SBATCH {option}' in lines, option
+    assert 'export CUDA_VISIBLE_DEVICES=' not in lines  # GPUs asked for
     # Each task runs its chain with srun jobs; pretraining and the linear
     # probe resume (--resume), k-NN gets the pretraining checkpoint.
     chain = shlex.split(lines[-1])
@@ -203,18 +222,69 @@ def test_slurm_array_script(tool, tmp_path, capsys):
     args = tool.parse_args(chain[2:-2] + ['mae', '0'])
     assert (args.launcher, args.gpus_per_run, args.nnodes) == ('slurm', 4, 2)
     assert args.run_chain == ['mae', '0'] and args.config == CONFIG
-    srun = '#   srun --nodes=2 --ntasks=8 --ntasks-per-node=4 '
+    srun = ('#   srun --nodes=2 --ntasks=2 --ntasks-per-node=1 '
+            '--kill-on-bad-exit=1 ')
+    torchrun = ('-m torch.distributed.run --nnodes=2 --rdzv_backend=c10d '
+                '--rdzv_endpoint=$MASTER_ADDR:$MASTER_PORT '
+                '--rdzv_id=$SLURM_JOB_ID --nproc_per_node=4 ')
     jobs = [line for line in lines if line.startswith('#   srun')]
     assert len(jobs) == 3
+    assert all(job.startswith(srun) and torchrun in job for job in jobs)
     assert 'tools/train.py' in jobs[0] and jobs[0].endswith(
-        '--resume --launcher slurm')
+        '--resume --launcher pytorch')
     assert 'tools/test.py' in jobs[1] and '<pretraining checkpoint>' in (
         jobs[1])
     assert 'eval/linear' in jobs[2] and jobs[2].endswith(
-        '--resume --launcher slurm')
-    assert all(job.startswith(srun) for job in jobs)
-    assert 'export MASTER_PORT=' in text
+        '--resume --launcher pytorch')
+    assert 'export MASTER_PORT=' in text and 'export MASTER_ADDR=' in text
     subprocess.run(['bash', '-n', script], check=True)  # valid bash
+
+
+def _slurm_running() -> bool:
+    if shutil.which('sbatch') is None:
+        return False
+    try:
+        return subprocess.run(['sinfo', '-h'], capture_output=True,
+                              timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _slurm_running(),
+                    reason='no running slurm; the module doc says how to '
+                    'start one on this machine')
+def test_slurm_array_job_runs_for_real(tmp_path):
+    """One arm through a real slurm (sbatch array task, srun jobs of 2 gloo
+    processes), then the report from the finished task."""
+    data = make_fake_imagenet(str(tmp_path / 'imagenet'))
+    out = str(tmp_path / 'study')
+    env = dict(
+        os.environ, PYTHONPATH=ROOT + os.pathsep + osp.join(ROOT, 'tests'),
+        OMP_NUM_THREADS='1', EHM_FAKE_IMAGENET=data)
+    cmd = [
+        sys.executable, TOOL, CONFIG, '--out', out, '--seeds', '0',
+        '--arms', 'ehm', '--launcher', 'slurm', '--gpus-per-run', '2',
+        '--cpus-per-gpu', '1', '--device', 'cpu'
+    ]
+    code, output = _run(cmd + ['--submit'], env)
+    assert code == 0, output
+    job = re.search(r'Submitted batch job (\d+)', output)
+    assert job, output
+    deadline = time.time() + 600
+    while subprocess.run(['squeue', '-h', '-j', job.group(1)],
+                         capture_output=True, text=True).stdout.strip():
+        assert time.time() < deadline, 'the slurm job did not finish'
+        time.sleep(2)
+    code, output = _run(cmd + ['--report-only'], env)
+    assert code == 0, output + _logs(out)
+    run = osp.join(out, 'runs', 'ehm', 'seed0')
+    result = json.loads(open(osp.join(run, 'result.json')).read())
+    assert set(result['final']) == {'knn/top1', 'linear/top1'}
+    assert result['launcher'] == 'SlurmLauncher'
+    log = open(osp.join(run, 'stage.log')).read()
+    assert '$ srun --nodes=1 --ntasks=1' in log and 'GPU number: 2' in log
+    task_log = open(osp.join(out, 'slurm', f'{job.group(1)}_0.log')).read()
+    assert '[study] ehm seed 0: result written' in task_log
 
 
 def test_launcher_needs_an_evaluation_chain(tool, tmp_path):

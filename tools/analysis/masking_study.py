@@ -100,7 +100,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='torch threads per run (default 1)')
     parser.add_argument(
         '--device', choices=['cpu', 'cuda'], default=None,
-        help='device of the runs (default: CUDA when available, else CPU)')
+        help='device of the runs (default: CUDA when available, else CPU; '
+        'slurm: cpu asks for no GPU)')
     parser.add_argument(
         '--quick', action='store_true',
         help='smoke test: the config\'s study_quick arms and overrides, '
@@ -138,6 +139,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--submit', action='store_true',
         help='slurm: submit the array script with sbatch (default: write it '
         'and print the command)')
+    parser.add_argument(
+        '--cpus-per-gpu', type=int, default=5,
+        help='slurm: CPUs per process of a job (default 5)')
     parser.add_argument(
         '--partition', help='slurm: the partition (default: the cluster\'s)')
     parser.add_argument(
@@ -1832,7 +1836,8 @@ def write_slurm_job(args: argparse.Namespace, study: 'ClusterStudy',
                 todo, run_chain_command(args), osp.dirname(TOOLS_DIR),
                 log_dir, args.gpus_per_run, args.nnodes,
                 max_parallel=args.jobs, partition=args.partition,
-                sbatch_args=args.sbatch_args,
+                cpus_per_gpu=args.cpus_per_gpu,
+                use_gpus=args.device != 'cpu', sbatch_args=args.sbatch_args,
                 stage_commands=[' '.join(job) for job in jobs]))
     print(f'[study] wrote {script}: {len(todo)} array tasks, one per run',
           flush=True)
