@@ -9,12 +9,14 @@ pretraining checkpoint passed in, each as a distributed job of the given
 ``result.json`` from the stages' figures, in the form the study report
 reads.
 
-Each job works in its own folder of the run's folder (``pretrain/``,
-``<stage name>/``) and leaves a completion marker (``stage_done.json``)
-recording the arm, the seed, the config digest and, for an evaluation, its
-finite figure. A job with a valid marker is never redone; a pretraining
-without one resumes from its last checkpoint (``tools/train.py --resume``,
-as does a ``'train'`` stage), a ``'test'`` stage reruns. A folder whose
+The pretraining works in the run's folder (as a local run does, so its
+``last_checkpoint`` is ``<run>/last_checkpoint``), each stage in
+``<run>/eval/<name>/``; every job leaves a completion marker
+(``stage_done.json``) in its folder recording the arm, the seed, the config
+digest and, for an evaluation, its finite figure. A job with a valid
+marker is never redone; a pretraining without one resumes from its last
+checkpoint (``tools/train.py --resume``, as does a ``'train'`` stage), a
+``'test'`` stage reruns. A folder whose
 job was started for another config, or a marker of another run, stops the
 chain with a :class:`StageMarkerError` naming it.
 """

@@ -297,3 +297,6 @@ def test_launcher_needs_an_evaluation_chain(tool, tmp_path):
                        'slurm'):
         tool.main([CONFIG, '--out', str(tmp_path), '--launcher', 'torchrun',
                    '--nnodes', '2'])
+    with pytest.raises(SystemExit, match='--baselines .* --launcher local'):
+        tool.main([CONFIG, '--out', str(tmp_path), '--launcher', 'torchrun',
+                   '--baselines'])

@@ -29,27 +29,21 @@ data_preprocessor = dict(
     mean=[123.675, 116.28, 103.53],
     std=[58.395, 57.12, 57.375],
     to_rgb=True)
-_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+_dataset = dict(
+    type='CustomDataset',
+    data_root=data_root,
+    pipeline=[dict(type='LoadImageFromFile'),
+              dict(type='PackInputs')])
 train_dataloader = dict(
     batch_size=8,
     num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(
-        type='CustomDataset',
-        data_root=data_root,
-        ann_file='meta/train.txt',
-        data_prefix='train',
-        pipeline=_pipeline))
+    dataset=dict(_dataset, ann_file='meta/train.txt', data_prefix='train'))
 val_dataloader = dict(
     batch_size=8,
     num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type='CustomDataset',
-        data_root=data_root,
-        ann_file='meta/val.txt',
-        data_prefix='val',
-        pipeline=_pipeline))
+    dataset=dict(_dataset, ann_file='meta/val.txt', data_prefix='val'))
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9))
 train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=2)
