@@ -1,6 +1,6 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """The runs of a study whose config lists ``study_evaluation``."""
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 
@@ -39,10 +39,15 @@ class ClusterStudy:
         self.tools_dir = tools_dir
         self._stage_cfgs: Dict[str, Config] = {}
 
-    def stage_configs(self, seed: int) -> List[Config]:
-        """The stage configs with ``seed`` (each file read once)."""
+    def stage_configs(self, seed: int) -> List[Optional[Config]]:
+        """The stage configs with ``seed`` (each file read once); None for
+        a stage that ``requires`` packages (read when it runs, where they
+        are installed)."""
         configs = []
         for stage in self.stages:
+            if stage.requires:
+                configs.append(None)
+                continue
             if stage.name not in self._stage_cfgs:
                 self._stage_cfgs[stage.name] = load_stage_config(stage)
             configs.append(

@@ -33,7 +33,7 @@ import os.path as osp
 import re
 from dataclasses import dataclass, field
 from importlib.util import find_spec
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
@@ -206,22 +206,33 @@ def seeded_stage_config(cfg: Config, seed: int) -> Config:
     return cfg
 
 
-def stage_digest(stage: EvaluationStage, cfg: Config) -> str:
+def stage_digest(stage: EvaluationStage, cfg: Optional[Config],
+                 seed: int) -> str:
     """sha256 of what a stage computes, wherever the study folder lies.
 
     Args:
         stage (EvaluationStage): The stage.
-        cfg (Config): From :func:`seeded_stage_config`.
+        cfg (Config, optional): From :func:`seeded_stage_config`; None for
+            a stage that ``requires`` packages, whose config may not load
+            on the machine that checks the digest (a login node without
+            mmseg): its config file's text stands for it.
+        seed (int): The run's seed.
 
     Returns:
-        str: Hex digest of the stage's fields (its config path left out)
-        and the JSON of its config (sorted keys, ``work_dir`` left out).
+        str: Hex digest of the stage's fields (its config path left out),
+        the seed and the JSON of its config (sorted keys, ``work_dir`` left
+        out) or the sha256 of its config file with its ``cfg_options``.
     """
-    content = cfg.to_dict()
-    content.pop('work_dir', None)
+    if cfg is None:
+        with open(stage.config, 'rb') as f:
+            content = dict(file_sha256=hashlib.sha256(f.read()).hexdigest(),
+                           cfg_options=stage.cfg_options)
+    else:
+        content = cfg.to_dict()
+        content.pop('work_dir', None)
     fields = dict(name=stage.name, tool=stage.tool,
                   checkpoint=stage.checkpoint, metric=stage.metric,
-                  report_as=stage.report_as)
+                  report_as=stage.report_as, seed=seed)
     text = json.dumps(dict(stage=fields, config=content), sort_keys=True,
                       default=repr)
     return hashlib.sha256(text.encode()).hexdigest()

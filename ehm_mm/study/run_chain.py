@@ -39,7 +39,9 @@ from .evaluation_stages import (
     STAGE_METRICS_FILE,
     EvaluationStage,
     chain_digest,
+    load_stage_config,
     prepare_stage_config,
+    seeded_stage_config,
     stage_digest,
     stage_metric,
 )
@@ -79,8 +81,9 @@ class RunChain:
             options merged; ``work_dir`` is set here).
         pretrain_digest (str): Its digest, wherever the folder lies.
         stages (list[EvaluationStage]): The evaluation stages, in order.
-        stage_cfgs (list[Config]): Their configs with the run's seed
-            (:func:`~ehm_mm.study.evaluation_stages.seeded_stage_config`).
+        stage_cfgs (list[Config | None]): Their configs with the run's
+            seed (:func:`~ehm_mm.study.evaluation_stages.seeded_stage_config`);
+            None for a stage that ``requires`` packages: read when it runs.
         tools_dir (str): The folder of ``train.py`` and ``test.py``.
     """
 
@@ -90,20 +93,21 @@ class RunChain:
     pretrain_cfg: Config
     pretrain_digest: str
     stages: List[EvaluationStage]
-    stage_cfgs: List[Config]
+    stage_cfgs: List[Optional[Config]]
     tools_dir: str
 
     def stage_digest(self, index: int) -> str:
         """The digest of stage ``index`` of this run (its pretraining's in)."""
         return chain_digest(
             self.pretrain_digest,
-            [stage_digest(self.stages[index], self.stage_cfgs[index])])
+            [stage_digest(self.stages[index], self.stage_cfgs[index],
+                          self.seed)])
 
     @property
     def digest(self) -> str:
         """The digest the run's ``result.json`` records."""
         return chain_digest(self.pretrain_digest, [
-            stage_digest(stage, cfg)
+            stage_digest(stage, cfg, self.seed)
             for stage, cfg in zip(self.stages, self.stage_cfgs)
         ])
 
@@ -387,8 +391,9 @@ def run_stage(chain: RunChain, index: int, checkpoint: str,
     if osp.exists(metrics_file):  # of a killed try: not this try's figures
         os.remove(metrics_file)
     config = osp.join(folder, CONFIG_FILE)
-    prepare_stage_config(stage, chain.stage_cfgs[index], checkpoint,
-                         folder).dump(config)
+    cfg = chain.stage_cfgs[index] or seeded_stage_config(
+        load_stage_config(stage), chain.seed)
+    prepare_stage_config(stage, cfg, checkpoint, folder).dump(config)
     args = stage_job_args(stage, config, checkpoint, folder)
     log(f'[study] {chain.arm} seed {chain.seed}: {stage.name} '
         f'(tools/{stage.script})')

@@ -225,6 +225,29 @@ def test_a_stage_needing_a_missing_package_is_skipped(fake):
     assert 'no_such_package_0xehm' in result['skipped_stages']['linear']
 
 
+def test_a_stage_with_requires_is_read_when_it_runs(fake, tmp_path):
+    """Its config may need a package the checking host lacks (mmseg on a
+    login node): its file's text stands for it in the digest, and the
+    config is read by the run that uses it."""
+    launcher, folder, jobs = fake
+    config = tmp_path / 'seg.py'
+    config.write_text(
+        "reported = 'mIoU'\nrandomness = dict(seed=0)\nmodel = dict("
+        "backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='')))\n")
+    seg = EvaluationStage(
+        name='seg', config=str(config), tool='train',
+        checkpoint='model.backbone.init_cfg.checkpoint', metric='mIoU',
+        report_as='ade20k/mIoU', requires=('json', ))
+    chain = _chain(folder, stages=[STAGES[0], seg])
+    chain.stage_cfgs[1] = None
+    result = run_chain(chain, launcher, log=_quiet)
+    assert jobs() == ['pretrain', 'knn', 'seg']
+    assert result['final']['ade20k/mIoU'] == 61.5
+    digest = chain.digest
+    config.write_text(config.read_text() + 'crop = 512\n')
+    assert chain.digest != digest
+
+
 def _spec(**changes):
     spec = dict(name='knn', tool='test', checkpoint='argument',
                 config='tests/data/configs/cluster_study/knn_tiny.py',
