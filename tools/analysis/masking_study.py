@@ -22,12 +22,21 @@ a 95% t interval, the epoch each arm first reaches the baseline's final
 value, attention distances, masked node sizes, mask-object alignment) and PNG
 plots into ``--out``.
 
+A study config with ``study_evaluation`` (the ImageNet study) runs with
+``--launcher torchrun`` or ``slurm`` instead: every run is a chain of
+distributed jobs, its pretraining then its evaluation stages, each resumable
+on its own (``ehm_mm/study``); its ``result.json`` feeds the same report.
+
 Examples:
     python tools/analysis/masking_study.py \\
         configs/study/masking_study_scenes.py --out work_dirs/study \\
         --seeds 0 1 2 3 --jobs 2
     python tools/analysis/masking_study.py \\
         configs/study/masking_study_scenes.py --out /tmp/q --quick
+    python tools/analysis/masking_study.py CLUSTER_STUDY_CONFIG \\
+        --out work_dirs/in100 --launcher torchrun --gpus-per-run 8
+    python tools/analysis/masking_study.py CLUSTER_STUDY_CONFIG \\
+        --out work_dirs/in100 --launcher slurm --gpus-per-run 8 --submit
 """
 import argparse
 import contextlib
