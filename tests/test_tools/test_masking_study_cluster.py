@@ -98,17 +98,23 @@ def _logs(out):
     return text
 
 
+def _study_env(root: str) -> tuple:
+    """The study folder under ``root`` and the tool's environment (a fake
+    ImageNet under ``root``; tests/ importable for the kill hook)."""
+    data = make_fake_imagenet(osp.join(root, 'imagenet'))
+    env = dict(
+        os.environ, PYTHONPATH=ROOT + os.pathsep + osp.join(ROOT, 'tests'),
+        OMP_NUM_THREADS='1', EHM_FAKE_IMAGENET=data)
+    return osp.join(root, 'study'), env
+
+
 @pytest.fixture(scope='module')
 def study(tmp_path_factory):
     """2 arms x 1 seed with torchrun (2 processes a job). The first try
     finishes mae, then is killed after ehm's pretraining iteration 3 of 4
     (checkpoint at 2); the second try finishes the study."""
     root = tmp_path_factory.mktemp('cluster_study')
-    data = make_fake_imagenet(str(root / 'imagenet'))
-    out = str(root / 'study')
-    env = dict(
-        os.environ, PYTHONPATH=ROOT + os.pathsep + osp.join(ROOT, 'tests'),
-        OMP_NUM_THREADS='1', EHM_FAKE_IMAGENET=data)
+    out, env = _study_env(str(root))
     cmd = [
         sys.executable, TOOL, CONFIG, '--out', out, '--seeds', '0',
         '--launcher', 'torchrun', '--gpus-per-run', '2', '--device', 'cpu'
@@ -256,11 +262,7 @@ def _slurm_running() -> bool:
 def test_slurm_array_job_runs_for_real(tmp_path):
     """One arm through a real slurm (sbatch array task, srun jobs of 2 gloo
     processes), then the report from the finished task."""
-    data = make_fake_imagenet(str(tmp_path / 'imagenet'))
-    out = str(tmp_path / 'study')
-    env = dict(
-        os.environ, PYTHONPATH=ROOT + os.pathsep + osp.join(ROOT, 'tests'),
-        OMP_NUM_THREADS='1', EHM_FAKE_IMAGENET=data)
+    out, env = _study_env(str(tmp_path))
     cmd = [
         sys.executable, TOOL, CONFIG, '--out', out, '--seeds', '0',
         '--arms', 'ehm', '--launcher', 'slurm', '--gpus-per-run', '2',
