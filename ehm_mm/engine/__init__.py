@@ -6,6 +6,7 @@ from .hooks import (  # noqa: F401
     EvaluationSummaryHook,
     HierarchyVisualizationHook,
     MaskProgressHook,
+    StageMetricsHook,
     TrainingDivergedError,
 )
 from .optim_wrappers import (  # noqa: F401

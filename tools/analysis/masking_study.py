@@ -22,12 +22,21 @@ a 95% t interval, the epoch each arm first reaches the baseline's final
 value, attention distances, masked node sizes, mask-object alignment) and PNG
 plots into ``--out``.
 
+A study config with ``study_evaluation`` (the ImageNet study) runs with
+``--launcher torchrun`` or ``slurm`` instead: every run is a chain of
+distributed jobs, its pretraining then its evaluation stages, each resumable
+on its own (``ehm_mm/study``); its ``result.json`` feeds the same report.
+
 Examples:
     python tools/analysis/masking_study.py \\
         configs/study/masking_study_scenes.py --out work_dirs/study \\
         --seeds 0 1 2 3 --jobs 2
     python tools/analysis/masking_study.py \\
         configs/study/masking_study_scenes.py --out /tmp/q --quick
+    python tools/analysis/masking_study.py CLUSTER_STUDY_CONFIG \\
+        --out work_dirs/in100 --launcher torchrun --gpus-per-run 8
+    python tools/analysis/masking_study.py CLUSTER_STUDY_CONFIG \\
+        --out work_dirs/in100 --launcher slurm --gpus-per-run 8 --submit
 """
 import argparse
 import contextlib
@@ -53,6 +62,8 @@ from ehm_mm.evaluation.study_statistics import (
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from ehm_mm.study import ClusterStudy, StageLauncher
 
 #: Metrics reported (validation keys) and their short names in the tables.
 METRICS = (('knn/top1', 'k-NN top-1'), ('linear/top1', 'linear top-1'),
@@ -90,13 +101,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--seeds', nargs='+', type=int, default=None,
         help='seeds (paired across arms); default 0 1 2 3 (0 with --quick)')
     parser.add_argument(
-        '--jobs', type=int, default=1, help='runs in parallel')
+        '--jobs', type=int, default=None,
+        help='runs in parallel (default 1; slurm: array tasks at a time, '
+        'default no limit)')
     parser.add_argument(
         '--threads', type=int, default=1,
         help='torch threads per run (default 1)')
     parser.add_argument(
         '--device', choices=['cpu', 'cuda'], default=None,
-        help='device of the runs (default: CUDA when available, else CPU)')
+        help='device of the runs (default: CUDA when available, else CPU; '
+        'slurm: cpu asks for no GPU)')
     parser.add_argument(
         '--quick', action='store_true',
         help='smoke test: the config\'s study_quick arms and overrides, '
@@ -116,7 +130,37 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--report-only', action='store_true',
         help='write the report from the finished runs, train nothing')
     parser.add_argument(
+        '--launcher', choices=['local', 'torchrun', 'slurm'],
+        default='local',
+        help='local: each run trains and validates in one process on this '
+        'machine (default). torchrun / slurm: each run is a chain of '
+        'distributed jobs, pretraining then the study_evaluation stages of '
+        'the config (torchrun on this machine, --jobs runs at a time; slurm: '
+        'an array job, one task per run)')
+    parser.add_argument(
+        '--gpus-per-run', type=int, default=1,
+        help='torchrun / slurm: GPUs (processes) of each job per node; '
+        'without CUDA, CPU processes (gloo). Default 1')
+    parser.add_argument(
+        '--nnodes', type=int, default=1,
+        help='slurm: nodes of each run (default 1)')
+    parser.add_argument(
+        '--submit', action='store_true',
+        help='slurm: submit the array script with sbatch (default: write it '
+        'and print the command)')
+    parser.add_argument(
+        '--cpus-per-gpu', type=int, default=5,
+        help='slurm: CPUs per process of a job (default 5)')
+    parser.add_argument(
+        '--partition', help='slurm: the partition (default: the cluster\'s)')
+    parser.add_argument(
+        '--sbatch-args', nargs='+', default=[], metavar='OPTION',
+        help='slurm: more #SBATCH options, e.g. --sbatch-args=--time=48:00:00')
+    parser.add_argument(
         '--run-one', nargs=3, metavar=('ARM', 'SEED', 'WORK_DIR'),
+        help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--run-chain', nargs=2, metavar=('ARM', 'SEED'),
         help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -186,7 +230,8 @@ def build_run_config(config: str,
                      seed: int,
                      work_dir: str,
                      quick: bool,
-                     cfg_options: Sequence[str] = ()):
+                     cfg_options: Sequence[str] = (),
+                     amp_fallback: bool = True):
     """The config of one run: base + arm (+ quick) + options + seed.
 
     Args:
@@ -197,6 +242,9 @@ def build_run_config(config: str,
         quick (bool): Apply ``study_quick.overrides``.
         cfg_options (Sequence[str]): ``KEY=VALUE`` overrides applied last.
             Defaults to ().
+        amp_fallback (bool): Replace AMP by fp32 when this machine has no
+            accelerator. False for a config that another machine trains
+            (``tools/train.py`` falls back there). Defaults to True.
 
     Returns:
         Config: Ready for ``build_runner``.
@@ -216,7 +264,8 @@ def build_run_config(config: str,
     cfg.resume = True  # continue an interrupted run; fresh when none
     cfg.load_from = None
     cfg.launcher = 'none'
-    fall_back_from_amp(cfg)
+    if amp_fallback:
+        fall_back_from_amp(cfg)
     return cfg
 
 
@@ -536,16 +585,40 @@ def run_dir(out: str, arm: str, seed: int) -> str:
     return osp.join(out, 'runs', arm, f'seed{seed}')
 
 
-def launch_all(args: argparse.Namespace, todo: List[tuple]) -> List[tuple]:
+def run_one_command(args: argparse.Namespace, arm: str, seed: int,
+                    folder: str) -> List[str]:
+    """The command that trains run ``(arm, seed)`` in one local process."""
+    return [
+        sys.executable,
+        osp.abspath(__file__), args.config, '--out', args.out, '--threads',
+        str(args.threads), '--run-one', arm,
+        str(seed), folder
+    ] + (['--quick'] if args.quick else []) + (
+        ['--cfg-options', *args.cfg_options] if args.cfg_options else [])
+
+
+def launch_all(args: argparse.Namespace,
+               todo: List[tuple],
+               command: Optional[Callable[..., List[str]]] = None,
+               slots: Optional[Sequence[Dict[str, str]]] = None
+               ) -> List[tuple]:
     """Run the pending runs, ``--jobs`` at a time, each in a process.
 
     Args:
         args (argparse.Namespace): The command line.
         todo (list[tuple]): ``(arm, seed)`` pairs.
+        command (Callable, optional): ``(args, arm, seed, folder) ->
+            command`` of one run. Defaults to None
+            (:func:`run_one_command`).
+        slots (Sequence[dict], optional): Environment of each of the
+            parallel places a run can take (its GPUs); as many runs at a
+            time as slots. Defaults to None: ``--jobs`` places, no change.
 
     Returns:
         list[tuple]: ``(arm, seed, returncode)`` of the failed runs.
     """
+    command = command or run_one_command
+    slots = list(slots) if slots else [{}] * max(1, args.jobs)
     env = dict(os.environ)
     for key in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
         env[key] = str(args.threads)
@@ -554,32 +627,27 @@ def launch_all(args: argparse.Namespace, todo: List[tuple]) -> List[tuple]:
     if args.device == 'cpu':
         env['CUDA_VISIBLE_DEVICES'] = ''
     pending, running, failed = list(todo), [], []
+    free = list(range(len(slots)))
     while pending or running:
-        while pending and len(running) < max(1, args.jobs):
+        while pending and free:
             arm, seed = pending.pop(0)
+            slot = free.pop(0)
             folder = run_dir(args.out, arm, seed)
             os.makedirs(folder, exist_ok=True)
-            cmd = [
-                sys.executable,
-                osp.abspath(__file__), args.config, '--out', args.out,
-                '--threads',
-                str(args.threads), '--run-one', arm,
-                str(seed), folder
-            ] + (['--quick'] if args.quick else []) + (
-                ['--cfg-options', *args.cfg_options]
-                if args.cfg_options else [])
             log = open(osp.join(folder, 'run.log'), 'a')
             print(f'[study] start {arm} seed {seed} ({folder})', flush=True)
-            running.append((arm, seed, time.time(), log,
+            running.append((arm, seed, time.time(), log, slot,
                             subprocess.Popen(
-                                cmd, stdout=log, stderr=subprocess.STDOUT,
-                                env=env)))
+                                command(args, arm, seed, folder), stdout=log,
+                                stderr=subprocess.STDOUT,
+                                env=dict(env, **slots[slot]))))
         time.sleep(0.5)
         for item in list(running):
-            arm, seed, started, log, proc = item
+            arm, seed, started, log, slot, proc = item
             if proc.poll() is None:
                 continue
             running.remove(item)
+            free.append(slot)
             log.close()
             took = time.time() - started
             if proc.returncode:
@@ -1655,6 +1723,152 @@ def report(out: str,
     return summary
 
 
+# ------------------------------------------------ cluster (chains of jobs)
+TOOLS_DIR = osp.abspath(osp.join(osp.dirname(__file__), '..'))
+
+
+def cluster_study(args: argparse.Namespace, cfg) -> 'ClusterStudy':
+    """The study's runs as chains of jobs (``--launcher torchrun/slurm``).
+
+    Args:
+        args (argparse.Namespace): The command line.
+        cfg (Config): The study config (with ``study_evaluation``).
+
+    Returns:
+        ClusterStudy: Its pretraining configs are built without the AMP
+        fallback (``tools/train.py`` falls back on the machine that
+        trains), so a GPU job launched from a CPU host trains with AMP.
+    """
+    from ehm_mm.study import ClusterStudy, parse_evaluation_stages
+    specs = cfg.get('study_evaluation')
+    if not specs:
+        raise SystemExit(
+            f'--launcher {args.launcher} runs the evaluation chain listed in '
+            f'study_evaluation, which {args.config} does not define (see '
+            'docs/en/cluster_study.md)')
+    stages = parse_evaluation_stages(specs, osp.dirname(TOOLS_DIR))
+    return ClusterStudy(
+        stages, lambda arm, seed: build_run_config(
+            args.config, arm, seed, '', args.quick, args.cfg_options,
+            amp_fallback=False), config_digest, TOOLS_DIR)
+
+
+def stage_launcher(args: argparse.Namespace) -> 'StageLauncher':
+    """The launcher of the jobs of a run (``--launcher``)."""
+    from ehm_mm.study import SlurmLauncher, TorchrunLauncher
+    if args.launcher == 'slurm':
+        return SlurmLauncher(args.gpus_per_run, args.nnodes)
+    if args.nnodes != 1:
+        raise SystemExit('--nnodes > 1 needs --launcher slurm (torchrun runs '
+                         'each job on this machine)')
+    return TorchrunLauncher(args.gpus_per_run)
+
+
+def run_chain_command(args: argparse.Namespace, *run: object) -> List[str]:
+    """The command that runs the chain of a run: ``(arm, seed, folder)``
+    appends the arm and the seed; without them it ends with
+    ``--run-chain`` (the slurm script appends them)."""
+    return [
+        sys.executable,
+        osp.abspath(__file__),
+        osp.abspath(args.config), '--out',
+        osp.abspath(args.out), '--threads',
+        str(args.threads), '--launcher', args.launcher, '--gpus-per-run',
+        str(args.gpus_per_run), '--nnodes',
+        str(args.nnodes)
+    ] + (['--quick'] if args.quick else []) + (
+        ['--cfg-options', *args.cfg_options] if args.cfg_options else []
+    ) + ['--run-chain'] + [str(part) for part in run[:2]]
+
+
+def run_chain_main(args: argparse.Namespace) -> int:
+    """Run the chain of one run (``--run-chain ARM SEED``)."""
+    from ehm_mm.study import run_chain
+    cfg, arms, _, _, _ = load_study(args.config, args.quick)
+    arm, seed = args.run_chain[0], int(args.run_chain[1])
+    if arm not in arms:
+        raise SystemExit(f'unknown arm {arm!r}; arms: {list(arms)}')
+    study = cluster_study(args, cfg)
+    folder = osp.abspath(run_dir(args.out, arm, seed))
+    os.makedirs(folder, exist_ok=True)
+    local = args.launcher == 'torchrun'  # a pid means nothing off this host
+    if local:
+        with open(osp.join(folder, RUNNING_FILE), 'w') as f:
+            f.write(str(os.getpid()))
+    run_chain(study.chain(arm, seed, folder), stage_launcher(args),
+              log=lambda message: print(message, flush=True))
+    if local:
+        os.remove(osp.join(folder, RUNNING_FILE))
+    return 0
+
+
+def write_slurm_job(args: argparse.Namespace, study: 'ClusterStudy',
+                    todo: List[tuple]) -> str:
+    """Write the array script of the pending runs; submit with --submit.
+
+    Args:
+        args (argparse.Namespace): The command line.
+        study (ClusterStudy): The study.
+        todo (list[tuple]): ``(arm, seed)`` of the pending runs.
+
+    Returns:
+        str: The script's path.
+    """
+    from ehm_mm.study import slurm_array_script
+    from ehm_mm.study.run_chain import (
+        CONFIG_FILE,
+        EVAL_FOLDER,
+        pretrain_job_args,
+        stage_job_args,
+    )
+    launcher = stage_launcher(args)
+    run = osp.join(osp.abspath(args.out), 'runs', '$ARM', 'seed$SEED')
+    jobs = [
+        launcher.command(
+            'tools/train.py',
+            pretrain_job_args(osp.join(run, CONFIG_FILE), run))
+    ] + [
+        launcher.command(
+            f'tools/{stage.script}',
+            stage_job_args(
+                stage, osp.join(run, EVAL_FOLDER, stage.name, CONFIG_FILE),
+                '<pretraining checkpoint>',
+                osp.join(run, EVAL_FOLDER, stage.name)))
+        for stage in study.stages
+    ]
+    log_dir = osp.join(osp.abspath(args.out), 'slurm')
+    os.makedirs(log_dir, exist_ok=True)
+    script = osp.join(log_dir, 'study_array.sh')
+    with atomic_open(script) as f:
+        f.write(
+            slurm_array_script(
+                todo, run_chain_command(args), osp.dirname(TOOLS_DIR),
+                log_dir, args.gpus_per_run, args.nnodes,
+                max_parallel=args.jobs, partition=args.partition,
+                cpus_per_gpu=args.cpus_per_gpu,
+                use_gpus=args.device != 'cpu', sbatch_args=args.sbatch_args,
+                stage_commands=[' '.join(job) for job in jobs]))
+    print(f'[study] wrote {script}: {len(todo)} array tasks, one per run',
+          flush=True)
+    if not args.submit:
+        print(f'[study] submit it with\n  sbatch {script}\nand, once every '
+              'task is done, write the report with the same command and '
+              '--report-only', flush=True)
+        return script
+    try:
+        proc = subprocess.run(['sbatch', script], capture_output=True,
+                              text=True)
+    except FileNotFoundError as e:
+        raise SystemExit('--submit needs sbatch (slurm) on this machine; '
+                         f'submit {script} where it is') from e
+    if proc.returncode:
+        raise SystemExit(f'sbatch {script} failed ({proc.returncode}): '
+                         f'{proc.stderr.strip()}')
+    print(f'[study] {proc.stdout.strip()}; once every task is done, write '
+          'the report with the same command and --report-only', flush=True)
+    return script
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the study (or one run of it) and write the report."""
     args = parse_args(argv)
@@ -1663,10 +1877,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run_one(args.config, arm, int(seed), folder, args.quick,
                 args.threads, args.cfg_options)
         return 0
-    if args.jobs < 1 or args.threads < 1:
-        raise SystemExit('--jobs and --threads must be >= 1')
+    if args.run_chain:
+        return run_chain_main(args)
+    slurm_parallel = args.jobs  # array tasks at a time; None: no limit
+    if args.jobs is None:
+        args.jobs = 1
+    if args.jobs < 1 or args.threads < 1 or args.gpus_per_run < 1:
+        raise SystemExit('--jobs, --threads and --gpus-per-run must be >= 1')
     cfg, arms, baseline, quick_arms, contrasts = load_study(
         args.config, args.quick)
+    study = None
+    if args.launcher != 'local':
+        study = cluster_study(args, cfg)
+        stage_launcher(args)  # refuses --nnodes with torchrun up front
+        if args.baselines:
+            raise SystemExit('--baselines measures the CPU study\'s '
+                             'baselines in process; use --launcher local')
+    elif cfg.get('study_evaluation'):
+        raise SystemExit(
+            f'{args.config} evaluates each run by a chain of jobs '
+            '(study_evaluation): run it with --launcher torchrun (this '
+            'machine; --gpus-per-run 1 for one process a job) or --launcher '
+            'slurm')
     metrics = [tuple(m) for m in cfg.get('study_metrics', METRICS)]
     prereg = cfg.get('study_preregistration')
     if prereg is not None:  # refused before any training, not after
@@ -1700,18 +1932,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'[study] {len(todo)} runs to do, '
               f'{len(chosen) * len(seeds) - len(todo)} already finished',
               flush=True)
-        failed = launch_all(args, todo)
+        if args.launcher == 'slurm' and todo:
+            args.jobs = slurm_parallel
+            write_slurm_job(args, study, todo)
+            return 0
+        if args.launcher == 'torchrun':
+            from ehm_mm.study import device_slots, visible_gpus
+            gpus = [] if args.device == 'cpu' else visible_gpus()
+            failed = launch_all(
+                args, todo, run_chain_command,
+                device_slots(gpus, args.gpus_per_run, args.jobs))
+        else:
+            failed = launch_all(args, todo)
     if args.baselines:
         compute_baselines(args.config, args.out, baseline, seeds, args.quick,
                           args.cfg_options)
+    if study is not None:
+        digest, expected_epochs = study.digest, None
+    else:
+        def digest(arm: str, seed: int) -> str:
+            return run_digest(args.config, arm, seed, args.quick,
+                              args.cfg_options)
+
+        expected_epochs = expected_validation_epochs(
+            build_run_config(args.config, chosen[0], seeds[0], '',
+                             args.quick, args.cfg_options))
     report(
         args.out, baseline, chosen, seeds, contrasts, metrics,
-        digest=lambda arm, seed: run_digest(args.config, arm, seed,
-                                            args.quick, args.cfg_options),
+        digest=digest,
         missing_metrics=cfg.get('study_missing_metrics'),
-        expected_epochs=expected_validation_epochs(
-            build_run_config(args.config, chosen[0], seeds[0], '',
-                             args.quick, args.cfg_options)),
+        expected_epochs=expected_epochs,
         preregistration=prereg)
     if failed:
         print(f'[study] {len(failed)} runs failed: {failed}', flush=True)

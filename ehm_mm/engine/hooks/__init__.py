@@ -4,9 +4,10 @@ from .divergence_guard_hook import DivergenceGuardHook, TrainingDivergedError
 from .evaluation_summary_hook import EvaluationSummaryHook
 from .hierarchy_visualization_hook import HierarchyVisualizationHook
 from .mask_progress_hook import MaskProgressHook, find_mask_generators
+from .stage_metrics_hook import StageMetricsHook
 
 __all__ = [
     'AtomicCheckpointHook', 'DivergenceGuardHook', 'EvaluationSummaryHook',
-    'HierarchyVisualizationHook', 'MaskProgressHook', 'TrainingDivergedError',
-    'find_mask_generators'
+    'HierarchyVisualizationHook', 'MaskProgressHook', 'StageMetricsHook',
+    'TrainingDivergedError', 'find_mask_generators'
 ]
