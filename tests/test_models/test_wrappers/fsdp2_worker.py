@@ -1,12 +1,15 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-"""One rank of a short tiny EHM-MAE run, DDP or FSDP2 (run with torchrun).
+"""One rank of a short tiny EHM run, DDP or FSDP2 (run with torchrun).
 
     torchrun --nproc_per_node 2 fsdp2_worker.py {ddp,fsdp2} ROOT OUT ITERS \
+        [--model {mae,simmim,simmim-swin}] \
         [--resume CKPT | --load-from CKPT] [--checkpointing] [--bf16] \
         [--accumulate K]
 
-Trains ``tests/data/configs/ehm_mae_tiny_cpu.py`` (data and work dir under
-ROOT) for ITERS iterations at a constant learning rate with a checkpoint
+Trains the tiny EHM-MAE of ``tests/data/configs/ehm_mae_tiny_cpu.py``
+(``--model mae``, the default) or the tiny EHM-SimMIM ViT / Swin of
+``ehm_simmim_tiny_cpu.py`` / ``ehm_simmim_swin_tiny_cpu.py`` (data and
+work dir under ROOT) for ITERS iterations at a constant learning rate with a checkpoint
 and a validation every 2 iterations, and saves ``OUT.rank{r}.pt``: each
 iteration's loss and masks (``mask``, ``ids_restore``), the logged
 ``teacher_distance`` and the validation features on this rank, and the
@@ -26,12 +29,17 @@ from mmengine.config import Config  # noqa: E402
 import ehm_mm  # noqa: E402,F401
 from ehm_mm.utils import launch  # noqa: E402
 
-TINY = osp.join(REPO, 'tests', 'data', 'configs', 'ehm_mae_tiny_cpu.py')
+CONFIGS = osp.join(REPO, 'tests', 'data', 'configs')
+TINY = {
+    'mae': osp.join(CONFIGS, 'ehm_mae_tiny_cpu.py'),
+    'simmim': osp.join(CONFIGS, 'ehm_simmim_tiny_cpu.py'),
+    'simmim-swin': osp.join(CONFIGS, 'ehm_simmim_swin_tiny_cpu.py'),
+}
 
 
 def build_config(args: argparse.Namespace) -> Config:
     """The tiny config for this run."""
-    cfg = Config.fromfile(TINY)
+    cfg = Config.fromfile(TINY[args.model])
     data = osp.join(args.root, 'data')
     cfg.train_dataloader.dataset.data_root = data
     cfg.val_dataloader.dataset.data_root = data
@@ -70,6 +78,7 @@ def main() -> None:
     parser.add_argument('root')
     parser.add_argument('out')
     parser.add_argument('iters', type=int)
+    parser.add_argument('--model', choices=sorted(TINY), default='mae')
     parser.add_argument('--resume')
     parser.add_argument('--load-from')
     parser.add_argument('--checkpointing', action='store_true')
