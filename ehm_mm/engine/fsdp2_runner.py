@@ -11,6 +11,7 @@ from torch import nn
 from ..models.wrappers import (
     FSDP2Wrapper,
     check_sharded_launch,
+    check_sharded_precision,
     register_full_optim_state_hooks,
 )
 from ..models.wrappers.sharded_state import gathered_state
@@ -32,7 +33,10 @@ class FSDP2Runner(Runner):
 
     * a config that selects ``FSDP2Wrapper`` on a single-process launch is
       refused (:func:`~ehm_mm.models.wrappers.check_sharded_launch`), where
-      mmengine would silently train unsharded;
+      mmengine would silently train unsharded, and so is one with an
+      ``AmpOptimWrapper``
+      (:func:`~ehm_mm.models.wrappers.check_sharded_precision`: the
+      wrapper's ``mixed_precision`` is the sharded mixed precision);
     * the optimizer's state dict holds whole tensors keyed as for the
       unsharded model, and loading shards them back
       (:func:`~ehm_mm.models.wrappers.register_full_optim_state_hooks`);
@@ -48,7 +52,7 @@ class FSDP2Runner(Runner):
 
     def wrap_model(self, model_wrapper_cfg: Optional[Dict],
                    model: nn.Module) -> nn.Module:
-        """mmengine's wrapping, after the launch check.
+        """mmengine's wrapping, after the launch and precision checks.
 
         Args:
             model_wrapper_cfg (dict, optional): The wrapper's config.
@@ -59,8 +63,10 @@ class FSDP2Runner(Runner):
 
         Raises:
             RuntimeError: ``FSDP2Wrapper`` on a single-process launch.
+            ValueError: ``FSDP2Wrapper`` with an ``AmpOptimWrapper``.
         """
         check_sharded_launch(self.cfg, self.launcher)
+        check_sharded_precision(self.cfg)
         return super().wrap_model(model_wrapper_cfg, model)
 
     def build_optim_wrapper(self, optim_wrapper: Any) -> Any:

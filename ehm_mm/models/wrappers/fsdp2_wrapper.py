@@ -7,8 +7,8 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.device import get_device
-from mmengine.optim import OptimWrapper
-from mmengine.registry import MODEL_WRAPPERS
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
 from mmpretrain.models import SwinTransformer, VisionTransformer
 from torch import nn
 from torch.distributed._composable import checkpoint
@@ -60,6 +60,43 @@ def check_sharded_launch(cfg: Config, launcher: str) -> None:
             'needs a distributed launch: use `bash tools/dist_train.sh CONFIG '
             'NUM_GPUS` (torchrun, --launcher pytorch) or tools/slurm_train.sh '
             '(--launcher slurm), not --launcher none')
+
+
+def check_sharded_precision(cfg: Config, amp_flag: bool = False) -> None:
+    """Refuse mmengine's AMP (autocast and a loss scaler) with FSDP2.
+
+    :class:`FSDP2Wrapper` does its own mixed precision
+    (``mixed_precision``: parameters gathered and computed in bf16,
+    gradients reduced in fp32, fp32 shards and optimizer state). An
+    ``AmpOptimWrapper`` on top would autocast inside it and scale the
+    loss with a ``GradScaler`` that does not know the gradients are
+    sharded, so the two are not combined.
+
+    Args:
+        cfg (Config): The run's config.
+        amp_flag (bool): ``tools/train.py --amp`` was given.
+            Defaults to False.
+
+    Raises:
+        ValueError: The config selects :class:`FSDP2Wrapper` and ``--amp``
+            was given or ``optim_wrapper.type`` is an ``AmpOptimWrapper``.
+    """
+    if not uses_fsdp2(cfg):
+        return
+    advice = ("FSDP2Wrapper does its own mixed precision: set "
+              "model_wrapper_cfg.mixed_precision=dict(param_dtype="
+              "'bfloat16', reduce_dtype='float32') (configs/_base_/"
+              "ehm_fsdp.py does) with a plain (NonFiniteSkip)OptimWrapper")
+    if amp_flag:
+        raise ValueError(f'--amp cannot be used with this config: {advice}, '
+                         'and leave --amp out')
+    wrapper = (cfg.get('optim_wrapper') or {}).get('type', 'OptimWrapper')
+    if isinstance(wrapper, str):
+        wrapper = OPTIM_WRAPPERS.get(wrapper)
+    if isinstance(wrapper, type) and issubclass(wrapper, AmpOptimWrapper):
+        raise ValueError(
+            f'optim_wrapper.type {wrapper.__name__} (autocast and a loss '
+            f'scaler) cannot be used with FSDP2Wrapper: {advice}')
 
 
 def encoder_blocks(encoder: nn.Module) -> List[nn.Module]:

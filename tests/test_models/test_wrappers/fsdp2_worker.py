@@ -8,12 +8,13 @@
 
 Trains the tiny EHM-MAE of ``tests/data/configs/ehm_mae_tiny_cpu.py``
 (``--model mae``, the default) or the tiny EHM-SimMIM ViT / Swin of
-``ehm_simmim_tiny_cpu.py`` / ``ehm_simmim_swin_tiny_cpu.py`` (data and
-work dir under ROOT) for ITERS iterations at a constant learning rate with a checkpoint
-and a validation every 2 iterations, and saves ``OUT.rank{r}.pt``: each
-iteration's loss and masks (``mask``, ``ids_restore``), the logged
-``teacher_distance`` and the validation features on this rank, and the
-final model state dict (whole tensors; taken on every rank).
+``ehm_simmim_tiny_cpu.py`` / ``ehm_simmim_swin_tiny_cpu.py`` (data under
+ROOT, work dir ``ROOT/work_<basename of OUT>``) for ITERS iterations at a
+constant learning rate with a checkpoint and a validation every 2
+iterations, and saves ``OUT.rank{r}.pt``: each iteration's loss and masks
+(``mask``, ``ids_restore``), the logged ``teacher_distance`` and the
+validation features on this rank, and the final model state dict (whole
+tensors; taken on every rank). Any number of processes.
 """
 import argparse
 import os
@@ -43,7 +44,7 @@ def build_config(args: argparse.Namespace) -> Config:
     data = osp.join(args.root, 'data')
     cfg.train_dataloader.dataset.data_root = data
     cfg.val_dataloader.dataset.data_root = data
-    cfg.work_dir = osp.join(args.root, f'work_{args.mode}')
+    cfg.work_dir = osp.join(args.root, f'work_{osp.basename(args.out)}')
     cfg.launcher = 'pytorch'
     cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
     # validation (features, trees) after iteration 2, then training again

@@ -8,14 +8,13 @@ resumes the FSDP2 run's iteration-2 checkpoint (with activation
 checkpointing on) and trains to 4, a fourth trains 2 iterations with bf16
 mixed precision (``fsdp2_worker.py`` is one rank).
 """
-import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
+from fsdp2_runs import REPO, load_records, max_diff, save_init, torchrun
 from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmpretrain.registry import MODELS
@@ -24,9 +23,6 @@ from runner_utils import restoring_mmengine_globals
 from ehm_mm.downstream.converters import convert_checkpoint
 from ehm_mm.models.wrappers import FSDP2Wrapper, check_sharded_launch
 
-HERE = osp.dirname(__file__)
-REPO = osp.abspath(osp.join(HERE, '..', '..', '..'))
-WORKER = osp.join(HERE, 'fsdp2_worker.py')
 TINY = osp.join(REPO, 'tests', 'data', 'configs', 'ehm_mae_tiny_cpu.py')
 # FSDP2 and DDP reduce the same two per-rank gradients (a sum of two is
 # exact in either order), so on CPU they agree to the last bit; measured
@@ -36,56 +32,26 @@ TOL = dict(atol=1e-6, rtol=1e-5)
 ITERS = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def _torchrun(*args: str) -> None:
-    cmd = [
-        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
-        '2', '--master_port', str(_free_port()), WORKER, *args
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                          env=dict(os.environ,
-                                   OMP_NUM_THREADS='1'),
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
-
-
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     """DDP, FSDP2 and resumed-FSDP2 records, per rank, and the root."""
     root = str(tmp_path_factory.mktemp('fsdp2'))
-    cfg = Config.fromfile(TINY)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
     init = osp.join(root, 'init.pth')
-    torch.save(dict(state_dict=model.state_dict()), init)
-    _torchrun('ddp', root, osp.join(root, 'ddp'), str(ITERS),
+    save_init(TINY, init)
+    torchrun('ddp', root, osp.join(root, 'ddp'), str(ITERS),
               '--load-from', init)
-    _torchrun('fsdp2', root, osp.join(root, 'fsdp2'), str(ITERS),
+    torchrun('fsdp2', root, osp.join(root, 'fsdp2'), str(ITERS),
               '--load-from', init)
-    _torchrun('fsdp2', root, osp.join(root, 'resumed'), str(ITERS),
+    torchrun('fsdp2', root, osp.join(root, 'resumed'), str(ITERS),
               '--resume', osp.join(root, 'work_fsdp2', 'iter_2.pth'),
               '--checkpointing')
-    _torchrun('fsdp2', root, osp.join(root, 'bf16'), '2', '--load-from',
+    torchrun('fsdp2', root, osp.join(root, 'bf16'), '2', '--load-from',
               init, '--bf16')
     records = {
-        name: [
-            torch.load(osp.join(root, f'{name}.rank{r}.pt'))
-            for r in range(2)
-        ]
+        name: load_records(root, name)
         for name in ('ddp', 'fsdp2', 'resumed', 'bf16')
     }
     return records, root
-
-
-def _max_diff(a: dict, b: dict) -> float:
-    return max((a[k].double() - b[k].double()).abs().max().item()
-               for k in a)
 
 
 def test_fsdp2_equals_ddp(runs):
@@ -117,12 +83,12 @@ def test_fsdp2_equals_ddp(runs):
         for key in ref:
             torch.testing.assert_close(state[key], ref[key], **TOL)
         # the teacher moved: it is neither the student nor the start
-        assert _max_diff({k: state[k] for k in teacher}, {
+        assert max_diff({k: state[k] for k in teacher}, {
             k: state[k.replace('teacher.module.', 'backbone.')]
             for k in teacher
         }) > 1e-4
     # both ranks hold the same whole model
-    assert _max_diff(records['fsdp2'][0]['state_dict'],
+    assert max_diff(records['fsdp2'][0]['state_dict'],
                      records['fsdp2'][1]['state_dict']) == 0
 
 
@@ -154,7 +120,7 @@ def test_gradient_accumulation_equals_ddp(runs):
     _, root = runs
     init = osp.join(root, 'init.pth')
     for mode in ('ddp', 'fsdp2'):  # 2 micro-batches per optimizer step
-        _torchrun(mode, root, osp.join(root, f'acc_{mode}'), str(ITERS),
+        torchrun(mode, root, osp.join(root, f'acc_{mode}'), str(ITERS),
                   '--load-from', init, '--accumulate', '2')
     for rank in range(2):
         ddp, fsdp2 = (torch.load(osp.join(root, f'acc_{m}.rank{rank}.pt'))

@@ -1,0 +1,176 @@
+# Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
+"""FSDP2Wrapper on EHM-SimMIM (ViT and Swin): 2 CPU processes against DDP.
+
+The tiny EHM-SimMIM ViT of ``tests/data/configs/ehm_simmim_tiny_cpu.py``
+(attention affinity, gradient clipping at norm 5 as SimMIM's recipe) and
+the tiny Swin of ``ehm_simmim_swin_tiny_cpu.py`` (feature affinity) train
+4 iterations from the same initial weights (``load_from``) with the same
+seed and data, once under DDP and once sharded by FSDP2; a third run
+resumes the FSDP2 run's iteration-2 checkpoint with activation
+checkpointing on and trains to 4 (``fsdp2_worker.py`` is one rank).
+"""
+import copy
+import os.path as osp
+
+import pytest
+import torch
+from fsdp2_runs import (
+    CONFIGS,
+    REPO,
+    load_records,
+    max_diff,
+    save_init,
+    torchrun,
+)
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmpretrain.registry import MODELS
+
+from ehm_mm.downstream import account_keys, load_encoder
+
+# As for EHM-MAE: FSDP2 and DDP reduce the same two per-rank gradients, so
+# on CPU they agree to the last bit (measured max |diff| 0.0 for losses,
+# weights and features, 1.1e-8 / 7.5e-9 for the logged teacher distance of
+# ViT / Swin, an all-reduce of local norms); the tolerance leaves room for
+# other reduction orders (more ranks, GPUs).
+TOL = dict(atol=1e-6, rtol=1e-5)
+ITERS = 4
+MODELS_UNDER_TEST = {
+    'simmim': osp.join(CONFIGS, 'ehm_simmim_tiny_cpu.py'),
+    'simmim-swin': osp.join(CONFIGS, 'ehm_simmim_swin_tiny_cpu.py'),
+}
+FINETUNE = {
+    'simmim': 'maskfeat/benchmarks/vit-base-p16_ehm-pre_8xb256-coslr-100e_'
+    'in1k.py',
+    'simmim-swin': 'simmim/benchmarks/swin-base-w6_ehm-pre_8xb256-coslr-'
+    '100e_in1k-192px.py',
+}
+
+
+@pytest.fixture(scope='module', params=list(MODELS_UNDER_TEST))
+def runs(request, tmp_path_factory):
+    """DDP, FSDP2 and resumed-FSDP2 records per rank, the root, the model."""
+    name = request.param
+    root = str(tmp_path_factory.mktemp(f'fsdp2_{name}'))
+    init = osp.join(root, 'init.pth')
+    save_init(MODELS_UNDER_TEST[name], init)
+    model = ('--model', name)
+    torchrun('ddp', root, osp.join(root, 'ddp'), str(ITERS), *model,
+             '--load-from', init)
+    torchrun('fsdp2', root, osp.join(root, 'fsdp2'), str(ITERS), *model,
+             '--load-from', init)
+    torchrun('fsdp2', root, osp.join(root, 'resumed'), str(ITERS), *model,
+             '--resume', osp.join(root, 'work_fsdp2', 'iter_2.pth'),
+             '--checkpointing')
+    records = {
+        run: load_records(root, run)
+        for run in ('ddp', 'fsdp2', 'resumed')
+    }
+    return records, root, name
+
+
+def test_fsdp2_equals_ddp(runs):
+    records, _, _ = runs
+    for ddp, fsdp2 in zip(records['ddp'], records['fsdp2']):
+        assert len(fsdp2['loss']) == len(ddp['loss']) == ITERS
+        torch.testing.assert_close(torch.stack(fsdp2['loss']),
+                                   torch.stack(ddp['loss']), **TOL)
+        for key in ('mask', 'ids_restore'):
+            assert len(fsdp2[key]) == ITERS
+            for a, b in zip(fsdp2[key], ddp[key]):
+                assert torch.equal(a, b)
+        # cut from the teacher's trees at depth > 0 after iteration 0
+        assert any(not torch.equal(m, ddp['mask'][0]) for m in ddp['mask'])
+        torch.testing.assert_close(torch.stack(fsdp2['teacher_distance']),
+                                   torch.stack(ddp['teacher_distance']),
+                                   **TOL)
+        assert len(fsdp2['feature']) == len(ddp['feature']) > 0
+        for a, b in zip(fsdp2['feature'], ddp['feature']):
+            torch.testing.assert_close(a, b, **TOL)
+        state, ref = fsdp2['state_dict'], ddp['state_dict']
+        assert list(state) == list(ref)  # the unsharded model's keys
+        assert int(state['teacher.steps']) == ITERS
+        for key in ref:
+            torch.testing.assert_close(state[key], ref[key], **TOL)
+        teacher = [k for k in ref if k.startswith('teacher.module.')]
+        assert max_diff({k: state[k] for k in teacher}, {
+            k: state[k.replace('teacher.module.', 'backbone.')]
+            for k in teacher
+        }) > 1e-4  # the teacher moved, not a copy of the student
+    assert max_diff(records['fsdp2'][0]['state_dict'],
+                    records['fsdp2'][1]['state_dict']) == 0
+
+
+def test_resume_with_checkpointing_equals_straight_run(runs):
+    records, root, _ = runs
+    for straight, resumed in zip(records['fsdp2'], records['resumed']):
+        assert len(resumed['loss']) == ITERS - 2
+        torch.testing.assert_close(torch.stack(resumed['loss']),
+                                   torch.stack(straight['loss'][2:]), **TOL)
+        for a, b in zip(resumed['mask'], straight['mask'][2:]):
+            assert torch.equal(a, b)
+        for key, value in straight['state_dict'].items():
+            torch.testing.assert_close(resumed['state_dict'][key], value,
+                                       **TOL)
+    # the checkpoint is the DDP run's: same keys, AdamW state at full shape
+    saved = torch.load(osp.join(root, 'work_fsdp2', 'iter_4.pth'))
+    ddp = torch.load(osp.join(root, 'work_ddp', 'iter_4.pth'))
+    assert list(saved['state_dict']) == list(ddp['state_dict'])
+    assert saved['optimizer']['state'].keys() == \
+        ddp['optimizer']['state'].keys()
+    for index, values in ddp['optimizer']['state'].items():
+        for key, value in values.items():
+            torch.testing.assert_close(
+                saved['optimizer']['state'][index][key], value, **TOL)
+
+
+def _finetune_backbone(name: str, path: str) -> torch.nn.Module:
+    """The fine-tuning config's backbone, shrunk to the tiny encoder, with
+    ``path``'s student encoder loaded through its ``init_cfg``."""
+    cfg = Config.fromfile(osp.join(REPO, 'configs', FINETUNE[name]))
+    assert cfg.model.backbone.init_cfg.prefix == 'backbone.'
+    tiny = Config.fromfile(MODELS_UNDER_TEST[name]).model.backbone
+    backbone = {k: copy.deepcopy(v) for k, v in tiny.items() if k != 'type'}
+    if name == 'simmim-swin':
+        in_channels = tiny.arch.embed_dims * 8
+        backbone.pop('drop_path_rate')
+    else:
+        in_channels = tiny.arch.embed_dims
+    backbone['arch'] = dict(_delete_=True, **backbone['arch'])
+    cfg.merge_from_dict(dict(model=dict(
+        backbone=dict(**backbone, init_cfg=dict(checkpoint=path)),
+        head=dict(num_classes=2, in_channels=in_channels))))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model.backbone
+
+
+@pytest.mark.parametrize('source', ['student', 'teacher'])
+def test_checkpoint_loads_with_key_accounting(runs, source):
+    """The consolidated checkpoint through SimMIM's fine-tuning path.
+
+    The fine-tuning config (mmpretrain's benchmark with the EHM checkpoint,
+    ``configs/simmim/benchmarks`` for Swin, ``configs/maskfeat/benchmarks``
+    for a ViT) loads the student through its ``init_cfg``; the teacher
+    encoder has the same keys and shapes.
+    """
+    _, root, name = runs
+    path = osp.join(root, 'work_fsdp2', 'iter_4.pth')
+    backbone = _finetune_backbone(name, path)
+    encoder = load_encoder(path, source).state_dict
+    report = account_keys(backbone.state_dict(), encoder)
+    assert report.mismatched == []
+    if name == 'simmim-swin':
+        assert report.missing == [] and report.unexpected == ['mask_token']
+    else:  # fine-tuning pools the tokens: new ln2, unused final ln1
+        assert report.missing == ['ln2.weight', 'ln2.bias']
+        assert report.unexpected == ['mask_token', 'ln1.weight', 'ln1.bias']
+    state = torch.load(path)['state_dict']
+    prefix = dict(student='backbone.', teacher='teacher.module.')[source]
+    assert set(encoder) == {k[len(prefix):] for k in state
+                            if k.startswith(prefix)}
+    if source == 'student':  # loaded by the config's init_cfg
+        loaded = backbone.state_dict()
+        for key in report.loaded:
+            assert torch.equal(loaded[key], encoder[key]), key
