@@ -4,7 +4,8 @@
     torchrun --nproc_per_node 2 fsdp2_worker.py {ddp,fsdp2} ROOT OUT ITERS \
         [--model {mae,simmim,simmim-swin}] \
         [--resume CKPT | --load-from CKPT] [--checkpointing] [--bf16] \
-        [--accumulate K]
+        [--accumulate K] [--checkpoint-format {full,distributed}] \
+        [--max-keep-ckpts N]
 
 Trains the tiny EHM-MAE of ``tests/data/configs/ehm_mae_tiny_cpu.py``
 (``--model mae``, the default) or the tiny EHM-SimMIM ViT / Swin of
@@ -51,7 +52,8 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=args.iters,
                          val_interval=2)
     # the config's AtomicCheckpointHook, every 2 iterations
-    cfg.default_hooks.checkpoint.update(interval=2, max_keep_ckpts=10)
+    cfg.default_hooks.checkpoint.update(interval=2,
+                                        max_keep_ckpts=args.max_keep_ckpts)
     cfg.custom_hooks = []
     cfg.randomness = dict(seed=0, diff_rank_seed=True, deterministic=False)
     if args.mode == 'fsdp2':
@@ -62,6 +64,7 @@ def build_config(args: argparse.Namespace) -> Config:
                                  reduce_dtype='float32')
             if args.bf16 else None)
         cfg.runner_type = 'FSDP2Runner'
+        cfg.checkpoint_format = args.checkpoint_format
     if args.accumulate > 1:
         cfg.optim_wrapper.accumulative_counts = args.accumulate
     if args.resume:
@@ -85,6 +88,8 @@ def main() -> None:
     parser.add_argument('--checkpointing', action='store_true')
     parser.add_argument('--bf16', action='store_true')
     parser.add_argument('--accumulate', type=int, default=1)
+    parser.add_argument('--checkpoint-format', default='full')
+    parser.add_argument('--max-keep-ckpts', type=int, default=10)
     args = parser.parse_args()
     cfg = build_config(args)
     runner = launch.build_runner(cfg, 'pytorch')
