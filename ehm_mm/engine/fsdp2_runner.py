@@ -7,6 +7,7 @@ import shutil
 from typing import Any, Dict, List, Optional, Union
 
 import torch
+from mmengine.config import Config
 from mmengine.hooks import CheckpointHook
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.registry import RUNNERS
@@ -30,6 +31,25 @@ from ..models.wrappers.sharded_state import gathered_state, state_dict_mode
 
 #: ``checkpoint_format`` values of a config.
 CHECKPOINT_FORMATS = ('full', 'distributed')
+
+
+def checkpoint_format(cfg: Config) -> str:
+    """The config's ``checkpoint_format`` (``'full'`` when not set).
+
+    Args:
+        cfg (Config): A run's config.
+
+    Returns:
+        str: ``'full'`` or ``'distributed'``.
+
+    Raises:
+        ValueError: Another value.
+    """
+    value = cfg.get('checkpoint_format', 'full')
+    if value not in CHECKPOINT_FORMATS:
+        raise ValueError(f'checkpoint_format must be one of '
+                         f'{CHECKPOINT_FORMATS}, got {value!r}')
+    return value
 
 
 def _optimizers(optim_wrapper: Union[OptimWrapper, OptimWrapperDict]
@@ -96,11 +116,7 @@ class FSDP2Runner(Runner):
         """
         check_sharded_launch(self.cfg, self.launcher)
         check_sharded_precision(self.cfg)
-        self.checkpoint_format = self.cfg.get('checkpoint_format', 'full')
-        if self.checkpoint_format not in CHECKPOINT_FORMATS:
-            raise ValueError(f'checkpoint_format must be one of '
-                             f'{CHECKPOINT_FORMATS}, got '
-                             f'{self.checkpoint_format!r}')
+        self.checkpoint_format = checkpoint_format(self.cfg)
         return super().wrap_model(model_wrapper_cfg, model)
 
     def build_optim_wrapper(self, optim_wrapper: Any) -> Any:

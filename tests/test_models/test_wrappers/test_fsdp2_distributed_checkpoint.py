@@ -16,9 +16,13 @@ import sys
 import pytest
 import torch
 from fsdp2_runs import CONFIGS, REPO, load_records, save_init, torchrun
+from mmengine.config import Config
 
 from ehm_mm.downstream.converters import convert_checkpoint
-from ehm_mm.engine.fsdp2_runner import remove_orphaned_folders
+from ehm_mm.engine.fsdp2_runner import (
+    checkpoint_format,
+    remove_orphaned_folders,
+)
 from ehm_mm.models.wrappers.distributed_checkpoint import (
     META_KEY,
     distributed_to_full,
@@ -149,3 +153,14 @@ def test_orphaned_folders_are_removed(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [
         'iter_4.dcp', 'iter_4.pth', 'iter_6.dcp', 'iter_6.pth',
         'last_checkpoint', 'notes.dcp.tmp']
+
+
+def test_checkpoint_format_option():
+    cfg = Config(dict(runner_type='FSDP2Runner'))
+    assert checkpoint_format(cfg) == 'full'
+    cfg.checkpoint_format = 'distributed'
+    assert checkpoint_format(cfg) == 'distributed'
+    cfg.checkpoint_format = 'dcp'
+    with pytest.raises(ValueError, match="checkpoint_format must be one of "
+                       r"\('full', 'distributed'\), got 'dcp'"):
+        checkpoint_format(cfg)
