@@ -12,11 +12,7 @@ model = dict(
     type='EHMSimMIM',
     backbone=dict(
         type='MaskFeatViT',
-        arch=dict(
-            embed_dims=48,
-            num_layers=2,
-            num_heads=3,
-            feedforward_channels=96),
+        arch=_base_.model.backbone.arch,  # 2 layers, 48-d
         img_size=32,
         patch_size=8),
     neck=dict(type='SimMIMLinearDecoder', in_channels=48, encoder_stride=8),

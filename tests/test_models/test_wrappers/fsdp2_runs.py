@@ -78,3 +78,48 @@ def max_diff(a: Dict, b: Dict) -> float:
     """
     return max((a[k].double() - b[k].double()).abs().max().item()
                for k in a)
+
+
+def assert_resumed_equals_straight(straight: List[Dict],
+                                   resumed: List[Dict], start: int,
+                                   tol: Dict) -> None:
+    """Each rank's run resumed at ``start`` goes on as the straight run.
+
+    Args:
+        straight (List[Dict]): The straight run's records, per rank.
+        resumed (List[Dict]): The resumed run's records, per rank.
+        start (int): The iteration the resumed run started from.
+        tol (Dict): ``torch.testing.assert_close`` tolerances.
+    """
+    for ref, run in zip(straight, resumed):
+        assert len(run['loss']) == len(ref['loss']) - start
+        torch.testing.assert_close(torch.stack(run['loss']),
+                                   torch.stack(ref['loss'][start:]), **tol)
+        for a, b in zip(run['mask'], ref['mask'][start:]):
+            assert torch.equal(a, b)
+        for key, value in ref['state_dict'].items():
+            torch.testing.assert_close(run['state_dict'][key], value, **tol)
+
+
+def assert_same_checkpoint(path: str, ref: str, tol: Dict) -> None:
+    """Two checkpoint files hold the same model and optimizer state.
+
+    The model's keys in the same order and values within ``tol``; the
+    optimizer state (by parameter index) the same keys and values.
+
+    Args:
+        path (str): A checkpoint file.
+        ref (str): The checkpoint file it should equal.
+        tol (Dict): ``torch.testing.assert_close`` tolerances.
+    """
+    saved, expected = torch.load(path), torch.load(ref)
+    assert list(saved['state_dict']) == list(expected['state_dict'])
+    for key, value in expected['state_dict'].items():
+        torch.testing.assert_close(saved['state_dict'][key], value, **tol)
+    state, expected_state = (saved['optimizer']['state'],
+                             expected['optimizer']['state'])
+    assert state.keys() == expected_state.keys()
+    for index, values in expected_state.items():
+        assert state[index].keys() == values.keys()
+        for name, value in values.items():
+            torch.testing.assert_close(state[index][name], value, **tol)

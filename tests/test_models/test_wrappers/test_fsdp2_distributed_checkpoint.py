@@ -15,7 +15,15 @@ import sys
 
 import pytest
 import torch
-from fsdp2_runs import CONFIGS, REPO, load_records, save_init, torchrun
+from fsdp2_runs import (
+    CONFIGS,
+    REPO,
+    assert_resumed_equals_straight,
+    assert_same_checkpoint,
+    load_records,
+    save_init,
+    torchrun,
+)
 from mmengine.config import Config
 
 from ehm_mm.downstream.converters import convert_checkpoint
@@ -86,16 +94,10 @@ def test_distributed_format_trains_as_full(runs):
 
 def test_resume_from_distributed_equals_straight_run(runs):
     records, _ = runs
-    for straight, resumed in zip(records['dcp'], records['resumed']):
-        assert len(resumed['loss']) == ITERS - 2
-        torch.testing.assert_close(torch.stack(resumed['loss']),
-                                   torch.stack(straight['loss'][2:]), **TOL)
-        for a, b in zip(resumed['mask'], straight['mask'][2:]):
-            assert torch.equal(a, b)
+    assert_resumed_equals_straight(records['dcp'], records['resumed'], 2,
+                                   TOL)
+    for resumed in records['resumed']:
         assert int(resumed['state_dict']['teacher.steps']) == ITERS
-        for key, value in straight['state_dict'].items():
-            torch.testing.assert_close(resumed['state_dict'][key], value,
-                                       **TOL)
 
 
 def test_converter_writes_the_whole_checkpoint(runs, tmp_path, capsys):
@@ -103,21 +105,12 @@ def test_converter_writes_the_whole_checkpoint(runs, tmp_path, capsys):
     dst = str(tmp_path / 'whole.pth')
     dcp2full([osp.join(root, 'work_dcp', 'iter_4.pth'), dst])
     assert '81 model tensors, optimizer state: True' in capsys.readouterr().out
-    converted = torch.load(dst)
-    whole = torch.load(osp.join(root, 'work_full', 'iter_4.pth'))
+    whole = osp.join(root, 'work_full', 'iter_4.pth')
     # what checkpoint_format='full' wrote, key order included
-    assert list(converted['state_dict']) == list(whole['state_dict'])
-    for key, value in whole['state_dict'].items():
-        torch.testing.assert_close(converted['state_dict'][key], value,
-                                   **TOL)
-    optimizer, ref = converted['optimizer'], whole['optimizer']
-    assert optimizer['param_groups'] == ref['param_groups']
-    assert optimizer['state'].keys() == ref['state'].keys()
-    for index, values in ref['state'].items():
-        assert optimizer['state'][index].keys() == values.keys()
-        for name, value in values.items():
-            torch.testing.assert_close(optimizer['state'][index][name],
-                                       value, **TOL)
+    assert_same_checkpoint(dst, whole, TOL)
+    converted, whole = torch.load(dst), torch.load(whole)
+    assert converted['optimizer']['param_groups'] == \
+        whole['optimizer']['param_groups']
     assert META_KEY not in converted['meta']
     assert converted['meta']['iter'] == whole['meta']['iter'] == ITERS
     # the ViT converters read it with full key accounting

@@ -17,6 +17,8 @@ import torch
 from fsdp2_runs import (
     CONFIGS,
     REPO,
+    assert_resumed_equals_straight,
+    assert_same_checkpoint,
     load_records,
     max_diff,
     save_init,
@@ -103,25 +105,11 @@ def test_fsdp2_equals_ddp(runs):
 
 def test_resume_with_checkpointing_equals_straight_run(runs):
     records, root, _ = runs
-    for straight, resumed in zip(records['fsdp2'], records['resumed']):
-        assert len(resumed['loss']) == ITERS - 2
-        torch.testing.assert_close(torch.stack(resumed['loss']),
-                                   torch.stack(straight['loss'][2:]), **TOL)
-        for a, b in zip(resumed['mask'], straight['mask'][2:]):
-            assert torch.equal(a, b)
-        for key, value in straight['state_dict'].items():
-            torch.testing.assert_close(resumed['state_dict'][key], value,
-                                       **TOL)
+    assert_resumed_equals_straight(records['fsdp2'], records['resumed'], 2,
+                                   TOL)
     # the checkpoint is the DDP run's: same keys, AdamW state at full shape
-    saved = torch.load(osp.join(root, 'work_fsdp2', 'iter_4.pth'))
-    ddp = torch.load(osp.join(root, 'work_ddp', 'iter_4.pth'))
-    assert list(saved['state_dict']) == list(ddp['state_dict'])
-    assert saved['optimizer']['state'].keys() == \
-        ddp['optimizer']['state'].keys()
-    for index, values in ddp['optimizer']['state'].items():
-        for key, value in values.items():
-            torch.testing.assert_close(
-                saved['optimizer']['state'][index][key], value, **TOL)
+    assert_same_checkpoint(osp.join(root, 'work_fsdp2', 'iter_4.pth'),
+                           osp.join(root, 'work_ddp', 'iter_4.pth'), TOL)
 
 
 def _finetune_backbone(name: str, path: str) -> torch.nn.Module:

@@ -15,7 +15,15 @@ import sys
 import pytest
 import torch
 import torch.distributed as dist
-from fsdp2_runs import REPO, load_records, max_diff, save_init, torchrun
+from fsdp2_runs import (
+    REPO,
+    assert_resumed_equals_straight,
+    assert_same_checkpoint,
+    load_records,
+    max_diff,
+    save_init,
+    torchrun,
+)
 from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmpretrain.registry import MODELS
@@ -99,26 +107,12 @@ def test_fsdp2_equals_ddp(runs):
 
 def test_resume_equals_straight_run(runs):
     records, root = runs
-    for straight, resumed in zip(records['fsdp2'], records['resumed']):
-        assert len(resumed['loss']) == ITERS - 2
-        torch.testing.assert_close(torch.stack(resumed['loss']),
-                                   torch.stack(straight['loss'][2:]), **TOL)
-        for a, b in zip(resumed['mask'], straight['mask'][2:]):
-            assert torch.equal(a, b)
-        for key, value in straight['state_dict'].items():
-            torch.testing.assert_close(resumed['state_dict'][key], value,
-                                       **TOL)
-    # the saved optimizer state is whole: exp_avg of every parameter at
-    # its full shape, as in the DDP run's checkpoint
-    saved = torch.load(osp.join(root, 'work_fsdp2', 'iter_4.pth'))
-    ddp = torch.load(osp.join(root, 'work_ddp', 'iter_4.pth'))
-    assert list(saved['state_dict']) == list(ddp['state_dict'])
-    assert saved['optimizer']['state'].keys() == \
-        ddp['optimizer']['state'].keys()
-    for index, values in ddp['optimizer']['state'].items():
-        for name, value in values.items():
-            torch.testing.assert_close(
-                saved['optimizer']['state'][index][name], value, **TOL)
+    assert_resumed_equals_straight(records['fsdp2'], records['resumed'], 2,
+                                   TOL)
+    # the checkpoint is the DDP run's: the same keys, and the optimizer
+    # state whole (exp_avg of every parameter at its full shape)
+    assert_same_checkpoint(osp.join(root, 'work_fsdp2', 'iter_4.pth'),
+                           osp.join(root, 'work_ddp', 'iter_4.pth'), TOL)
 
 
 def test_resume_on_three_ranks_equals_ddp(runs):
