@@ -94,9 +94,14 @@ class FSDP2Runner(Runner):
         ``tools/model_converters/ehm_dcp2full.py`` makes the whole
         checkpoint of it.
 
-    ``--resume`` and ``load_from`` read either format, on any number of
-    ranks, and shard the model, teacher and optimizer state onto the ranks.
+    ``--resume`` and ``load_from`` read either format and shard the
+    model, teacher and optimizer state onto the ranks (a whole checkpoint
+    on any number of ranks).
     """
+
+    # The distributed checkpoint folder the last `load_checkpoint` read the
+    # model from (None: the checkpoint was whole).
+    _loaded_folder: Optional[str] = None
 
     def wrap_model(self, model_wrapper_cfg: Optional[Dict],
                    model: nn.Module) -> nn.Module:
@@ -179,11 +184,13 @@ class FSDP2Runner(Runner):
         """
         checkpoint = super().load_checkpoint(filename, *args, **kwargs)
         entry = checkpoint.get('meta', {}).get(META_KEY)
+        self._loaded_folder = None
         if entry is not None and isinstance(self.model, FSDP2Wrapper):
             # The file holds no model state (mmengine's missing-keys
             # message above is expected): it is in the folder.
             folder = osp.join(osp.dirname(filename), entry['folder'])
             load_distributed(self.model.module, [], folder)
+            self._loaded_folder = folder
             self.logger.info(f'Loaded the model from {folder}')
         return checkpoint
 
@@ -195,13 +202,12 @@ class FSDP2Runner(Runner):
         Args:
             filename (str): A checkpoint file.
         """
-        super().resume(filename, *args, **kwargs)
+        super().resume(filename, *args, **kwargs)  # calls load_checkpoint
         bound = inspect.signature(Runner.resume).bind(self, filename, *args,
                                                       **kwargs)
         bound.apply_defaults()
-        folder = distributed_folder(filename)
-        if (isinstance(self.model, FSDP2Wrapper) and osp.isdir(folder)
-                and bound.arguments['resume_optimizer']):
+        folder = self._loaded_folder
+        if folder is not None and bound.arguments['resume_optimizer']:
             load_distributed(self.model.module, self._optimizers(), folder,
                              load_model=False)
             self.logger.info(f'Loaded the optimizer state from {folder}')

@@ -30,5 +30,7 @@ model = dict(
         schedule='linear'),
     teacher='ema',
     ema_momentum=0.1)
-# SimMIM's recipe clips the gradient norm at 5.
-optim_wrapper = dict(clip_grad=dict(max_norm=5.0))
+# SimMIM's recipe clips the gradient norm (at 5); here below the norms of
+# these runs (measured 0.56-1.07 for this ViT, 0.23-0.37 for the Swin of
+# ehm_simmim_swin_tiny_cpu.py, over 4 iterations), so every step clips.
+optim_wrapper = dict(clip_grad=dict(max_norm=0.2))

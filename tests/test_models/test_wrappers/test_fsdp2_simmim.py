@@ -2,7 +2,7 @@
 """FSDP2Wrapper on EHM-SimMIM (ViT and Swin): 2 CPU processes against DDP.
 
 The tiny EHM-SimMIM ViT of ``tests/data/configs/ehm_simmim_tiny_cpu.py``
-(attention affinity, gradient clipping at norm 5 as SimMIM's recipe) and
+(attention affinity, the gradient norm clipped at every step) and
 the tiny Swin of ``ehm_simmim_swin_tiny_cpu.py`` (feature affinity) train
 4 iterations from the same initial weights (``load_from``) with the same
 seed and data, once under DDP and once sharded by FSDP2; a third run
@@ -30,12 +30,16 @@ from mmpretrain.registry import MODELS
 
 from ehm_mm.downstream import account_keys, load_encoder
 
-# As for EHM-MAE: FSDP2 and DDP reduce the same two per-rank gradients, so
-# on CPU they agree to the last bit (measured max |diff| 0.0 for losses,
-# weights and features, 1.1e-8 / 7.5e-9 for the logged teacher distance of
-# ViT / Swin, an all-reduce of local norms); the tolerance leaves room for
-# other reduction orders (more ranks, GPUs).
+# FSDP2 and DDP reduce the same two per-rank gradients (bit-equal on CPU,
+# as for EHM-MAE), but the clipped norm sums the shards' squared norms in
+# another order than DDP's whole-gradient norm, so the clip factor differs
+# in its last bits, which AdamW turns into updates mostly in the qkv biases
+# (whose key part has a gradient of zero up to rounding). Measured FSDP2 vs
+# DDP, ViT / Swin: losses 1.2e-7 / 6e-8, logged teacher distance 3.7e-9 /
+# 7.5e-9, weights 1.3e-6 / 3.2e-7, validation features 3.0e-7 / 5.3e-6;
+# resumed vs straight (both FSDP2): 0.0.
 TOL = dict(atol=1e-6, rtol=1e-5)
+CLIPPED_TOL = dict(atol=3e-5, rtol=0)  # weights and features, vs DDP
 ITERS = 4
 MODELS_UNDER_TEST = {
     'simmim': osp.join(CONFIGS, 'ehm_simmim_tiny_cpu.py'),
@@ -81,19 +85,19 @@ def test_fsdp2_equals_ddp(runs):
             assert len(fsdp2[key]) == ITERS
             for a, b in zip(fsdp2[key], ddp[key]):
                 assert torch.equal(a, b)
-        # cut from the teacher's trees at depth > 0 after iteration 0
+        # the masks change from iteration to iteration
         assert any(not torch.equal(m, ddp['mask'][0]) for m in ddp['mask'])
         torch.testing.assert_close(torch.stack(fsdp2['teacher_distance']),
                                    torch.stack(ddp['teacher_distance']),
                                    **TOL)
         assert len(fsdp2['feature']) == len(ddp['feature']) > 0
         for a, b in zip(fsdp2['feature'], ddp['feature']):
-            torch.testing.assert_close(a, b, **TOL)
+            torch.testing.assert_close(a, b, **CLIPPED_TOL)
         state, ref = fsdp2['state_dict'], ddp['state_dict']
         assert list(state) == list(ref)  # the unsharded model's keys
         assert int(state['teacher.steps']) == ITERS
         for key in ref:
-            torch.testing.assert_close(state[key], ref[key], **TOL)
+            torch.testing.assert_close(state[key], ref[key], **CLIPPED_TOL)
         teacher = [k for k in ref if k.startswith('teacher.module.')]
         assert max_diff({k: state[k] for k in teacher}, {
             k: state[k.replace('teacher.module.', 'backbone.')]
@@ -109,7 +113,8 @@ def test_resume_with_checkpointing_equals_straight_run(runs):
                                    TOL)
     # the checkpoint is the DDP run's: same keys, AdamW state at full shape
     assert_same_checkpoint(osp.join(root, 'work_fsdp2', 'iter_4.pth'),
-                           osp.join(root, 'work_ddp', 'iter_4.pth'), TOL)
+                           osp.join(root, 'work_ddp', 'iter_4.pth'),
+                           CLIPPED_TOL)
 
 
 def _finetune_backbone(name: str, path: str) -> torch.nn.Module:
