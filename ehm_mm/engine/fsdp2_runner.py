@@ -94,9 +94,8 @@ class FSDP2Runner(Runner):
         ``tools/model_converters/ehm_dcp2full.py`` makes the whole
         checkpoint of it.
 
-    ``--resume`` and ``load_from`` read either format and shard the
-    model, teacher and optimizer state onto the ranks (a whole checkpoint
-    on any number of ranks).
+    ``--resume`` and ``load_from`` read either format, on any number of
+    ranks, and shard the model, teacher and optimizer state onto them.
     """
 
     # The distributed checkpoint folder the last `load_checkpoint` read the
