@@ -14,7 +14,10 @@ from mmengine.config import Config
 # Make `import ehm_mm` work from a plain checkout (no `pip install -e`).
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import ehm_mm  # noqa: E402,F401  (registers modules, fixes torch.load)
-from ehm_mm.models.wrappers import check_sharded_launch  # noqa: E402
+from ehm_mm.models.wrappers import (  # noqa: E402
+    check_sharded_launch,
+    check_sharded_precision,
+)
 from ehm_mm.utils import launch  # noqa: E402
 from ehm_mm.utils.stack import check_config_stack  # noqa: E402
 
@@ -59,6 +62,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     launch.set_default_work_dir(cfg, args.config, args.work_dir)
 
     if args.amp:
+        check_sharded_precision(cfg, amp_flag=True)  # FSDP2: its own
         launch.enable_amp(cfg)
     launch.fall_back_from_amp(cfg)
     launch.use_gloo_without_cuda(cfg, args.launcher)

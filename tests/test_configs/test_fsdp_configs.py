@@ -29,7 +29,7 @@ def _strip_sharding(cfg: dict, recipe: dict) -> None:
     ours, theirs = cfg.pop('optim_wrapper'), recipe.pop('optim_wrapper')
     assert theirs.pop('type') in ('AmpOptimWrapper',
                                   'NonFiniteSkipAmpOptimWrapper')
-    theirs.pop('loss_scale')
+    theirs.pop('loss_scale', None)  # MAE's recipes set it, SimMIM's not
     assert ours.pop('type') == 'NonFiniteSkipOptimWrapper'
     assert ours == theirs
 
@@ -69,3 +69,24 @@ def test_vit_h_fsdp_is_the_recipe_with_the_ehm_model():
         'AtomicCheckpointHook'
     recipe['default_hooks']['checkpoint'].pop('type')
     assert ours == recipe
+
+
+def test_simmim_vit_l_fsdp_is_simmim_vit_b_plus_sharding_and_vit_l():
+    ours = plain(Config.fromfile(osp.join(
+        CONFIG_DIR, 'simmim',
+        'ehm-simmim_vit-large-p16_8xb256-fsdp-coslr-100e_in1k.py')))
+    base = plain(Config.fromfile(osp.join(
+        CONFIG_DIR, 'simmim',
+        'ehm-simmim_vit-base-p16_8xb256-amp-coslr-100e_in1k.py')))
+    # SimMIM's recipe clips the gradient norm: kept (FSDP2 clips the
+    # sharded gradients, tests/test_models/test_wrappers)
+    assert ours['optim_wrapper']['clip_grad'] == dict(max_norm=5.0)
+    _strip_sharding(ours, base)
+    model, theirs = ours.pop('model'), base.pop('model')
+    assert model['type'] == theirs['type'] == 'EHMSimMIM'
+    assert model['backbone'].pop('arch') == 'l'
+    assert theirs['backbone'].pop('arch') == 'b'
+    assert model['neck'].pop('in_channels') == 1024
+    assert theirs['neck'].pop('in_channels') == 768
+    assert model == theirs
+    assert ours == base

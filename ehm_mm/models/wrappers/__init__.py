@@ -1,5 +1,10 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-from .fsdp2_wrapper import FSDP2Wrapper, check_sharded_launch, uses_fsdp2
+from .fsdp2_wrapper import (
+    FSDP2Wrapper,
+    check_sharded_launch,
+    check_sharded_precision,
+    uses_fsdp2,
+)
 from .sharded_state import (
     gather_full_tensors,
     register_full_optim_state_hooks,
@@ -8,7 +13,8 @@ from .sharded_state import (
 )
 
 __all__ = [
-    'FSDP2Wrapper', 'check_sharded_launch', 'uses_fsdp2',
+    'FSDP2Wrapper', 'check_sharded_launch', 'check_sharded_precision',
+    'uses_fsdp2',
     'gather_full_tensors', 'register_full_optim_state_hooks',
     'register_full_state_dict_hooks', 'shard_like'
 ]

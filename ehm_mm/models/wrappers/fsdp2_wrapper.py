@@ -1,21 +1,22 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-"""EHM-MAE sharded with PyTorch FSDP2, EMA teacher included."""
+"""EHM-MAE and EHM-SimMIM sharded with PyTorch FSDP2, EMA teacher included."""
 import contextlib
-from typing import Any, Dict, Iterator, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.device import get_device
-from mmengine.optim import OptimWrapper
-from mmengine.registry import MODEL_WRAPPERS
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
+from mmpretrain.models import SwinTransformer, VisionTransformer
 from torch import nn
 from torch.distributed._composable import checkpoint
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from ..masking.affinity import resolve_layers
-from ..selfsup import EHMMAE
+from ..selfsup import EHMMAE, EHMSimMIM
 from .sharded_state import (
     FULL_OPTIM_STATE_FLAG,
     register_full_state_dict_hooks,
@@ -61,6 +62,81 @@ def check_sharded_launch(cfg: Config, launcher: str) -> None:
             '(--launcher slurm), not --launcher none')
 
 
+def check_sharded_precision(cfg: Config, amp_flag: bool = False) -> None:
+    """Refuse mmengine's AMP (autocast and a loss scaler) with FSDP2.
+
+    :class:`FSDP2Wrapper` does its own mixed precision
+    (``mixed_precision``: parameters gathered and computed in bf16,
+    gradients reduced in fp32, fp32 shards and optimizer state). An
+    ``AmpOptimWrapper`` on top would autocast inside it and scale the
+    loss with a ``GradScaler`` that does not know the gradients are
+    sharded, so the two are not combined.
+
+    Args:
+        cfg (Config): The run's config.
+        amp_flag (bool): ``tools/train.py --amp`` was given.
+            Defaults to False.
+
+    Raises:
+        ValueError: The config selects :class:`FSDP2Wrapper` and ``--amp``
+            was given or ``optim_wrapper.type`` is an ``AmpOptimWrapper``.
+    """
+    if not uses_fsdp2(cfg):
+        return
+    advice = ("FSDP2Wrapper does its own mixed precision: set "
+              "model_wrapper_cfg.mixed_precision=dict(param_dtype="
+              "'bfloat16', reduce_dtype='float32') (configs/_base_/"
+              "ehm_fsdp.py does) with a plain (NonFiniteSkip)OptimWrapper")
+    if amp_flag:
+        raise ValueError(f'--amp cannot be used with this config: {advice}, '
+                         'and leave --amp out')
+    wrapper = (cfg.get('optim_wrapper') or {}).get('type', 'OptimWrapper')
+    if isinstance(wrapper, str):
+        wrapper = OPTIM_WRAPPERS.get(wrapper)
+    if isinstance(wrapper, type) and issubclass(wrapper, AmpOptimWrapper):
+        raise ValueError(
+            f'optim_wrapper.type {wrapper.__name__} (autocast and a loss '
+            f'scaler) cannot be used with FSDP2Wrapper: {advice}')
+
+
+def encoder_blocks(encoder: nn.Module) -> List[nn.Module]:
+    """The transformer blocks of an encoder, one FSDP group each.
+
+    Args:
+        encoder (nn.Module): An mmpretrain ``VisionTransformer`` (its
+            ``layers``) or ``SwinTransformer`` (every stage's ``blocks``).
+
+    Returns:
+        List[nn.Module]: The blocks, in forward order.
+
+    Raises:
+        TypeError: ``encoder`` is neither.
+    """
+    if isinstance(encoder, VisionTransformer):
+        return list(encoder.layers)
+    if isinstance(encoder, SwinTransformer):
+        return [block for stage in encoder.stages for block in stage.blocks]
+    raise TypeError('FSDP2Wrapper shards ViT (`layers`) and Swin '
+                    '(`stages[i].blocks`) encoders, got '
+                    f'{type(encoder).__name__}')
+
+
+def reads_teacher_attention(model: nn.Module) -> bool:
+    """Whether the masks' affinity is the teacher's ViT attention.
+
+    Then the affinity runs the deepest chosen layer's ``ln1`` and
+    ``attn.qkv`` outside that layer's forward.
+
+    Args:
+        model (nn.Module): An ``EHMMAE`` or ``EHMSimMIM``.
+
+    Returns:
+        bool: EHM-MAE, or EHM-SimMIM with ``affinity='attention'``.
+    """
+    return isinstance(model, EHMMAE) or getattr(model, 'affinity',
+                                                None) == 'attention'
+
+
 def _dtype(name: Optional[str], what: str) -> Optional[torch.dtype]:
     """A dtype named in the config, or None."""
     if name is None:
@@ -73,24 +149,29 @@ def _dtype(name: Optional[str], what: str) -> Optional[torch.dtype]:
 
 @MODEL_WRAPPERS.register_module()
 class FSDP2Wrapper(nn.Module):
-    """Shard an :class:`~ehm_mm.models.EHMMAE` with FSDP2 (``fully_shard``).
+    """Shard an ``EHMMAE`` or ``EHMSimMIM`` with FSDP2 (``fully_shard``).
 
     Every parameter is split on dim 0 over the ranks of a 1-D
-    ``DeviceMesh``: one FSDP group per encoder block
-    (``backbone.layers``), per decoder block (``neck.decoder_blocks``) and
-    per EMA-teacher block (``teacher.module.layers``), and the root group
-    (embeddings, norms, the decoder's projections) for the rest. A block's
-    parameters are all-gathered for its forward and freed after it (and
-    for its backward), so a rank holds its shards plus a few whole blocks.
+    ``DeviceMesh``: one FSDP group per encoder block (a ViT's
+    ``backbone.layers``, every Swin stage's ``blocks``), per decoder block
+    (EHM-MAE's ``neck.decoder_blocks``; SimMIM's linear decoder has none)
+    and per EMA-teacher block (the same blocks of ``teacher.module``), and
+    the root group (embeddings, norms, patch merging, the decoder's
+    projections) for the rest. A block's parameters are all-gathered for
+    its forward and freed after it (and for its backward), so a rank holds
+    its shards plus a few whole blocks.
 
     The teacher is sharded exactly like the student, so each rank's
     teacher shard matches its student shard element for element: the EMA
     update is one ``torch._foreach_lerp_`` over the local shards, no
     communication (:class:`~ehm_mm.models.selfsup.ema_teacher.EMATeacher`),
     done here before the forward gathers the root group. The teacher's
-    forward gathers block by block like the student's; the affinity reads
-    the deepest chosen layer's ``q, k`` without running that block, so that
-    layer's ``ln1`` and ``attn.qkv`` are groups of their own.
+    forward gathers block by block like the student's. The attention
+    affinity (EHM-MAE; EHM-SimMIM on a ViT with ``affinity='attention'``)
+    reads the deepest chosen layer's ``q, k`` without running that block,
+    so that layer's ``ln1`` and ``attn.qkv`` are groups of their own; the
+    feature affinity (EHM-SimMIM on Swin) runs the teacher's whole
+    forward.
 
     The model is initialised (``init_weights``) and rank 0's weights
     broadcast before sharding, as DDP starts from rank 0's weights. Its
@@ -103,8 +184,8 @@ class FSDP2Wrapper(nn.Module):
     converters unchanged.
 
     Args:
-        module (nn.Module): The model, an ``EHMMAE``; ``teacher='online'``
-            is refused.
+        module (nn.Module): The model, an ``EHMMAE`` or an ``EHMSimMIM``
+            (ViT or Swin encoder); ``teacher='online'`` is refused.
         mixed_precision (dict, optional): ``param_dtype`` (the gathered
             parameters' and the compute dtype, e.g. ``'bfloat16'``) and
             ``reduce_dtype`` (the gradients' reduce-scatter, e.g.
@@ -124,7 +205,7 @@ class FSDP2Wrapper(nn.Module):
     Raises:
         RuntimeError: No process group is initialised (not a distributed
             launch).
-        TypeError: ``module`` is not an ``EHMMAE``.
+        TypeError: ``module`` is not an ``EHMMAE`` or ``EHMSimMIM``.
         ValueError: ``teacher='online'`` or a bad ``mixed_precision``.
     """
 
@@ -140,9 +221,9 @@ class FSDP2Wrapper(nn.Module):
                 'FSDP2Wrapper needs a distributed launch (no process group is '
                 'initialised): use `bash tools/dist_train.sh CONFIG NUM_GPUS` '
                 'or tools/slurm_train.sh')
-        if not isinstance(module, EHMMAE):
-            raise TypeError('FSDP2Wrapper shards an EHMMAE (ViT blocks '
-                            '`backbone.layers`, `neck.decoder_blocks`), got '
+        if not isinstance(module, (EHMMAE, EHMSimMIM)):
+            raise TypeError('FSDP2Wrapper shards an EHMMAE or an EHMSimMIM '
+                            '(ViT or Swin encoder), got '
                             f'{type(module).__name__}')
         if module.affinity_source == 'teacher' and module.teacher is None:
             raise ValueError(
@@ -190,18 +271,19 @@ class FSDP2Wrapper(nn.Module):
     def _shard(self) -> None:
         """``fully_shard`` the blocks, the teacher's blocks, then the root."""
         model, kwargs = self.module, self._shard_kwargs()
-        for block in [*model.backbone.layers, *model.neck.decoder_blocks]:
+        decoder = getattr(model.neck, 'decoder_blocks', None) or []
+        for block in [*encoder_blocks(model.backbone), *decoder]:
             if self.activation_checkpointing:
                 checkpoint(block)
             fully_shard(block, **kwargs)
         if model.teacher is not None:
             encoder = model.teacher.module
-            deepest = resolve_layers(model.attn_layers,
-                                     len(encoder.layers))[-1]
-            layer = encoder.layers[deepest]
-            fully_shard(layer.ln1, **kwargs)
-            fully_shard(layer.attn.qkv, **kwargs)
-            for block in encoder.layers:
+            blocks = encoder_blocks(encoder)
+            if reads_teacher_attention(model):
+                deepest = resolve_layers(model.attn_layers, len(blocks))[-1]
+                fully_shard(blocks[deepest].ln1, **kwargs)
+                fully_shard(blocks[deepest].attn.qkv, **kwargs)
+            for block in blocks:
                 fully_shard(block, **kwargs)
         fully_shard(model, **kwargs)
 

@@ -19,10 +19,13 @@ tensor, with the same keys as an unsharded model:
 * :func:`gathered_state`: gather both on every rank at once and let the
   state dicts taken inside the block (on one rank, e.g. mmengine's
   rank-0-only ``Runner.save_checkpoint``) return the gathered copies
-  without communicating.
+  without communicating;
+* :func:`state_dict_mode`: inside the block the hooks leave the state
+  dicts sharded (``'sharded'``, for ``torch.distributed.checkpoint``) or
+  empty (``'left_out'``, the small file beside a distributed checkpoint).
 """
 import contextlib
-from typing import Dict, Iterator, List, MutableMapping
+from typing import Dict, Iterator, List, MutableMapping, Union
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +35,9 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 FULL_OPTIM_STATE_FLAG = '_ehm_full_state_dict'
 # Attribute holding a state dict gathered by `gathered_state`.
 GATHERED_ATTR = '_ehm_gathered_state'
+# Attribute holding the mode set by `state_dict_mode`.
+MODE_ATTR = '_ehm_state_dict_mode'
+STATE_DICT_MODES = ('sharded', 'left_out')
 
 
 def gather_full_tensors(state: MutableMapping, to_cpu: bool = True) -> None:
@@ -78,6 +84,12 @@ def shard_like(value: Tensor, param: Tensor) -> Tensor:
 def _full_state_dict_hook(module: nn.Module, state_dict: Dict, prefix: str,
                           local_metadata: Dict) -> None:
     """``state_dict`` post-hook: whole host tensors instead of shards."""
+    mode = getattr(module, MODE_ATTR, None)
+    if mode == 'left_out':
+        state_dict.clear()
+        return
+    if mode == 'sharded':
+        return
     gathered = getattr(module, GATHERED_ATTR, None)
     if gathered is not None:  # taken by `gathered_state`: no collective
         state_dict.update((prefix + k, v) for k, v in gathered.items())
@@ -119,6 +131,11 @@ def _optimizer_params(optimizer: torch.optim.Optimizer) -> List[Tensor]:
 def _full_optim_state_hook(optimizer: torch.optim.Optimizer,
                            state_dict: Dict) -> Dict:
     """``Optimizer.state_dict`` post-hook: whole host tensors."""
+    mode = getattr(optimizer, MODE_ATTR, None)
+    if mode == 'left_out':
+        return dict(state_dict, state={})
+    if mode == 'sharded':
+        return state_dict
     gathered = getattr(optimizer, GATHERED_ATTR, None)
     if gathered is not None:  # taken by `gathered_state`: no collective
         return dict(state_dict, state=gathered['state'])
@@ -133,6 +150,8 @@ def _full_optim_state_hook(optimizer: torch.optim.Optimizer,
 def _shard_optim_state_pre_hook(optimizer: torch.optim.Optimizer,
                                 state_dict: Dict) -> Dict:
     """``Optimizer.load_state_dict`` pre-hook: shard as the parameters."""
+    if getattr(optimizer, MODE_ATTR, None) == 'sharded':
+        return state_dict  # already shards (and maybe keyed by name)
     params = _optimizer_params(optimizer)
     state = {}
     for index, values in state_dict['state'].items():
@@ -189,3 +208,32 @@ def gathered_state(module: nn.Module,
     finally:
         for holder in holders:
             setattr(holder, GATHERED_ATTR, None)
+
+
+@contextlib.contextmanager
+def state_dict_mode(holders: List[Union[nn.Module, torch.optim.Optimizer]],
+                    mode: str) -> Iterator[None]:
+    """Let the state dicts taken inside the block skip the gathering.
+
+    Args:
+        holders (List[nn.Module | torch.optim.Optimizer]): Modules with
+            :func:`register_full_state_dict_hooks` and optimizers with
+            :func:`register_full_optim_state_hooks`.
+        mode (str): ``'sharded'``: the state dicts hold this rank's
+            ``DTensor`` shards as FSDP2 keeps them (no communication);
+            ``'left_out'``: a module's state dict is empty and an
+            optimizer's has no ``state`` (its ``param_groups`` stay).
+
+    Raises:
+        ValueError: An unknown ``mode``.
+    """
+    if mode not in STATE_DICT_MODES:
+        raise ValueError(f'mode must be one of {STATE_DICT_MODES}, got '
+                         f'{mode!r}')
+    try:
+        for holder in holders:
+            setattr(holder, MODE_ATTR, mode)
+        yield
+    finally:
+        for holder in holders:
+            setattr(holder, MODE_ATTR, None)

@@ -1,16 +1,21 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
-"""One rank of a short tiny EHM-MAE run, DDP or FSDP2 (run with torchrun).
+"""One rank of a short tiny EHM run, DDP or FSDP2 (run with torchrun).
 
     torchrun --nproc_per_node 2 fsdp2_worker.py {ddp,fsdp2} ROOT OUT ITERS \
+        [--model {mae,simmim,simmim-swin}] \
         [--resume CKPT | --load-from CKPT] [--checkpointing] [--bf16] \
-        [--accumulate K]
+        [--accumulate K] [--checkpoint-format {full,distributed}] \
+        [--max-keep-ckpts N]
 
-Trains ``tests/data/configs/ehm_mae_tiny_cpu.py`` (data and work dir under
-ROOT) for ITERS iterations at a constant learning rate with a checkpoint
-and a validation every 2 iterations, and saves ``OUT.rank{r}.pt``: each
-iteration's loss and masks (``mask``, ``ids_restore``), the logged
-``teacher_distance`` and the validation features on this rank, and the
-final model state dict (whole tensors; taken on every rank).
+Trains the tiny EHM-MAE of ``tests/data/configs/ehm_mae_tiny_cpu.py``
+(``--model mae``, the default) or the tiny EHM-SimMIM ViT / Swin of
+``ehm_simmim_tiny_cpu.py`` / ``ehm_simmim_swin_tiny_cpu.py`` (data under
+ROOT, work dir ``ROOT/work_<basename of OUT>``) for ITERS iterations at a
+constant learning rate with a checkpoint and a validation every 2
+iterations, and saves ``OUT.rank{r}.pt``: each iteration's loss and masks
+(``mask``, ``ids_restore``), the logged ``teacher_distance`` and the
+validation features on this rank, and the final model state dict (whole
+tensors; taken on every rank). Any number of processes.
 """
 import argparse
 import os
@@ -26,23 +31,29 @@ from mmengine.config import Config  # noqa: E402
 import ehm_mm  # noqa: E402,F401
 from ehm_mm.utils import launch  # noqa: E402
 
-TINY = osp.join(REPO, 'tests', 'data', 'configs', 'ehm_mae_tiny_cpu.py')
+CONFIGS = osp.join(REPO, 'tests', 'data', 'configs')
+TINY = {
+    'mae': osp.join(CONFIGS, 'ehm_mae_tiny_cpu.py'),
+    'simmim': osp.join(CONFIGS, 'ehm_simmim_tiny_cpu.py'),
+    'simmim-swin': osp.join(CONFIGS, 'ehm_simmim_swin_tiny_cpu.py'),
+}
 
 
 def build_config(args: argparse.Namespace) -> Config:
     """The tiny config for this run."""
-    cfg = Config.fromfile(TINY)
+    cfg = Config.fromfile(TINY[args.model])
     data = osp.join(args.root, 'data')
     cfg.train_dataloader.dataset.data_root = data
     cfg.val_dataloader.dataset.data_root = data
-    cfg.work_dir = osp.join(args.root, f'work_{args.mode}')
+    cfg.work_dir = osp.join(args.root, f'work_{osp.basename(args.out)}')
     cfg.launcher = 'pytorch'
     cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
     # validation (features, trees) after iteration 2, then training again
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=args.iters,
                          val_interval=2)
     # the config's AtomicCheckpointHook, every 2 iterations
-    cfg.default_hooks.checkpoint.update(interval=2, max_keep_ckpts=10)
+    cfg.default_hooks.checkpoint.update(interval=2,
+                                        max_keep_ckpts=args.max_keep_ckpts)
     cfg.custom_hooks = []
     cfg.randomness = dict(seed=0, diff_rank_seed=True, deterministic=False)
     if args.mode == 'fsdp2':
@@ -53,6 +64,7 @@ def build_config(args: argparse.Namespace) -> Config:
                                  reduce_dtype='float32')
             if args.bf16 else None)
         cfg.runner_type = 'FSDP2Runner'
+        cfg.checkpoint_format = args.checkpoint_format
     if args.accumulate > 1:
         cfg.optim_wrapper.accumulative_counts = args.accumulate
     if args.resume:
@@ -70,11 +82,14 @@ def main() -> None:
     parser.add_argument('root')
     parser.add_argument('out')
     parser.add_argument('iters', type=int)
+    parser.add_argument('--model', choices=sorted(TINY), default='mae')
     parser.add_argument('--resume')
     parser.add_argument('--load-from')
     parser.add_argument('--checkpointing', action='store_true')
     parser.add_argument('--bf16', action='store_true')
     parser.add_argument('--accumulate', type=int, default=1)
+    parser.add_argument('--checkpoint-format', default='full')
+    parser.add_argument('--max-keep-ckpts', type=int, default=10)
     args = parser.parse_args()
     cfg = build_config(args)
     runner = launch.build_runner(cfg, 'pytorch')
