@@ -31,40 +31,39 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-from PIL import Image
+from fake_imagenet import make_fake_imagenet, write_class_list
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'analysis', 'masking_study.py')
 CONFIG = osp.join(ROOT, 'tests', 'data', 'configs', 'cluster_study',
                   'tiny_study.py')
-CLASSES = 4
+CONVERTER = osp.join(ROOT, 'tools', 'dataset_converters', 'imagenet100.py')
+#: Four of CMC's ImageNet-100 classes; the fake ImageNet-1K also holds one
+#: class that is not in the list (the converter leaves it out).
+CLASSES = ('n02869837', 'n01749939', 'n02488291', 'n02107142')
 
 
-def make_fake_imagenet(root: str, train: int = 8, val: int = 4) -> str:
-    """An ImageNet-style folder: ``{train,val}/<wnid>/<wnid>_<i>.JPEG`` and
-    mmpretrain annotation files ``meta/{train,val}.txt`` (``path label``).
+def make_fake_imagenet100(root: str) -> str:
+    """An ImageNet-100-style dataset root made the way a user makes one: a
+    fake ImageNet-1K folder (generated JPEGs, tests/fake_imagenet.py) through
+    tools/dataset_converters/imagenet100.py with ``--symlink``.
 
-    Each class is a noisy colour of its own.
+    Returns:
+        str: The dataset root (``train/``, ``val/``, ``meta/{train,val}.txt``).
     """
-    rng = np.random.default_rng(0)
-    colours = rng.integers(40, 216, size=(CLASSES, 3))
-    for split, per_class in (('train', train), ('val', val)):
-        lines = []
-        for label, colour in enumerate(colours):
-            wnid = f'n{label:08d}'
-            os.makedirs(osp.join(root, split, wnid), exist_ok=True)
-            for i in range(per_class):
-                pixels = colour + rng.normal(0, 40, size=(32, 32, 3))
-                name = f'{wnid}/{wnid}_{i}.JPEG'
-                Image.fromarray(np.clip(pixels, 0, 255).astype(
-                    np.uint8)).save(osp.join(root, split, name))
-                lines.append(f'{name} {label}')
-        os.makedirs(osp.join(root, 'meta'), exist_ok=True)
-        with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
-            f.write('\n'.join(lines) + '\n')
-    return root
+    imagenet = osp.join(root, 'imagenet1k')
+    make_fake_imagenet(imagenet, wnids=CLASSES + ('n01440764', ),
+                       train_per_class=8, val_per_class=4)
+    classes = write_class_list(osp.join(root, 'classes.txt'), CLASSES)
+    out = osp.join(root, 'imagenet100')
+    subprocess.run([sys.executable, CONVERTER, imagenet, out, '--classes',
+                    classes, '--symlink'], check=True,
+                   env=dict(os.environ, PYTHONPATH=ROOT))
+    for split, count in (('train', 8), ('val', 4)):
+        with open(osp.join(out, 'meta', f'{split}.txt')) as f:
+            assert len(f.read().split('\n')) - 1 == count * len(CLASSES)
+    return out
 
 
 @pytest.fixture(scope='module')
@@ -102,7 +101,7 @@ def _logs(out):
 def _study_env(root: str) -> tuple:
     """The study folder under ``root`` and the tool's environment (a fake
     ImageNet under ``root``; tests/ importable for the kill hook)."""
-    data = make_fake_imagenet(osp.join(root, 'imagenet'))
+    data = make_fake_imagenet100(root)
     env = dict(
         os.environ, PYTHONPATH=ROOT + os.pathsep + osp.join(ROOT, 'tests'),
         OMP_NUM_THREADS='1', EHM_FAKE_IMAGENET=data)

@@ -27,6 +27,8 @@ test_dataloader = dict(
         ann_file='meta/val.txt',
         data_prefix='val',
         pipeline=[dict(type='LoadImageFromFile'),
+                  dict(type='ResizeEdge', scale=36, edge='short'),
+                  dict(type='CenterCrop', crop_size=32),
                   dict(type='PackInputs')]))
 test_evaluator = dict(
     type='KNNAccuracy', k=3, feature_key='retrieval_feature')

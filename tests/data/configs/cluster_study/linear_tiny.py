@@ -29,21 +29,33 @@ data_preprocessor = dict(
     mean=[123.675, 116.28, 103.53],
     std=[58.395, 57.12, 57.375],
     to_rgb=True)
-_dataset = dict(
-    type='CustomDataset',
-    data_root=data_root,
-    pipeline=[dict(type='LoadImageFromFile'),
-              dict(type='PackInputs')])
+_dataset = dict(type='CustomDataset', data_root=data_root)
+_train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.5, 1.0)),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackInputs')
+]
+_test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=36, edge='short'),
+    dict(type='CenterCrop', crop_size=32),
+    dict(type='PackInputs')
+]
 train_dataloader = dict(
     batch_size=8,
     num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(_dataset, ann_file='meta/train.txt', data_prefix='train'))
+    dataset=dict(
+        _dataset, ann_file='meta/train.txt', data_prefix='train',
+        pipeline=_train_pipeline))
 val_dataloader = dict(
     batch_size=8,
     num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(_dataset, ann_file='meta/val.txt', data_prefix='val'))
+    dataset=dict(
+        _dataset, ann_file='meta/val.txt', data_prefix='val',
+        pipeline=_test_pipeline))
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9))
 train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=2)

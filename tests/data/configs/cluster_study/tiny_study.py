@@ -20,6 +20,8 @@ train_dataloader = dict(
         ann_file='meta/train.txt',
         data_prefix='train',
         pipeline=[dict(type='LoadImageFromFile'),
+                  dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.5, 1.0)),
+                  dict(type='RandomFlip', prob=0.5),
                   dict(type='PackInputs')]))
 val_dataloader = None
 val_cfg = None
