@@ -51,3 +51,11 @@ def test_docs_hold_the_computed_table(sizes, capsys):
                  4 * size['teacher']) / GIB
         assert f'{total:.2f} GiB' == figure
         assert figure in page
+
+
+def test_refuses_a_model_it_does_not_model():
+    simmim = osp.join(
+        REPO, 'configs', 'simmim',
+        'ehm-simmim_vit-large-p16_8xb256-fsdp-coslr-100e_in1k.py')
+    with pytest.raises(ValueError, match='models EHM-MAE.*EHMSimMIM'):
+        TOOL['model_sizes'](simmim)

@@ -70,6 +70,12 @@ def model_sizes(config: str) -> Dict[str, float]:
     with torch.device('meta'):
         model = MODELS.build(cfg.model)
     encoder, decoder = model.backbone, model.neck
+    if not hasattr(decoder, 'decoder_blocks'):
+        raise ValueError(
+            f'{config}: fsdp_memory.py models EHM-MAE (a ViT encoder and '
+            f'MAE\'s transformer decoder); this config builds '
+            f'{type(model).__name__} with a {type(decoder).__name__} neck, '
+            'which it does not model')
     blocks = [*encoder.layers, *decoder.decoder_blocks]
     block_sizes = [_count(b) for b in blocks]
     student = _count(encoder) + _count(decoder)
