@@ -10,7 +10,8 @@ the final norm ``ln1.*``). :func:`extract_encoder` produces it from
 - an EHM (or any mmpretrain self-supervised / classifier) checkpoint: the
   student encoder under ``backbone.*`` or the EMA teacher under
   ``teacher.module.*``; the decoder (``neck.*``, including
-  ``neck.mask_token``), ``head.*`` and the other encoder copy are dropped
+  ``neck.mask_token``; EHM-SimMIM's ViT keeps it in the encoder as
+  ``backbone.mask_token``), ``head.*`` and the other encoder copy are dropped
   and counted;
 - an encoder-only checkpoint in the same layout (what
   ``tools/model_converters/ehm2mmseg.py`` writes);
@@ -250,6 +251,11 @@ def extract_encoder(checkpoint: Mapping,
             raise ValueError(
                 f'The checkpoint has no {source} encoder: no key starts with '
                 f'{prefix!r}. Groups present: {sorted(dropped)}.')
+        if 'mask_token' in encoder:
+            # EHM-SimMIM's ViT (MaskFeatViT) keeps its mask token in the
+            # encoder; a downstream ViT sees no masked patch and has none.
+            del encoder['mask_token']
+            dropped.setdefault('mask_token', []).append(prefix + 'mask_token')
         return ExtractedEncoder(encoder, 'ehm', dropped)
 
     if source != 'student':

@@ -178,3 +178,30 @@ def test_blocks_must_be_complete(encoder_state):
         count_vit_blocks(lacking)
     with pytest.raises(ValueError, match='no transformer block'):
         count_vit_blocks({'pos_embed': torch.zeros(1)})
+
+
+def test_simmim_vit_mask_token_dropped_and_counted():
+    """EHM-SimMIM's ViT (MaskFeatViT) keeps its mask token in the encoder:
+    it is dropped (counted) for either copy, and what is kept loads into a
+    plain mmpretrain ViT with no key missing or unexpected."""
+    from mmpretrain.models import MaskFeatViT, VisionTransformer
+    arch = dict(embed_dims=16, num_layers=2, num_heads=2,
+                feedforward_channels=32)
+    simmim_vit = MaskFeatViT(arch=arch, img_size=32, patch_size=8)
+    encoder = simmim_vit.state_dict()
+    assert 'mask_token' in encoder
+    state_dict = OrderedDict()
+    for prefix in ('backbone.', 'teacher.module.'):
+        state_dict.update((prefix + key, value) for key, value in
+                          encoder.items())
+    state_dict['neck.decoder.0.weight'] = torch.zeros(4, 16, 1, 1)
+    for source, prefix in (('student', 'backbone.'),
+                           ('teacher', 'teacher.module.')):
+        extracted = extract_encoder(dict(state_dict=state_dict),
+                                    source=source)
+        assert 'mask_token' not in extracted.state_dict
+        assert extracted.dropped['mask_token'] == [prefix + 'mask_token']
+        assert len(extracted.state_dict) == len(encoder) - 1
+        plain = VisionTransformer(arch=arch, img_size=32, patch_size=8)
+        report = plain.load_state_dict(extracted.state_dict, strict=False)
+        assert report.missing_keys == [] and report.unexpected_keys == []
