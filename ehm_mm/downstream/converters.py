@@ -329,7 +329,7 @@ def convert_checkpoint(src: str,
         raise FileNotFoundError(f'checkpoint {src} does not exist.')
     from mmengine.runner.checkpoint import CheckpointLoader
     loaded = CheckpointLoader.load_checkpoint(src, map_location='cpu')
-    encoder = extract_encoder(loaded, source)
+    encoder = extract_encoder(loaded, source, drop_mask_token=True)
     arch = infer_vit_arch(encoder.state_dict)
     declared = declared_vit_arch(loaded)
     if config is None or declared is not None:

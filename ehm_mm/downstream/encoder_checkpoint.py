@@ -10,9 +10,9 @@ the final norm ``ln1.*``). :func:`extract_encoder` produces it from
 - an EHM (or any mmpretrain self-supervised / classifier) checkpoint: the
   student encoder under ``backbone.*`` or the EMA teacher under
   ``teacher.module.*``; the decoder (``neck.*``, including
-  ``neck.mask_token``; EHM-SimMIM's ViT keeps it in the encoder as
-  ``backbone.mask_token``), ``head.*`` and the other encoder copy are dropped
-  and counted;
+  ``neck.mask_token``), ``head.*`` and the other encoder copy are dropped
+  and counted (the converters also drop EHM-SimMIM's encoder
+  ``mask_token``, see ``drop_mask_token``);
 - an encoder-only checkpoint in the same layout (what
   ``tools/model_converters/ehm2mmseg.py`` writes);
 - an official-MAE / timm checkpoint (``{'model': {...}}`` with
@@ -210,7 +210,8 @@ def _group(key: str) -> str:
 
 
 def extract_encoder(checkpoint: Mapping,
-                    source: str = 'student') -> ExtractedEncoder:
+                    source: str = 'student',
+                    drop_mask_token: bool = False) -> ExtractedEncoder:
     """Return the ViT encoder of a checkpoint in the canonical layout.
 
     Args:
@@ -221,6 +222,11 @@ def extract_encoder(checkpoint: Mapping,
             ``'student'`` (``backbone.*``, what MAE papers transfer) or
             ``'teacher'`` (the EMA copy under ``teacher.module.*``).
             Defaults to ``'student'``.
+        drop_mask_token (bool): Drop (and count under ``mask_token``) the
+            encoder's own ``mask_token`` of an EHM checkpoint, which
+            EHM-SimMIM's ViT (``MaskFeatViT``) keeps in the encoder and a
+            downstream ViT has no use for (the converters do; a fine-tuning
+            load keeps it and reports it unused). Defaults to False.
 
     Returns:
         ExtractedEncoder: The encoder weights and the dropped keys.
@@ -251,7 +257,7 @@ def extract_encoder(checkpoint: Mapping,
             raise ValueError(
                 f'The checkpoint has no {source} encoder: no key starts with '
                 f'{prefix!r}. Groups present: {sorted(dropped)}.')
-        if 'mask_token' in encoder:
+        if drop_mask_token and 'mask_token' in encoder:
             # EHM-SimMIM's ViT (MaskFeatViT) keeps its mask token in the
             # encoder; a downstream ViT sees no masked patch and has none.
             del encoder['mask_token']

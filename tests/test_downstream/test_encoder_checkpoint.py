@@ -182,8 +182,9 @@ def test_blocks_must_be_complete(encoder_state):
 
 def test_simmim_vit_mask_token_dropped_and_counted():
     """EHM-SimMIM's ViT (MaskFeatViT) keeps its mask token in the encoder:
-    it is dropped (counted) for either copy, and what is kept loads into a
-    plain mmpretrain ViT with no key missing or unexpected."""
+    with ``drop_mask_token`` (the converters) it is dropped (counted) for
+    either copy, and what is kept loads into a plain mmpretrain ViT with no
+    key missing or unexpected."""
     from mmpretrain.models import MaskFeatViT, VisionTransformer
     arch = dict(embed_dims=16, num_layers=2, num_heads=2,
                 feedforward_channels=32)
@@ -197,8 +198,10 @@ def test_simmim_vit_mask_token_dropped_and_counted():
     state_dict['neck.decoder.0.weight'] = torch.zeros(4, 16, 1, 1)
     for source, prefix in (('student', 'backbone.'),
                            ('teacher', 'teacher.module.')):
+        kept = extract_encoder(dict(state_dict=state_dict), source=source)
+        assert 'mask_token' in kept.state_dict  # what a fine-tune load sees
         extracted = extract_encoder(dict(state_dict=state_dict),
-                                    source=source)
+                                    source=source, drop_mask_token=True)
         assert 'mask_token' not in extracted.state_dict
         assert extracted.dropped['mask_token'] == [prefix + 'mask_token']
         assert len(extracted.state_dict) == len(encoder) - 1
