@@ -182,6 +182,11 @@ def test_torchrun_study_end_to_end(study):
     # The same report as the CPU study: paired differences and contrasts.
     report = open(osp.join(out, 'results.md')).read()
     assert '| EHM vs MAE | ehm | mae |' in report
+    # Tables the chain does not measure say so instead of empty rows.
+    for what in ('Mean attention distance', 'Mean masked node size',
+                 'Mask-object alignment'):
+        assert f'{what}: not measured by these runs' in report
+    assert 'Mask-object alignment (%' not in report
     for name in ('results.csv', 'final_metrics.png', 'metric_curves.png'):
         assert os.path.getsize(osp.join(out, name)) > 0
 

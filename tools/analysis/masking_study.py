@@ -1076,6 +1076,9 @@ def markdown_table(summary: dict) -> str:
     num_layers = max(
         (len(e['attention_distance']) for e in summary['arms'].values()),
         default=0)
+    if num_layers == 0:
+        lines += ['', NOT_MEASURED.format(what='Mean attention distance')]
+        return '\n'.join(lines) + '\n'
     lines += ['', 'Mean attention distance per encoder layer (pixels):', '']
     head = ['arm'] + [f'layer {i}' for i in range(num_layers)]
     lines.append('| ' + ' | '.join(head) + ' |')
@@ -1591,8 +1594,18 @@ def _fmt_interval(cell: dict) -> str:
     return f"{cell['mean']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}]"
 
 
+#: What a table without any measured row says instead (runs of
+#: ``--launcher torchrun|slurm`` measure only their stages' figures).
+NOT_MEASURED = ('{what}: not measured by these runs (no run logged it; '
+                'runs of --launcher torchrun|slurm report only their '
+                'stages\' figures).')
+
+
 def node_size_table(summary: dict) -> str:
     """Markdown of each arm's logged mean masked node size (patches)."""
+    if all(entry.get('mask_node_size') is None
+           for entry in summary['arms'].values()):
+        return '\n' + NOT_MEASURED.format(what='Mean masked node size') + '\n'
     lines = [
         '', 'Mean masked node size (`mask_node_size`, patches; the split '
         'node counted whole):', '', '| arm | over training | last epoch |',
@@ -1608,6 +1621,9 @@ def node_size_table(summary: dict) -> str:
 
 def alignment_table(summary: dict) -> str:
     """Markdown of each arm's mask-object alignment (:func:`summarise`)."""
+    if all(entry.get('mask_alignment') is None
+           for entry in summary['arms'].values()):
+        return '\n' + NOT_MEASURED.format(what='Mask-object alignment') + '\n'
     lines = [
         '', 'Mask-object alignment (%, mean +- sd over seeds) of the masks '
         'each trained arm draws at the end of training (first '
