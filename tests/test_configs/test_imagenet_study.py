@@ -6,7 +6,6 @@ of the EHM arm, the pre-registration is valid, and every evaluation stage
 follows the schema of docs/en/cluster_study.md."""
 import copy
 import glob
-import importlib.util
 import os.path as osp
 import runpy
 import subprocess
@@ -15,6 +14,7 @@ import sys
 import pytest
 import torch
 from fake_imagenet import WNIDS, make_fake_imagenet, write_class_list
+from masking_study_tool import load_masking_study
 from mmengine.config import Config
 from runner_utils import restoring_mmengine_globals
 
@@ -39,11 +39,7 @@ def _load(config):
 
 
 def _study_tool():
-    path = osp.join(REPO, 'tools', 'analysis', 'masking_study.py')
-    spec = importlib.util.spec_from_file_location('masking_study', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_masking_study()
 
 
 def _arm_config(cfg, arm):

@@ -1,6 +1,5 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """The masking study tool: statistics, and --quick end to end (resumable)."""
-import importlib.util
 import json
 import math
 import os
@@ -9,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from masking_study_tool import load_masking_study
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 TOOL = osp.join(ROOT, 'tools', 'analysis', 'masking_study.py')
@@ -16,10 +16,7 @@ CONFIG = osp.join(ROOT, 'configs', 'study', 'masking_study_scenes.py')
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('masking_study', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_masking_study()
 
 
 def test_paired_difference_and_t_interval():

@@ -20,7 +20,6 @@ about 15 s to install, a few to start)::
     # PartitionName=debug Nodes=$(hostname) Default=YES State=UP
     slurmctld && slurmd
 """
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -33,6 +32,7 @@ import time
 
 import pytest
 from fake_imagenet import make_fake_imagenet, write_class_list
+from masking_study_tool import load_masking_study
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'analysis', 'masking_study.py')
@@ -68,10 +68,7 @@ def make_fake_imagenet100(root: str) -> str:
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('masking_study', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_masking_study()
 
 
 def _run(cmd, env, kill_group_file=None, timeout=600):

@@ -2,7 +2,6 @@
 """Study results with integrity (issue 24, item 2): damaged, misplaced or
 stale results are refused by name; reports are written atomically."""
 import functools
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -10,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from masking_study_tool import load_masking_study
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'analysis', 'masking_study.py')
@@ -20,18 +20,12 @@ KEYS = ('knnbank/top1', 'linear/top1', 'segprobe/mIoU', 'hierarchy/best_iou',
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('masking_study', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_masking_study()
 
 
 @functools.lru_cache(maxsize=None)
 def _digest(arm, seed):
-    spec = importlib.util.spec_from_file_location('masking_study', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.run_digest(CONFIG, arm, seed, True)
+    return load_masking_study().run_digest(CONFIG, arm, seed, True)
 
 
 def _write(tool, out, arm, seed, changes=None):

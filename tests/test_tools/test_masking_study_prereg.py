@@ -1,15 +1,14 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """The study's pre-registration: read from the config, enforced in the
 report (primary cells: Holm p and TOST; the rest labelled exploratory)."""
-import importlib.util
 import os.path as osp
 
 import pytest
+from masking_study_tool import load_masking_study
 
 from ehm_mm.evaluation.study_statistics import holm, paired_t_test, tost
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(ROOT, 'tools', 'analysis', 'masking_study.py')
 CONFIG = osp.join(ROOT, 'configs', 'study', 'masking_study_v2.py')
 
 CONTRASTS = [
@@ -25,10 +24,7 @@ PREREG = dict(primary_endpoints=['m1'], primary_contrasts=['A vs R',
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('masking_study', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_masking_study()
 
 
 def _results(values):

@@ -1,14 +1,13 @@
 # Copyright (c) The ehm_mm Authors. SPDX-License-Identifier: Apache-2.0
 """The v2 study config (issue 22): size-matched tree arms, its task."""
-import importlib.util
 import os.path as osp
 
 import numpy as np
 import pytest
 import torch
+from masking_study_tool import load_masking_study
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(ROOT, 'tools', 'analysis', 'masking_study.py')
 CONFIG = osp.join(ROOT, 'configs', 'study', 'masking_study_v2.py')
 TREE_ARMS = ('ehm_node_size', 'shuffled_attention', 'random_tree_node_size',
              'pixel_tree_node_size')
@@ -24,10 +23,7 @@ NODE_SIZE_TOLERANCE = 2.0**0.5
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('masking_study', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_masking_study()
 
 
 def _task_images(cfg, num, model=None):
