@@ -120,6 +120,36 @@ def test_ehm2mmpretrain(checkpoint, tmp_path, capsys):
     assert list(state_dict) == [f'backbone.{key}' for key in encoder]
 
 
+def test_simmim_vit_checkpoint_drops_its_encoder_mask_token(tmp_path, capsys):
+    """EHM-SimMIM's ViT (``MaskFeatViT``) keeps ``mask_token`` in the
+    encoder: every converter drops it (counted) and the consumers load the
+    rest as they load an EHM-MAE encoder."""
+    from mmpretrain.models import MaskFeatViT
+    torch.manual_seed(0)
+    encoder = MaskFeatViT(arch=ARCH, img_size=32, patch_size=8).state_dict()
+    assert 'mask_token' in encoder
+    state_dict = OrderedDict()
+    for key, value in encoder.items():
+        state_dict[f'backbone.{key}'] = value
+        state_dict[f'teacher.module.{key}'] = value + 1
+    state_dict['neck.decoder.0.weight'] = torch.zeros(192, 32, 1, 1)
+    src = str(tmp_path / 'ehm_simmim.pth')
+    torch.save(dict(meta=runner_meta(), state_dict=state_dict), src)
+    dropped = f'dropped mask_token: 1, neck: 1, teacher: {NUM_KEYS + 1}'
+    for name, check in (
+            ('ehm2mmpretrain', f'consumer check (VisionTransformer): loaded '
+             f'{NUM_KEYS} / missing 0 / unexpected 0'),
+            ('ehm2timm', f'consumer check (ViTDetBackbone): loaded '
+             f'{NUM_KEYS - 3} / missing {2 * NUM_LAYERS} / unexpected 3'),
+            ('ehm2mmseg', f'consumer check (StrictMAE): loaded '
+             f'{NUM_KEYS - 2} / missing {4 * NUM_LAYERS} / unexpected 2')):
+        converter(name)([src, str(tmp_path / f'{name}.pth')])
+        printed = capsys.readouterr().out
+        assert (f'extracted: kept {NUM_KEYS} encoder keys (ehm '
+                f'checkpoint); {dropped}\n') in printed, name
+        assert check in printed, name
+
+
 def test_check_against_a_config(checkpoint, tmp_path):
     """A ViT-B config refuses the tiny encoder; no output is left behind."""
     src, _ = checkpoint
